@@ -1,0 +1,94 @@
+/*
+ * addr.c: socket addresses: formatting for logs and comparing the
+ * addresses of listeners.
+ */
+#include <sys/types.h>
+#include <sys/socket.h>
+#include <netinet/in.h>
+#include <arpa/inet.h>
+
+#include <stdio.h>
+#include <string.h>
+
+#include "fdistd.h"
+
+/* "192.0.2.1:9000" or "[2001:db8::1]:9000"; IPv4-mapped IPv6 as IPv4. */
+void
+addr_format(const struct sockaddr *sa, char *buf, size_t len)
+{
+	const struct sockaddr_in	*sin = (const struct sockaddr_in *)sa;
+	const struct sockaddr_in6	*sin6 = (const struct sockaddr_in6 *)sa;
+	char				 host[INET6_ADDRSTRLEN];
+
+	switch (sa->sa_family) {
+	case AF_INET:
+		inet_ntop(AF_INET, &sin->sin_addr, host, sizeof(host));
+		snprintf(buf, len, "%s:%u", host, ntohs(sin->sin_port));
+		break;
+	case AF_INET6:
+		if (IN6_IS_ADDR_V4MAPPED(&sin6->sin6_addr)) {
+			inet_ntop(AF_INET, &sin6->sin6_addr.s6_addr[12], host,
+			    sizeof(host));
+			snprintf(buf, len, "%s:%u", host,
+			    ntohs(sin6->sin6_port));
+			break;
+		}
+		inet_ntop(AF_INET6, &sin6->sin6_addr, host, sizeof(host));
+		snprintf(buf, len, "[%s]:%u", host, ntohs(sin6->sin6_port));
+		break;
+	default:
+		snprintf(buf, len, "(family %d)", sa->sa_family);
+		break;
+	}
+}
+
+static in_port_t
+addr_port(const struct sockaddr *sa)
+{
+	if (sa->sa_family == AF_INET)
+		return (((const struct sockaddr_in *)sa)->sin_port);
+	return (((const struct sockaddr_in6 *)sa)->sin6_port);
+}
+
+/* Same family, address, scope and port. */
+bool
+addr_equal(const struct sockaddr *a, const struct sockaddr *b)
+{
+	const struct sockaddr_in6	*a6 = (const struct sockaddr_in6 *)a;
+	const struct sockaddr_in6	*b6 = (const struct sockaddr_in6 *)b;
+
+	if (a->sa_family != b->sa_family || addr_port(a) != addr_port(b))
+		return (false);
+	if (a->sa_family == AF_INET)
+		return (((const struct sockaddr_in *)a)->sin_addr.s_addr ==
+		    ((const struct sockaddr_in *)b)->sin_addr.s_addr);
+	return (memcmp(&a6->sin6_addr, &b6->sin6_addr,
+	    sizeof(a6->sin6_addr)) == 0 &&
+	    a6->sin6_scope_id == b6->sin6_scope_id);
+}
+
+/* 0.0.0.0 or [::]. */
+bool
+addr_is_wildcard(const struct sockaddr *sa)
+{
+	if (sa->sa_family == AF_INET)
+		return (((const struct sockaddr_in *)sa)->sin_addr.s_addr ==
+		    htonl(INADDR_ANY));
+	return (IN6_IS_ADDR_UNSPECIFIED(
+	    &((const struct sockaddr_in6 *)sa)->sin6_addr));
+}
+
+/*
+ * Whether two listeners could not both bind: the same port and family
+ * with one of them on the wildcard address.  (IPv6 listeners are
+ * IPv6-only, so [::] does not collide with 0.0.0.0.)
+ */
+bool
+addr_overlaps(const struct sockaddr *a, const struct sockaddr *b)
+{
+	if (addr_equal(a, b))
+		return (true);
+	if (a->sa_family != b->sa_family || addr_port(a) != addr_port(b))
+		return (false);
+	return (addr_is_wildcard(a) || addr_is_wildcard(b));
+}

@@ -1,0 +1,655 @@
+/*
+ * config.c: load and validate /etc/fdistd.ini.
+ *
+ * inih does the INI syntax.  The daemon feeds it lines through its own
+ * reader so that it knows the line number of every key (Debian builds
+ * inih without INI_HANDLER_LINENO), can reject lines longer than inih's
+ * fixed 200-byte buffer instead of letting them be cut, and sees section
+ * headers even when a section holds no keys.  The first error stops the
+ * load with "file:line: what is wrong"; a config is returned only whole.
+ */
+#include <sys/types.h>
+#include <sys/stat.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <ini.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "fdistd.h"
+
+#define INIH_LINE_MAX	200	/* Debian's INI_MAX_LINE */
+
+#define DEFAULT_ACK_TIMEOUT_MS		(30 * 1000)
+#define DEFAULT_SEND_TIMEOUT_MS		(60 * 1000)
+#define DEFAULT_ACK_MAX			256
+#define DEFAULT_MAX_CLIENTS		10000
+#define DEFAULT_SHUTDOWN_TIMEOUT_MS	(30 * 1000)
+
+#define TIMEOUT_MIN_MS	1
+#define TIMEOUT_MAX_MS	(24ULL * 60 * 60 * 1000)
+#define CLIENTS_MAX	1000000
+
+/* The state of one load. */
+struct config_parse {
+	struct config		*cp_cf;
+	FILE			*cp_fp;
+	char			*cp_line;
+	size_t			 cp_linecap;
+	int			 cp_lineno;
+	bool			 cp_in_section;
+	struct share_config	*cp_share;	/* NULL in [fdistd] */
+	bool			 cp_system;	/* open files, resolve names */
+	bool			 cp_failed;
+	char			*cp_err;
+	size_t			 cp_errlen;
+};
+
+enum key_scope {
+	KEY_GLOBAL = 1,
+	KEY_SHARE = 2,
+	KEY_BOTH = 3,
+};
+
+struct config_key {
+	const char	*k_name;
+	enum key_scope	 k_scope;
+	int		(*k_set)(struct config_parse *, const char *, char *,
+			    size_t);
+};
+
+static int	config_set_ack_timeout(struct config_parse *, const char *,
+		    char *, size_t);
+static int	config_set_send_timeout(struct config_parse *, const char *,
+		    char *, size_t);
+static int	config_set_ack_max(struct config_parse *, const char *, char *,
+		    size_t);
+static int	config_set_max_clients(struct config_parse *, const char *,
+		    char *, size_t);
+static int	config_set_shutdown_timeout(struct config_parse *,
+		    const char *, char *, size_t);
+static int	config_set_log(struct config_parse *, const char *, char *,
+		    size_t);
+static int	config_set_listen(struct config_parse *, const char *, char *,
+		    size_t);
+static int	config_set_file(struct config_parse *, const char *, char *,
+		    size_t);
+
+enum key_index {
+	KEY_ACK_TIMEOUT,
+	KEY_SEND_TIMEOUT,
+	KEY_ACK_MAX,
+	KEY_MAX_CLIENTS,
+	KEY_SHUTDOWN_TIMEOUT,
+	KEY_LOG,
+	KEY_LISTEN,
+	KEY_FILE,
+	NKEYS
+};
+
+static const struct config_key config_keys[NKEYS] = {
+	[KEY_ACK_TIMEOUT] = { "ack_timeout", KEY_BOTH,
+	    config_set_ack_timeout },
+	[KEY_SEND_TIMEOUT] = { "send_timeout", KEY_BOTH,
+	    config_set_send_timeout },
+	[KEY_ACK_MAX] = { "ack_max", KEY_BOTH, config_set_ack_max },
+	[KEY_MAX_CLIENTS] = { "max_clients", KEY_GLOBAL,
+	    config_set_max_clients },
+	[KEY_SHUTDOWN_TIMEOUT] = { "shutdown_timeout", KEY_GLOBAL,
+	    config_set_shutdown_timeout },
+	[KEY_LOG] = { "log", KEY_GLOBAL, config_set_log },
+	[KEY_LISTEN] = { "listen", KEY_SHARE, config_set_listen },
+	[KEY_FILE] = { "file", KEY_SHARE, config_set_file },
+};
+_Static_assert(NKEYS <= sizeof(((struct config *)0)->cf_key_line) /
+    sizeof(int), "key line table too small");
+
+#define KEY_IS_SET(set, k)	(((set) & (1U << (k))) != 0)
+
+/* Record the first error, at the line being read. */
+static int
+config_fail(struct config_parse *cp, const char *fmt, ...)
+{
+	char	msg[ERR_MAX];
+	va_list	ap;
+
+	if (cp->cp_failed)
+		return (0);
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	snprintf(cp->cp_err, cp->cp_errlen, "%s:%d: %s", cp->cp_cf->cf_path,
+	    cp->cp_lineno, msg);
+	cp->cp_failed = true;
+	return (0);
+}
+
+/* The limits the key being set applies to. */
+static struct limits *
+config_limits(struct config_parse *cp)
+{
+	if (cp->cp_share != NULL)
+		return (&cp->cp_share->sc_limits);
+	return (&cp->cp_cf->cf_limits);
+}
+
+static int
+config_timeout(const char *value, uint64_t min, uint64_t *ms, char *err,
+    size_t errlen)
+{
+	if (parse_duration_ms(value, ms, err, errlen) == -1)
+		return (-1);
+	if (*ms < min || *ms > TIMEOUT_MAX_MS) {
+		snprintf(err, errlen, "'%s' is out of range (%s to 24h)", value,
+		    min == 0 ? "0" : "1ms");
+		return (-1);
+	}
+	return (0);
+}
+
+static int
+config_set_ack_timeout(struct config_parse *cp, const char *value,
+    char *err, size_t errlen)
+{
+	return (config_timeout(value, TIMEOUT_MIN_MS,
+	    &config_limits(cp)->lim_ack_timeout_ms, err, errlen));
+}
+
+static int
+config_set_send_timeout(struct config_parse *cp, const char *value,
+    char *err, size_t errlen)
+{
+	return (config_timeout(value, TIMEOUT_MIN_MS,
+	    &config_limits(cp)->lim_send_timeout_ms, err, errlen));
+}
+
+static int
+config_set_shutdown_timeout(struct config_parse *cp, const char *value,
+    char *err, size_t errlen)
+{
+	return (config_timeout(value, 0, &cp->cp_cf->cf_shutdown_timeout_ms,
+	    err, errlen));
+}
+
+static int
+config_set_ack_max(struct config_parse *cp, const char *value, char *err,
+    size_t errlen)
+{
+	uint64_t	n;
+
+	if (parse_size(value, &n, err, errlen) == -1)
+		return (-1);
+	if (n < 1 || n > ACK_MAX_LIMIT) {
+		snprintf(err, errlen, "'%s' is out of range (1 to 64K)", value);
+		return (-1);
+	}
+	config_limits(cp)->lim_ack_max = (uint32_t)n;
+	return (0);
+}
+
+static int
+config_set_max_clients(struct config_parse *cp, const char *value,
+    char *err, size_t errlen)
+{
+	uint64_t	n;
+
+	if (parse_count(value, &n, err, errlen) == -1)
+		return (-1);
+	if (n < 1 || n > CLIENTS_MAX) {
+		snprintf(err, errlen, "'%s' is out of range (1 to %d)", value,
+		    CLIENTS_MAX);
+		return (-1);
+	}
+	cp->cp_cf->cf_max_clients = (uint32_t)n;
+	return (0);
+}
+
+static int
+config_set_log(struct config_parse *cp, const char *value, char *err,
+    size_t errlen)
+{
+	if (strcmp(value, "auto") == 0)
+		cp->cp_cf->cf_log = LOG_AUTO;
+	else if (strcmp(value, "journal") == 0)
+		cp->cp_cf->cf_log = LOG_JOURNAL;
+	else if (strcmp(value, "stderr") == 0)
+		cp->cp_cf->cf_log = LOG_STDERR;
+	else {
+		snprintf(err, errlen, "invalid value '%s' (use auto, journal "
+		    "or stderr)", value);
+		return (-1);
+	}
+	return (0);
+}
+
+static int
+config_set_listen(struct config_parse *cp, const char *value, char *err,
+    size_t errlen)
+{
+	struct share_config	*sc = cp->cp_share;
+	size_t			 i;
+
+	if (parse_listen(value, sc->sc_listen, SHARE_LISTEN_MAX,
+	    &sc->sc_nlisten, cp->cp_system, err, errlen) == -1)
+		return (-1);
+	for (i = 0; i < sc->sc_nlisten; i++)
+		sc->sc_listen[i].la_line = cp->cp_lineno;
+	return (0);
+}
+
+static int
+config_set_file(struct config_parse *cp, const char *value, char *err,
+    size_t errlen)
+{
+	if (value[0] != '/') {
+		snprintf(err, errlen, "file '%s' is not an absolute path",
+		    value);
+		return (-1);
+	}
+	free(cp->cp_share->sc_path);
+	if ((cp->cp_share->sc_path = strdup(value)) == NULL) {
+		snprintf(err, errlen, "%s", strerror(errno));
+		return (-1);
+	}
+	cp->cp_share->sc_path_line = cp->cp_lineno;
+	return (0);
+}
+
+/* A "[name]" line: start the global section or a new share. */
+static int
+config_section(struct config_parse *cp, const char *line)
+{
+	struct config		*cf = cp->cp_cf;
+	struct share_config	*sc;
+	char			 name[128], err[ERR_MAX];
+	const char		*end = strchr(line, ']');
+	size_t			 len;
+
+	if (end == NULL)
+		return (0);	/* inih reports the syntax error */
+	line++;
+	while (*line == ' ' || *line == '\t')
+		line++;
+	len = (size_t)(end - line);
+	while (len > 0 && (line[len - 1] == ' ' || line[len - 1] == '\t'))
+		len--;
+	if (len >= sizeof(name))
+		return (config_fail(cp, "section name too long"));
+	memcpy(name, line, len);
+	name[len] = '\0';
+	cp->cp_in_section = true;
+
+	if (strcmp(name, "fdistd") == 0) {
+		if (cf->cf_global_line != 0)
+			return (config_fail(cp, "duplicate section [fdistd] "
+			    "(first on line %d)", cf->cf_global_line));
+		cf->cf_global_line = cp->cp_lineno;
+		cp->cp_share = NULL;
+		return (1);
+	}
+	if (parse_share_name(name, err, sizeof(err)) == -1)
+		return (config_fail(cp, "%s", err));
+	TAILQ_FOREACH(sc, &cf->cf_shares, sc_entry) {
+		if (strcmp(sc->sc_name, name) == 0)
+			return (config_fail(cp, "duplicate share [%s] (first "
+			    "on line %d)", name, sc->sc_line));
+	}
+	if ((sc = calloc(1, sizeof(*sc))) == NULL)
+		return (config_fail(cp, "%s", strerror(errno)));
+	memcpy(sc->sc_name, name, len + 1);	/* parse_share_name checked */
+	sc->sc_line = cp->cp_lineno;
+	sc->sc_fd = -1;
+	TAILQ_INSERT_TAIL(&cf->cf_shares, sc, sc_entry);
+	cf->cf_nshares++;
+	cp->cp_share = sc;
+	return (1);
+}
+
+/*
+ * inih's reader: hand over one line at a time, keeping count.  Leading
+ * blanks are dropped so that inih never takes a line for the
+ * continuation of the previous value.
+ */
+static char *
+config_read_line(char *buf, int size, void *arg)
+{
+	struct config_parse	*cp = arg;
+	ssize_t			 n;
+	size_t			 len;
+	char			*p;
+
+	if (cp->cp_failed)
+		return (NULL);
+	n = getline(&cp->cp_line, &cp->cp_linecap, cp->cp_fp);
+	if (n == -1) {
+		if (ferror(cp->cp_fp))
+			config_fail(cp, "read error: %s", strerror(errno));
+		return (NULL);
+	}
+	cp->cp_lineno++;
+	p = cp->cp_line;
+	if (memchr(p, '\0', (size_t)n) != NULL) {
+		config_fail(cp, "NUL byte in line");
+		return (NULL);
+	}
+	if (cp->cp_lineno == 1 && strncmp(p, "\xef\xbb\xbf", 3) == 0)
+		p += 3;		/* a UTF-8 byte order mark */
+	p += strspn(p, " \t");
+	len = strcspn(p, "\r\n");
+	if (p[len] == '\r' && p[len + 1] != '\n' && p[len + 1] != '\0') {
+		config_fail(cp, "carriage return inside a line");
+		return (NULL);
+	}
+	p[len] = '\0';
+	if (len + 3 > (size_t)size || len + 3 > INIH_LINE_MAX) {
+		config_fail(cp, "line too long (%zu characters; at most %d)",
+		    len, INIH_LINE_MAX - 3);
+		return (NULL);
+	}
+	if (*p == '[' && config_section(cp, p) == 0)
+		return (NULL);
+	memcpy(buf, p, len + 1);
+	return (buf);
+}
+
+/* inih's handler: one "key = value" of the current section. */
+static int
+config_handle(void *arg, const char *section, const char *name,
+    const char *value)
+{
+	struct config_parse	*cp = arg;
+	const struct config_key	*k;
+	unsigned int		*set;
+	int			*lines;
+	char			 err[ERR_MAX];
+	size_t			 i;
+
+	(void)section;		/* config_section tracked it */
+	if (cp->cp_failed)
+		return (0);
+	if (!cp->cp_in_section)
+		return (config_fail(cp, "'%s' is outside any section (put "
+		    "global settings under [fdistd])", name));
+	for (i = 0; i < NKEYS; i++) {
+		if (strcmp(config_keys[i].k_name, name) == 0)
+			break;
+	}
+	if (i == NKEYS)
+		return (config_fail(cp, "unknown key '%s' in [%s]", name,
+		    cp->cp_share ? cp->cp_share->sc_name : "fdistd"));
+	k = &config_keys[i];
+	if (cp->cp_share == NULL && !(k->k_scope & KEY_GLOBAL))
+		return (config_fail(cp, "'%s' belongs in a share section, "
+		    "not in [fdistd]", name));
+	if (cp->cp_share != NULL && !(k->k_scope & KEY_SHARE))
+		return (config_fail(cp, "'%s' is a global setting: put it "
+		    "under [fdistd]", name));
+	set = cp->cp_share ? &cp->cp_share->sc_keys_set : &cp->cp_cf->cf_keys_set;
+	lines = cp->cp_share ? cp->cp_share->sc_key_line :
+	    cp->cp_cf->cf_key_line;
+	if (KEY_IS_SET(*set, i))
+		return (config_fail(cp, "duplicate key '%s' (first set on line "
+		    "%d)", name, lines[i]));
+	*set |= 1U << i;
+	lines[i] = cp->cp_lineno;
+	if (k->k_set(cp, value, err, sizeof(err)) == -1)
+		return (config_fail(cp, "%s: %s", name, err));
+	return (1);
+}
+
+/* Report an error against a given line rather than the current one. */
+static int
+config_fail_at(struct config_parse *cp, int line, const char *fmt, ...)
+{
+	char	msg[ERR_MAX];
+	va_list	ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	if (line > 0)
+		snprintf(cp->cp_err, cp->cp_errlen, "%s:%d: %s",
+		    cp->cp_cf->cf_path, line, msg);
+	else
+		snprintf(cp->cp_err, cp->cp_errlen, "%s: %s",
+		    cp->cp_cf->cf_path, msg);
+	cp->cp_failed = true;
+	return (-1);
+}
+
+/* No two listen addresses, in any shares, may collide. */
+static int
+config_check_listen(struct config_parse *cp)
+{
+	struct share_config	*a, *b;
+	struct listen_addr	*la, *lb;
+	char			 name[ADDR_STR_MAX];
+	size_t			 i, j;
+
+	TAILQ_FOREACH(a, &cp->cp_cf->cf_shares, sc_entry) {
+		for (i = 0; i < a->sc_nlisten; i++) {
+			la = &a->sc_listen[i];
+			for (b = TAILQ_FIRST(&cp->cp_cf->cf_shares); b != NULL;
+			    b = TAILQ_NEXT(b, sc_entry)) {
+				for (j = 0; j < b->sc_nlisten; j++) {
+					lb = &b->sc_listen[j];
+					if (lb == la)
+						goto next;
+					if (!addr_overlaps(
+					    (struct sockaddr *)&la->la_ss,
+					    (struct sockaddr *)&lb->la_ss))
+						continue;
+					addr_format((struct sockaddr *)
+					    &la->la_ss, name, sizeof(name));
+					return (config_fail_at(cp, la->la_line,
+					    "listen address %s %s [%s] "
+					    "(line %d)", name,
+					    addr_equal((struct sockaddr *)
+					    &la->la_ss, (struct sockaddr *)
+					    &lb->la_ss) ? "is already used by"
+					    : "overlaps a wildcard address of",
+					    b->sc_name, lb->la_line));
+				}
+			}
+		}
+next:		;
+	}
+	return (0);
+}
+
+/* Open a share's file now: it must exist and be a regular file. */
+static int
+config_open_file(struct config_parse *cp, struct share_config *sc)
+{
+	struct stat	st;
+	int		fd;
+
+	fd = open(sc->sc_path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+	if (fd == -1)
+		return (config_fail_at(cp, sc->sc_path_line, "file %s: %s",
+		    sc->sc_path, strerror(errno)));
+	if (fstat(fd, &st) == -1 || !S_ISREG(st.st_mode)) {
+		close(fd);
+		return (config_fail_at(cp, sc->sc_path_line, "file %s: not a "
+		    "regular file", sc->sc_path));
+	}
+	sc->sc_fd = fd;
+	return (0);
+}
+
+/* A share takes the global value of each limit it does not set. */
+static void
+config_inherit(struct share_config *sc, const struct config *cf)
+{
+	if (!KEY_IS_SET(sc->sc_keys_set, KEY_ACK_TIMEOUT))
+		sc->sc_limits.lim_ack_timeout_ms =
+		    cf->cf_limits.lim_ack_timeout_ms;
+	if (!KEY_IS_SET(sc->sc_keys_set, KEY_SEND_TIMEOUT))
+		sc->sc_limits.lim_send_timeout_ms =
+		    cf->cf_limits.lim_send_timeout_ms;
+	if (!KEY_IS_SET(sc->sc_keys_set, KEY_ACK_MAX))
+		sc->sc_limits.lim_ack_max = cf->cf_limits.lim_ack_max;
+}
+
+/* Every share complete, defaults inherited, addresses distinct. */
+static int
+config_check(struct config_parse *cp)
+{
+	struct config		*cf = cp->cp_cf;
+	struct share_config	*sc;
+
+	if (TAILQ_EMPTY(&cf->cf_shares))
+		return (config_fail_at(cp, 0, "no shares configured (add a "
+		    "[name] section with listen and file)"));
+	TAILQ_FOREACH(sc, &cf->cf_shares, sc_entry) {
+		if (sc->sc_nlisten == 0)
+			return (config_fail_at(cp, sc->sc_line, "share [%s] "
+			    "has no listen address", sc->sc_name));
+		if (sc->sc_path == NULL)
+			return (config_fail_at(cp, sc->sc_line, "share [%s] "
+			    "has no file", sc->sc_name));
+		config_inherit(sc, cf);
+	}
+	if (config_check_listen(cp) == -1)
+		return (-1);
+	if (!cp->cp_system)
+		return (0);
+	TAILQ_FOREACH(sc, &cf->cf_shares, sc_entry) {
+		if (config_open_file(cp, sc) == -1)
+			return (-1);
+	}
+	return (0);
+}
+
+static struct config *
+config_new(const char *path)
+{
+	struct config	*cf;
+
+	if ((cf = calloc(1, sizeof(*cf))) == NULL)
+		return (NULL);
+	if ((cf->cf_path = strdup(path)) == NULL) {
+		free(cf);
+		return (NULL);
+	}
+	cf->cf_limits.lim_ack_timeout_ms = DEFAULT_ACK_TIMEOUT_MS;
+	cf->cf_limits.lim_send_timeout_ms = DEFAULT_SEND_TIMEOUT_MS;
+	cf->cf_limits.lim_ack_max = DEFAULT_ACK_MAX;
+	cf->cf_max_clients = DEFAULT_MAX_CLIENTS;
+	cf->cf_shutdown_timeout_ms = DEFAULT_SHUTDOWN_TIMEOUT_MS;
+	cf->cf_log = LOG_AUTO;
+	TAILQ_INIT(&cf->cf_shares);
+	return (cf);
+}
+
+/*
+ * Load a configuration from a stream named path.  With system set, the
+ * shares' files are opened (and kept open) and host names resolved;
+ * without, only the text is checked.
+ */
+struct config *
+config_load_stream(FILE *fp, const char *path, bool system, char *err,
+    size_t errlen)
+{
+	struct config_parse	 cp;
+	int			 rv;
+
+	memset(&cp, 0, sizeof(cp));
+	cp.cp_fp = fp;
+	cp.cp_system = system;
+	cp.cp_err = err;
+	cp.cp_errlen = errlen;
+	if ((cp.cp_cf = config_new(path)) == NULL) {
+		snprintf(err, errlen, "%s: %s", path, strerror(errno));
+		return (NULL);
+	}
+	rv = ini_parse_stream(config_read_line, &cp, config_handle, &cp);
+	free(cp.cp_line);
+	if (!cp.cp_failed && rv > 0)
+		config_fail_at(&cp, rv, "syntax error (expected [section], "
+		    "key = value, or a comment)");
+	else if (!cp.cp_failed && rv != 0)
+		config_fail_at(&cp, 0, "cannot parse (error %d)", rv);
+	if (!cp.cp_failed)
+		config_check(&cp);
+	if (cp.cp_failed) {
+		config_free(cp.cp_cf);
+		return (NULL);
+	}
+	return (cp.cp_cf);
+}
+
+/* Load the configuration file at path. */
+struct config *
+config_load(const char *path, bool system, char *err, size_t errlen)
+{
+	struct config	*cf;
+	FILE		*fp;
+
+	if ((fp = fopen(path, "re")) == NULL) {
+		snprintf(err, errlen, "%s: %s", path, strerror(errno));
+		return (NULL);
+	}
+	cf = config_load_stream(fp, path, system, err, errlen);
+	fclose(fp);
+	return (cf);
+}
+
+/* Free a configuration, closing any files it still holds. */
+void
+config_free(struct config *cf)
+{
+	struct share_config	*sc;
+
+	if (cf == NULL)
+		return;
+	while ((sc = TAILQ_FIRST(&cf->cf_shares)) != NULL) {
+		TAILQ_REMOVE(&cf->cf_shares, sc, sc_entry);
+		if (sc->sc_fd != -1)
+			close(sc->sc_fd);
+		free(sc->sc_path);
+		free(sc);
+	}
+	free(cf->cf_path);
+	free(cf);
+}
+
+static void
+config_dump_limits(const struct limits *lim, FILE *fp)
+{
+	fprintf(fp, "ack_timeout = %" PRIu64 "ms\n", lim->lim_ack_timeout_ms);
+	fprintf(fp, "send_timeout = %" PRIu64 "ms\n",
+	    lim->lim_send_timeout_ms);
+	fprintf(fp, "ack_max = %" PRIu32 "\n", lim->lim_ack_max);
+}
+
+/* Print the effective configuration (fdistd -t -v). */
+void
+config_dump(const struct config *cf, FILE *fp)
+{
+	static const char	*modes[] = { "auto", "journal", "stderr" };
+	const struct share_config *sc;
+	char			 name[ADDR_STR_MAX];
+	size_t			 i;
+
+	fprintf(fp, "[fdistd]\n");
+	config_dump_limits(&cf->cf_limits, fp);
+	fprintf(fp, "max_clients = %" PRIu32 "\n", cf->cf_max_clients);
+	fprintf(fp, "shutdown_timeout = %" PRIu64 "ms\n",
+	    cf->cf_shutdown_timeout_ms);
+	fprintf(fp, "log = %s\n", modes[cf->cf_log]);
+	TAILQ_FOREACH(sc, &cf->cf_shares, sc_entry) {
+		fprintf(fp, "\n[%s]\nlisten = ", sc->sc_name);
+		for (i = 0; i < sc->sc_nlisten; i++) {
+			addr_format((const struct sockaddr *)
+			    &sc->sc_listen[i].la_ss, name, sizeof(name));
+			fprintf(fp, "%s%s", i ? ", " : "", name);
+		}
+		fprintf(fp, "\nfile = %s\n", sc->sc_path);
+		config_dump_limits(&sc->sc_limits, fp);
+	}
+}

@@ -1,0 +1,403 @@
+/*
+ * conn.c: one client connection, from accept to its single log record.
+ *
+ * The daemon sends the share's file with sendfile(2), half-closes, then
+ * reads the client's acknowledgement until the client's FIN or the ack
+ * deadline.  Whatever happens, conn_close() is the only way out: it
+ * removes the events, writes the record, closes and updates the counters.
+ */
+#include <sys/types.h>
+#include <sys/queue.h>
+#include <sys/sendfile.h>
+#include <sys/socket.h>
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <event2/event_struct.h>
+
+#include "fdistd.h"
+
+/*
+ * At most this much file data per write event, so one fast client on
+ * loopback cannot keep the loop from the others.
+ */
+#define SEND_BUDGET	(2 * 1024 * 1024)
+/* Reads per read event, likewise against a client that floods us. */
+#define READS_PER_EVENT	4
+
+enum conn_state {
+	CONN_SENDING,		/* file bytes remain: EV_WRITE when full */
+	CONN_AWAITING_ACK,	/* SHUT_WR sent: read until FIN or deadline */
+};
+
+struct conn {
+	TAILQ_ENTRY(conn)	 c_entry;
+	int			 c_fd;
+	enum conn_state		 c_state;
+	struct share		*c_share;
+	uint64_t		 c_off;		/* file bytes sent */
+	struct event		 c_rev;
+	struct event		 c_wev;
+	bool			 c_wev_armed;
+	bool			 c_peer_eof;	/* the client sent its FIN */
+	bool			 c_ack_done;	/* NUL, LF or ack_max seen */
+	uint32_t		 c_acklen;
+	uint64_t		 c_rcvd;	/* all bytes the client sent */
+	struct timespec		 c_start;
+	struct timespec		 c_deadline;	/* of the ack */
+	struct sockaddr_storage	 c_peer;
+	unsigned char		 c_ack[];	/* ack_max bytes */
+};
+
+static TAILQ_HEAD(, conn)	conns = TAILQ_HEAD_INITIALIZER(conns);
+static size_t			nconns;
+/* Where bytes past the ack go: read, never kept. */
+static unsigned char		drain[64 * 1024];
+
+static void	conn_close(struct conn *, const char *);
+static void	conn_send(struct conn *);
+
+static const char *
+conn_state_name(enum conn_state state)
+{
+	return (state == CONN_SENDING ? "sending" : "awaiting-ack");
+}
+
+/* The only place a connection changes state. */
+static void
+conn_set_state(struct conn *c, enum conn_state state)
+{
+	if (fdistd_verbose > 1) {
+		char	peer[ADDR_STR_MAX];
+
+		addr_format((struct sockaddr *)&c->c_peer, peer, sizeof(peer));
+		log_debug("%s [%s]: %s -> %s", peer, c->c_share->sh_name,
+		    conn_state_name(c->c_state), conn_state_name(state));
+	}
+	c->c_state = state;
+}
+
+static struct timeval
+conn_timeval_ms(uint64_t ms)
+{
+	struct timeval	tv;
+
+	tv.tv_sec = (time_t)(ms / 1000);
+	tv.tv_usec = (suseconds_t)(ms % 1000 * 1000);
+	return (tv);
+}
+
+static int64_t
+conn_usec_between(const struct timespec *a, const struct timespec *b)
+{
+	return ((int64_t)(b->tv_sec - a->tv_sec) * 1000000 +
+	    (b->tv_nsec - a->tv_nsec) / 1000);
+}
+
+/* The outcome of a client that finished after the whole file. */
+static const char *
+conn_ack_outcome(const struct conn *c)
+{
+	return (c->c_rcvd > 0 ? "acked" : "no-ack");
+}
+
+/*
+ * Keep the client's bytes: the ack runs up to the first NUL or LF (a CR
+ * before the LF is dropped) and at most ack_max bytes.
+ */
+static void
+conn_take_ack(struct conn *c, size_t n)
+{
+	unsigned char	*p = c->c_ack + c->c_acklen;
+	size_t		 i;
+
+	for (i = 0; i < n; i++) {
+		if (p[i] == '\0' || p[i] == '\n') {
+			c->c_acklen += (uint32_t)i;
+			if (p[i] == '\n' && c->c_acklen > 0 &&
+			    c->c_ack[c->c_acklen - 1] == '\r')
+				c->c_acklen--;
+			c->c_ack_done = true;
+			return;
+		}
+	}
+	c->c_acklen += (uint32_t)n;
+	if (c->c_acklen == c->c_share->sh_limits.lim_ack_max)
+		c->c_ack_done = true;
+}
+
+/* Read what the client sent; returns -1 if the connection was closed. */
+static int
+conn_receive(struct conn *c)
+{
+	unsigned char	*dst;
+	size_t		 room;
+	ssize_t		 n;
+	int		 i;
+
+	for (i = 0; i < READS_PER_EVENT; i++) {
+		if (c->c_ack_done) {
+			dst = drain;
+			room = sizeof(drain);
+		} else {
+			dst = c->c_ack + c->c_acklen;
+			room = c->c_share->sh_limits.lim_ack_max - c->c_acklen;
+		}
+		n = read(c->c_fd, dst, room);
+		if (n > 0) {
+			c->c_rcvd += (uint64_t)n;
+			if (dst != drain)
+				conn_take_ack(c, (size_t)n);
+			continue;
+		}
+		if (n == 0) {
+			if (c->c_state == CONN_AWAITING_ACK) {
+				conn_close(c, conn_ack_outcome(c));
+				return (-1);
+			}
+			/* A half-closed client may still read: keep sending. */
+			c->c_peer_eof = true;
+			event_del(&c->c_rev);
+			return (0);
+		}
+		if (errno == EAGAIN || errno == EINTR)
+			return (0);
+		log_debug("read: %s", strerror(errno));
+		conn_close(c, c->c_state == CONN_SENDING ? "aborted" :
+		    conn_ack_outcome(c));
+		return (-1);
+	}
+	return (0);
+}
+
+static void
+conn_on_readable(evutil_socket_t fd, short what, void *arg)
+{
+	struct conn	*c = arg;
+	struct timespec	 now;
+	struct timeval	 tv;
+	int64_t		 left;
+
+	(void)fd;
+	if (what & EV_TIMEOUT) {
+		conn_close(c, c->c_ack_done ? "acked" : "ack-timeout");
+		return;
+	}
+	if (conn_receive(c) == -1 || c->c_state != CONN_AWAITING_ACK)
+		return;
+	/* The deadline is for the whole ack, not for each byte of it. */
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	left = conn_usec_between(&now, &c->c_deadline);
+	if (left <= 0) {
+		conn_close(c, c->c_ack_done ? "acked" : "ack-timeout");
+		return;
+	}
+	tv.tv_sec = (time_t)(left / 1000000);
+	tv.tv_usec = (suseconds_t)(left % 1000000);
+	event_add(&c->c_rev, &tv);
+}
+
+/* The whole file is out: half-close and wait for the ack. */
+static void
+conn_sent(struct conn *c)
+{
+	struct timeval	tv;
+	uint64_t	ms = c->c_share->sh_limits.lim_ack_timeout_ms;
+
+	if (c->c_wev_armed) {
+		event_del(&c->c_wev);
+		c->c_wev_armed = false;
+	}
+	if (shutdown(c->c_fd, SHUT_WR) == -1) {
+		log_debug("shutdown: %s", strerror(errno));
+		conn_close(c, "aborted");
+		return;
+	}
+	if (c->c_peer_eof) {
+		conn_close(c, conn_ack_outcome(c));
+		return;
+	}
+	conn_set_state(c, CONN_AWAITING_ACK);
+	clock_gettime(CLOCK_MONOTONIC, &c->c_deadline);
+	c->c_deadline.tv_sec += (time_t)(ms / 1000);
+	c->c_deadline.tv_nsec += (long)(ms % 1000 * 1000000);
+	if (c->c_deadline.tv_nsec >= 1000000000) {
+		c->c_deadline.tv_sec++;
+		c->c_deadline.tv_nsec -= 1000000000;
+	}
+	tv = conn_timeval_ms(ms);
+	event_add(&c->c_rev, &tv);
+}
+
+/* Wait for room in the socket, for at most send_timeout. */
+static void
+conn_wait_writable(struct conn *c)
+{
+	struct timeval	tv;
+
+	if (c->c_wev_armed)
+		return;
+	tv = conn_timeval_ms(c->c_share->sh_limits.lim_send_timeout_ms);
+	event_add(&c->c_wev, &tv);
+	c->c_wev_armed = true;
+}
+
+/*
+ * Send file bytes until the socket is full or this event's budget is
+ * spent.  sendfile() returning 0 before the end means the file shrank.
+ */
+static void
+conn_send(struct conn *c)
+{
+	struct sfile	*sf = c->c_share->sh_file;
+	size_t		 budget = SEND_BUDGET, want;
+	off_t		 off;
+	ssize_t		 n;
+
+	while (c->c_off < sf->sf_size) {
+		if (budget == 0) {
+			conn_wait_writable(c);	/* fires again at once */
+			return;
+		}
+		want = sf->sf_size - c->c_off < budget ?
+		    (size_t)(sf->sf_size - c->c_off) : budget;
+		off = (off_t)c->c_off;
+		n = sendfile(c->c_fd, sf->sf_fd, &off, want);
+		if (n > 0) {
+			c->c_off += (uint64_t)n;
+			budget -= (size_t)n;
+			continue;
+		}
+		if (n == 0) {
+			log_warnx("%s: file shrank to %llu bytes while being "
+			    "sent (replace files by rename, then reload)",
+			    sf->sf_path, (unsigned long long)c->c_off);
+			conn_close(c, "file-changed");
+			return;
+		}
+		if (errno == EAGAIN) {
+			conn_wait_writable(c);
+			return;
+		}
+		if (errno == EINTR)
+			continue;
+		log_debug("sendfile: %s", strerror(errno));
+		conn_close(c, "aborted");
+		return;
+	}
+	conn_sent(c);
+}
+
+static void
+conn_on_writable(evutil_socket_t fd, short what, void *arg)
+{
+	struct conn	*c = arg;
+
+	(void)fd;
+	if (what & EV_TIMEOUT) {
+		conn_close(c, "send-timeout");
+		return;
+	}
+	conn_send(c);
+}
+
+/*
+ * Take an accepted socket and start sending at once: a new socket has
+ * room, and a small file is then sent without waiting for an event.
+ * Returns -1 (and leaves fd to the caller) only if out of memory.
+ */
+int
+conn_new(struct event_base *base, int fd, const struct sockaddr *peer,
+    socklen_t peerlen, struct share *sh)
+{
+	struct conn	*c;
+
+	c = calloc(1, sizeof(*c) + sh->sh_limits.lim_ack_max);
+	if (c == NULL)
+		return (-1);
+	c->c_fd = fd;
+	c->c_share = share_ref(sh);
+	c->c_state = CONN_SENDING;
+	memcpy(&c->c_peer, peer, peerlen);
+	clock_gettime(CLOCK_MONOTONIC, &c->c_start);
+	event_assign(&c->c_rev, base, fd, EV_READ | EV_PERSIST,
+	    conn_on_readable, c);
+	event_assign(&c->c_wev, base, fd, EV_WRITE | EV_PERSIST,
+	    conn_on_writable, c);
+	TAILQ_INSERT_TAIL(&conns, c, c_entry);
+	nconns++;
+	/* Bytes sent before EOF are kept as the ack; never let them stall. */
+	event_add(&c->c_rev, NULL);
+	conn_send(c);
+	return (0);
+}
+
+/* Read what is left so close() does not answer unread bytes with RST. */
+static void
+conn_drain(struct conn *c)
+{
+	int	i;
+
+	for (i = 0; i < READS_PER_EVENT; i++) {
+		if (read(c->c_fd, drain, sizeof(drain)) <= 0)
+			return;
+	}
+}
+
+/*
+ * The one way out: remove the events, log the record, close, count.
+ */
+static void
+conn_close(struct conn *c, const char *status)
+{
+	struct transfer_record	 tr;
+	struct timespec		 now;
+	char			 peer[ADDR_STR_MAX];
+	bool			 acked = strcmp(status, "acked") == 0;
+
+	event_del(&c->c_rev);
+	event_del(&c->c_wev);
+	if (c->c_state == CONN_AWAITING_ACK)
+		conn_drain(c);
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	addr_format((struct sockaddr *)&c->c_peer, peer, sizeof(peer));
+	memset(&tr, 0, sizeof(tr));
+	tr.tr_share = c->c_share->sh_name;
+	tr.tr_file = c->c_share->sh_file->sf_path;
+	tr.tr_peer = peer;
+	tr.tr_bytes = c->c_off;
+	tr.tr_size = c->c_share->sh_file->sf_size;
+	tr.tr_duration_usec = (uint64_t)conn_usec_between(&c->c_start, &now);
+	tr.tr_status = status;
+	tr.tr_ack = c->c_ack;
+	tr.tr_acklen = c->c_acklen;
+	tr.tr_ack_bytes = c->c_rcvd;
+	log_transfer(&tr);
+
+	close(c->c_fd);
+	TAILQ_REMOVE(&conns, c, c_entry);
+	nconns--;
+	share_unref(c->c_share);
+	free(c);
+	server_conn_closed(acked);
+}
+
+/* End every connection now (the daemon is stopping). */
+void
+conn_close_all(const char *status)
+{
+	struct conn	*c;
+
+	while ((c = TAILQ_FIRST(&conns)) != NULL)
+		conn_close(c, status);
+}
+
+size_t
+conn_count(void)
+{
+	return (nconns);
+}

@@ -1,0 +1,234 @@
+/*
+ * fdistd.c: the daemon's entry point: options, signals, reload and the
+ * event loop.  fdistd never forks: the service manager supervises it.
+ */
+#include <sys/resource.h>
+
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fdistd.h"
+#include "version.h"
+
+int			 fdistd_verbose;
+
+static const char	*config_path = FDIST_CONFIG_PATH;
+static bool		 debug_mode;
+static struct event_base *base;
+
+static void
+usage(FILE *fp)
+{
+	fprintf(fp,
+	    "usage: fdistd [-dhtVv] [-c file]\n"
+	    "Serve files to many clients at once and log who acknowledged "
+	    "them.\n\n"
+	    "  -c, --config FILE  configuration file (default %s)\n"
+	    "  -t, --test         check the configuration, print "
+	    "\"configuration OK\"\n"
+	    "                     or the error, and exit (with -v: print "
+	    "it too)\n"
+	    "  -d, --debug        log to stderr, with debug messages\n"
+	    "  -v, --verbose      more messages (twice: each state change)\n"
+	    "  -V, --version      print the version and exit\n"
+	    "  -h, --help         print this help and exit\n\n"
+	    "Signals: SIGHUP reloads the configuration; SIGTERM or SIGINT "
+	    "stops, letting\ntransfers finish for up to shutdown_timeout "
+	    "(a second signal ends them).\nSee fdistd(8) and fdistd.ini(5).\n",
+	    FDIST_CONFIG_PATH);
+}
+
+/* SIGHUP: load the file again; keep running on the old one if it fails. */
+static void
+fdistd_reload(void)
+{
+	struct config	*cf;
+	char		 err[ERR_MAX];
+
+	notify_reloading();
+	log_info("reloading %s", config_path);
+	cf = config_load(config_path, true, err, sizeof(err));
+	if (cf == NULL)
+		log_warnx("reload failed, still serving the previous "
+		    "configuration: %s", err);
+	else if (server_reload(cf, err, sizeof(err)) == -1) {
+		log_warnx("reload failed, still serving the previous "
+		    "configuration: %s", err);
+		config_free(cf);
+	} else {
+		if (!debug_mode)
+			log_set_mode(cf->cf_log);
+		log_info("reloaded: %zu shares", cf->cf_nshares);
+	}
+	notify_ready();
+}
+
+static void
+fdistd_on_signal(evutil_socket_t sig, short what, void *arg)
+{
+	(void)what;
+	(void)arg;
+	switch (sig) {
+	case SIGHUP:
+		fdistd_reload();
+		break;
+	case SIGTERM:
+	case SIGINT:
+		if (server_stopping())
+			log_info("second stop signal: ending transfers now");
+		notify_stopping();
+		server_stop(server_stopping());
+		notify_status();
+		break;
+	}
+}
+
+/*
+ * Each client costs a descriptor: take the whole hard limit, and say so
+ * if max_clients still cannot fit.
+ */
+static void
+fdistd_raise_nofile(const struct config *cf)
+{
+	struct rlimit	rl;
+	rlim_t		need = (rlim_t)cf->cf_max_clients + 64 +
+			    cf->cf_nshares * (SHARE_LISTEN_MAX + 1);
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) == -1)
+		return;
+	if (rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		if (setrlimit(RLIMIT_NOFILE, &rl) == -1)
+			log_warn("setrlimit");
+		getrlimit(RLIMIT_NOFILE, &rl);
+	}
+	if (rl.rlim_cur < need)
+		log_warnx("max_clients %u does not fit the open files limit "
+		    "%llu: raise LimitNOFILE (or ulimit -n) to at least %llu",
+		    cf->cf_max_clients, (unsigned long long)rl.rlim_cur,
+		    (unsigned long long)need);
+}
+
+static struct event *
+fdistd_signal(int sig)
+{
+	struct event	*ev;
+
+	if ((ev = evsignal_new(base, sig, fdistd_on_signal, NULL)) == NULL ||
+	    event_add(ev, NULL) == -1)
+		fatalx("cannot handle signal %d", sig);
+	return (ev);
+}
+
+/* Check the configuration only (-t). */
+static int
+fdistd_test(struct config *cf, char *err)
+{
+	if (cf == NULL) {
+		fprintf(stderr, "fdistd: %s\n", err);
+		return (1);
+	}
+	if (fdistd_verbose)
+		config_dump(cf, stdout);
+	printf("configuration OK\n");
+	config_free(cf);
+	return (0);
+}
+
+static void
+fdistd_run(struct config *cf)
+{
+	struct event	*signals[4];
+	char		 err[ERR_MAX];
+	size_t		 i;
+
+	/* A client gone mid-sendfile must be an EPIPE, not a signal. */
+	signal(SIGPIPE, SIG_IGN);
+	fdistd_raise_nofile(cf);
+	if ((base = event_base_new()) == NULL)
+		fatalx("cannot create the event loop");
+	signals[0] = fdistd_signal(SIGHUP);
+	signals[1] = fdistd_signal(SIGTERM);
+	signals[2] = fdistd_signal(SIGINT);
+	signals[3] = NULL;
+	if (server_start(base, cf, err, sizeof(err)) == -1)
+		fatalx("%s", err);
+	notify_init(base);
+	log_info("fdistd %s ready: %zu shares, max_clients %u", FDIST_VERSION,
+	    cf->cf_nshares, cf->cf_max_clients);
+	notify_ready();
+
+	event_base_dispatch(base);
+
+	server_free();
+	notify_free();
+	for (i = 0; signals[i] != NULL; i++)
+		event_free(signals[i]);
+	event_base_free(base);
+	libevent_global_shutdown();
+	log_info("stopped");
+}
+
+int
+main(int argc, char *argv[])
+{
+	static const struct option longopts[] = {
+		{ "config", required_argument, NULL, 'c' },
+		{ "debug", no_argument, NULL, 'd' },
+		{ "help", no_argument, NULL, 'h' },
+		{ "test", no_argument, NULL, 't' },
+		{ "version", no_argument, NULL, 'V' },
+		{ "verbose", no_argument, NULL, 'v' },
+		{ NULL, 0, NULL, 0 }
+	};
+	struct config	*cf;
+	char		 err[ERR_MAX];
+	bool		 test = false;
+	int		 ch;
+
+	while ((ch = getopt_long(argc, argv, "c:dhtVv", longopts, NULL)) != -1) {
+		switch (ch) {
+		case 'c':
+			config_path = optarg;
+			break;
+		case 'd':
+			debug_mode = true;
+			fdistd_verbose++;
+			break;
+		case 'h':
+			usage(stdout);
+			return (0);
+		case 't':
+			test = true;
+			break;
+		case 'V':
+			printf("fdistd %s\n", FDIST_VERSION);
+			return (0);
+		case 'v':
+			fdistd_verbose++;
+			break;
+		default:
+			usage(stderr);
+			return (2);
+		}
+	}
+	if (optind != argc) {
+		usage(stderr);
+		return (2);
+	}
+
+	log_init(debug_mode ? LOG_STDERR : LOG_AUTO, fdistd_verbose);
+	cf = config_load(config_path, true, err, sizeof(err));
+	if (test)
+		return (fdistd_test(cf, err));
+	if (cf == NULL)
+		fatalx("%s", err);
+	if (!debug_mode)
+		log_set_mode(cf->cf_log);
+	fdistd_run(cf);
+	return (0);
+}

@@ -1,0 +1,212 @@
+/*
+ * fdistd.h: private interfaces of fdistd, grouped by the file that
+ * implements them.
+ */
+#ifndef FDISTD_H
+#define FDISTD_H
+
+#include <sys/types.h>
+#include <sys/queue.h>
+#include <sys/socket.h>
+
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <event2/event.h>
+
+#define SHARE_NAME_MAX		64	/* bytes, including the NUL */
+#define SHARE_LISTEN_MAX	16	/* addresses per share */
+#define ACK_MAX_LIMIT		(64 * 1024)
+#define ADDR_STR_MAX		64	/* "[v6]:port" and NUL */
+#define ERR_MAX			256	/* config error messages */
+
+/* How and where the daemon logs. */
+enum log_mode {
+	LOG_AUTO,		/* the journal if stderr is the journal stream */
+	LOG_JOURNAL,
+	LOG_STDERR,
+};
+
+/* Settings a share may override; the [fdistd] section sets the default. */
+struct limits {
+	uint64_t	lim_ack_timeout_ms;
+	uint64_t	lim_send_timeout_ms;
+	uint32_t	lim_ack_max;
+};
+
+/* One address a share listens on. */
+struct listen_addr {
+	struct sockaddr_storage	la_ss;
+	socklen_t		la_len;
+	int			la_line;	/* where it was configured */
+};
+
+/* One share section of the configuration. */
+struct share_config {
+	TAILQ_ENTRY(share_config) sc_entry;
+	char			 sc_name[SHARE_NAME_MAX];
+	int			 sc_line;	/* of the [name] header */
+	char			*sc_path;
+	int			 sc_path_line;
+	int			 sc_fd;		/* opened by config_load, or -1 */
+	struct listen_addr	 sc_listen[SHARE_LISTEN_MAX];
+	size_t			 sc_nlisten;
+	struct limits		 sc_limits;
+	unsigned int		 sc_keys_set;	/* bit per key table entry */
+	int			 sc_key_line[16];
+};
+TAILQ_HEAD(share_config_list, share_config);
+
+/* A whole configuration file, loaded and validated. */
+struct config {
+	char			*cf_path;
+	struct limits		 cf_limits;
+	uint32_t		 cf_max_clients;
+	uint64_t		 cf_shutdown_timeout_ms;
+	enum log_mode		 cf_log;
+	unsigned int		 cf_keys_set;
+	int			 cf_key_line[16];
+	int			 cf_global_line;	/* of [fdistd], or 0 */
+	struct share_config_list cf_shares;
+	size_t			 cf_nshares;
+};
+
+/* config.c */
+struct config	*config_load(const char *, bool, char *, size_t);
+struct config	*config_load_stream(FILE *, const char *, bool, char *,
+		    size_t);
+void		 config_free(struct config *);
+void		 config_dump(const struct config *, FILE *);
+
+/* parse.c: strict value parsers; each returns 0 or -1 with a message. */
+int	 parse_duration_ms(const char *, uint64_t *, char *, size_t);
+int	 parse_size(const char *, uint64_t *, char *, size_t);
+int	 parse_count(const char *, uint64_t *, char *, size_t);
+int	 parse_listen(const char *, struct listen_addr *, size_t, size_t *,
+	    bool, char *, size_t);
+int	 parse_share_name(const char *, char *, size_t);
+
+/* addr.c */
+void	 addr_format(const struct sockaddr *, char *, size_t);
+bool	 addr_equal(const struct sockaddr *, const struct sockaddr *);
+bool	 addr_overlaps(const struct sockaddr *, const struct sockaddr *);
+bool	 addr_is_wildcard(const struct sockaddr *);
+
+/* escape.c */
+size_t	 escape_text(char *, size_t, const unsigned char *, size_t);
+#define ESCAPE_BUFSIZE(n)	((n) * 4 + 1)
+
+/* log.c */
+struct transfer_record {
+	const char	*tr_share;
+	const char	*tr_file;
+	const char	*tr_peer;
+	uint64_t	 tr_bytes;
+	uint64_t	 tr_size;
+	uint64_t	 tr_duration_usec;
+	const char	*tr_status;
+	const unsigned char *tr_ack;
+	size_t		 tr_acklen;
+	uint64_t	 tr_ack_bytes;	/* everything the client sent */
+};
+void	 log_init(enum log_mode, int);
+void	 log_set_mode(enum log_mode);
+bool	 log_to_journal(void);
+void	 log_warn(const char *, ...) __attribute__((format(printf, 1, 2)));
+void	 log_warnx(const char *, ...) __attribute__((format(printf, 1, 2)));
+void	 log_info(const char *, ...) __attribute__((format(printf, 1, 2)));
+void	 log_debug(const char *, ...) __attribute__((format(printf, 1, 2)));
+void	 fatal(const char *, ...)
+	    __attribute__((format(printf, 1, 2), noreturn));
+void	 fatalx(const char *, ...)
+	    __attribute__((format(printf, 1, 2), noreturn));
+void	 log_transfer(const struct transfer_record *);
+
+/* sfile.c: a served file, opened once and shared by its clients. */
+struct sfile {
+	int		 sf_fd;
+	char		*sf_path;
+	uint64_t	 sf_size;
+	dev_t		 sf_dev;
+	ino_t		 sf_ino;
+	int64_t		 sf_mtime_ns;
+	unsigned int	 sf_refs;
+};
+struct sfile	*sfile_adopt(int, const char *);
+struct sfile	*sfile_ref(struct sfile *);
+void		 sfile_unref(struct sfile *);
+bool		 sfile_same(const struct sfile *, const struct sfile *);
+
+/* share.c: the running form of a share. */
+struct share {
+	TAILQ_ENTRY(share) sh_entry;
+	char		 sh_name[SHARE_NAME_MAX];
+	struct sfile	*sh_file;
+	struct limits	 sh_limits;
+	unsigned int	 sh_refs;	/* the server's, and one per client */
+};
+TAILQ_HEAD(share_list, share);
+struct share	*share_new(const struct share_config *, struct sfile *);
+struct share	*share_ref(struct share *);
+void		 share_unref(struct share *);
+
+/* listener.c */
+struct listener {
+	TAILQ_ENTRY(listener) ls_entry;
+	int		 ls_fd;
+	struct sockaddr_storage ls_ss;
+	socklen_t	 ls_len;
+	char		 ls_name[ADDR_STR_MAX];
+	struct share	*ls_share;
+	struct event	*ls_ev;
+	bool		 ls_used;	/* during a reload */
+};
+TAILQ_HEAD(listener_list, listener);
+struct listener	*listener_open(struct event_base *, const struct listen_addr *,
+		    char *, size_t);
+void		 listener_attach(struct listener *, struct share *);
+void		 listener_enable(struct listener *);
+void		 listener_disable(struct listener *);
+void		 listener_close(struct listener *);
+
+/* server.c: the set of shares and listeners, accepting and limits. */
+struct server_stats {
+	uint64_t	st_accepted;
+	uint64_t	st_acked;
+	uint64_t	st_failed;
+	uint64_t	st_refused;
+	uint64_t	st_active;
+};
+int		 server_start(struct event_base *, struct config *, char *,
+		    size_t);
+int		 server_reload(struct config *, char *, size_t);
+const struct config *server_config(void);
+void		 server_stop(bool);
+bool		 server_stopping(void);
+void		 server_free(void);
+void		 server_accept(struct listener *);
+void		 server_conn_closed(bool);
+const struct server_stats *server_stats(void);
+size_t		 server_nshares(void);
+uint32_t	 server_max_clients(void);
+
+/* conn.c: one client connection. */
+int		 conn_new(struct event_base *, int, const struct sockaddr *,
+		    socklen_t, struct share *);
+void		 conn_close_all(const char *);
+size_t		 conn_count(void);
+
+/* notify.c: the service manager (sd_notify) and the watchdog. */
+void	 notify_init(struct event_base *);
+void	 notify_ready(void);
+void	 notify_reloading(void);
+void	 notify_stopping(void);
+void	 notify_status(void);
+void	 notify_free(void);
+
+/* fdistd.c */
+extern int	 fdistd_verbose;
+
+#endif /* FDISTD_H */

@@ -1,0 +1,560 @@
+/*
+ * fdist-fetch: download the file an fdistd share serves, check its
+ * SHA-256 and acknowledge it. See fdist-fetch(1).
+ */
+#include <sys/types.h>
+
+#include <netdb.h>
+
+#include <errno.h>
+#include <getopt.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <openssl/evp.h>
+
+#include "fetch.h"
+
+#ifndef FDIST_VERSION
+#define FDIST_VERSION		"0.1.0"
+#endif
+
+/* Large reads keep system calls and digest calls per byte low. */
+#define FETCH_BUFSIZE		(1024 * 1024)
+#define FETCH_ACK_MAX		200
+#define FETCH_TIMEOUT_DEFAULT	(30 * 1000)
+#define FETCH_TIMEOUT_MAX	(24 * 3600 * 1000)
+#define FETCH_PROGRESS_MS	100
+#define FETCH_HEXLEN		64
+
+enum {
+	FETCH_OPT_ACK = 256,
+	FETCH_OPT_TIMEOUT,
+	FETCH_OPT_EXPECT
+};
+
+struct fetch {
+	const char		*f_target;	/* HOST:PORT as given */
+	const char		*f_output;	/* "-" for stdout */
+	const char		*f_ack;		/* --ack words or NULL */
+	const char		*f_timeout_arg;	/* --timeout as given */
+	int			 f_timeout;	/* ms without progress */
+	int			 f_quiet;
+	int			 f_progress;	/* redraw a status line */
+	char			 f_expect[FETCH_HEXLEN + 1];	/* "" if none */
+	char			 f_got[FETCH_HEXLEN + 1];
+
+	int			 f_sock;
+	struct fetch_out	*f_out;
+	EVP_MD_CTX		*f_md;
+	unsigned char		*f_buf;
+	uint64_t		 f_bytes;
+	int64_t			 f_start;	/* monotonic ms */
+	int64_t			 f_drawn;	/* last progress redraw */
+};
+
+/* The progress line is on screen without its newline. */
+static int	fetch_line_open;
+
+static void	fetch_usage(FILE *, int);
+static void	fetch_vwarn(int, const char *, va_list)
+		    __attribute__((format(printf, 2, 0)));
+static int64_t	fetch_now(void);
+static int	fetch_parse_duration(const char *, int *);
+static int	fetch_parse_sha256(const char *, char *);
+static int	fetch_check_ack(const char *);
+static int	fetch_options(struct fetch *, int, char **);
+static void	fetch_human(double, const char *, char *, size_t);
+static void	fetch_progress(struct fetch *, int);
+static int	fetch_receive_error(struct fetch *);
+static int	fetch_receive(struct fetch *);
+static int	fetch_digest_hex(struct fetch *);
+static void	fetch_ack(struct fetch *, const char *);
+static int	fetch_run(struct fetch *);
+
+static const char fetch_help[] =
+"Download the file an fdistd share serves at HOST:PORT ([ADDR]:PORT for\n"
+"IPv6), check its SHA-256 and acknowledge it to the server.\n"
+"\n"
+"  -o, --output FILE|-     write FILE through FILE.part, renamed over FILE\n"
+"                          only when complete; - writes to stdout. Default:\n"
+"                          stdout if it is not a terminal, else -o is required\n"
+"      --ack TEXT          append TEXT to the acknowledgement (printable,\n"
+"                          at most 200 bytes)\n"
+"      --timeout DUR       longest wait without progress, N[ms|s|m|h]\n"
+"                          (bare N is seconds; default 30s)\n"
+"      --expect-sha256 HEX fail unless the SHA-256 of the file is HEX\n"
+"  -q, --quiet             no progress line and no final digest line\n"
+"  -h, --help              show this help and exit\n"
+"  -V, --version           show the version and exit\n"
+"\n"
+"Exit status:\n"
+"  0  the file was received, checked and saved\n"
+"  1  usage error or internal error\n"
+"  2  HOST could not be resolved or no address accepted the connection\n"
+"  3  the server refused (reset before any data) or the connection broke\n"
+"  4  no progress for the --timeout duration after connecting\n"
+"  5  the SHA-256 differs from --expect-sha256\n"
+"  6  the output could not be written, synced or renamed\n";
+
+/* Print the synopsis, and with full the option list and exit codes. */
+static void
+fetch_usage(FILE *fp, int full)
+{
+	fprintf(fp, "usage: %s [-qhV] [-o FILE|-] [--ack TEXT] [--timeout DUR]\n"
+	    "                   [--expect-sha256 HEX] HOST:PORT\n",
+	    FETCH_PROGNAME);
+	if (full)
+		fprintf(fp, "\n%s", fetch_help);
+}
+
+/* Messages go after the progress line, never into it. */
+static void
+fetch_vwarn(int error, const char *fmt, va_list ap)
+{
+	if (fetch_line_open) {
+		fputc('\n', stderr);
+		fetch_line_open = 0;
+	}
+	fprintf(stderr, "%s: ", FETCH_PROGNAME);
+	vfprintf(stderr, fmt, ap);
+	if (error != 0)
+		fprintf(stderr, ": %s", strerror(error));
+	fputc('\n', stderr);
+}
+
+/* Report an error with strerror(errno); errno is preserved. */
+void
+fetch_warn(const char *fmt, ...)
+{
+	va_list	ap;
+	int	saved = errno;
+
+	va_start(ap, fmt);
+	fetch_vwarn(saved, fmt, ap);
+	va_end(ap);
+	errno = saved;
+}
+
+/* Report an error that has no errno. */
+void
+fetch_warnx(const char *fmt, ...)
+{
+	va_list	ap;
+	int	saved = errno;
+
+	va_start(ap, fmt);
+	fetch_vwarn(0, fmt, ap);
+	va_end(ap);
+	errno = saved;
+}
+
+/* Monotonic milliseconds. */
+static int64_t
+fetch_now(void)
+{
+	struct timespec	ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ((int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000);
+}
+
+/* Parse N, Nms, Ns, Nm or Nh into milliseconds, 1 ms to 24 h. */
+static int
+fetch_parse_duration(const char *s, int *ms)
+{
+	static const struct {
+		const char	*unit;
+		long long	 mult;
+	} units[] = {
+		{ "", 1000 }, { "ms", 1 }, { "s", 1000 }, { "m", 60 * 1000 },
+		{ "h", 3600 * 1000 }
+	};
+	char		*ep;
+	long long	 n;
+	size_t		 i;
+
+	if (*s < '0' || *s > '9')
+		return (-1);
+	errno = 0;
+	n = strtoll(s, &ep, 10);
+	if (errno != 0)
+		return (-1);
+	for (i = 0; i < sizeof(units) / sizeof(units[0]); i++) {
+		if (strcmp(ep, units[i].unit) != 0)
+			continue;
+		if (n < 1 || n > FETCH_TIMEOUT_MAX / units[i].mult)
+			return (-1);
+		*ms = (int)(n * units[i].mult);
+		return (0);
+	}
+	return (-1);
+}
+
+/* Accept 64 hex digits in either case; store them in lowercase. */
+static int
+fetch_parse_sha256(const char *s, char *out)
+{
+	size_t	i;
+	char	c;
+
+	if (strlen(s) != FETCH_HEXLEN)
+		return (-1);
+	for (i = 0; i < FETCH_HEXLEN; i++) {
+		c = s[i];
+		if (c >= 'A' && c <= 'F')
+			c = c - 'A' + 'a';
+		if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f')))
+			return (-1);
+		out[i] = c;
+	}
+	out[FETCH_HEXLEN] = '\0';
+	return (0);
+}
+
+/* The ack is one line the server logs: no control bytes, bounded size. */
+static int
+fetch_check_ack(const char *s)
+{
+	const unsigned char	*p;
+
+	if (strlen(s) > FETCH_ACK_MAX)
+		return (-1);
+	for (p = (const unsigned char *)s; *p != '\0'; p++) {
+		if (*p < 0x20 || *p == 0x7f)
+			return (-1);
+	}
+	return (0);
+}
+
+/*
+ * Fill f from the command line. Returns -1 to continue, or the exit code
+ * when the program should stop here (usage errors, --help, --version).
+ */
+static int
+fetch_options(struct fetch *f, int argc, char **argv)
+{
+	static const struct option	longopts[] = {
+		{ "output",		required_argument, NULL, 'o' },
+		{ "ack",		required_argument, NULL, FETCH_OPT_ACK },
+		{ "timeout",		required_argument, NULL,
+		    FETCH_OPT_TIMEOUT },
+		{ "expect-sha256",	required_argument, NULL,
+		    FETCH_OPT_EXPECT },
+		{ "quiet",		no_argument, NULL, 'q' },
+		{ "help",		no_argument, NULL, 'h' },
+		{ "version",		no_argument, NULL, 'V' },
+		{ NULL,			0, NULL, 0 }
+	};
+	int				ch;
+
+	opterr = 0;
+	while ((ch = getopt_long(argc, argv, ":o:qhV", longopts, NULL)) != -1) {
+		switch (ch) {
+		case 'o':
+			f->f_output = optarg;
+			if (*optarg == '\0') {
+				fetch_warnx("-o: empty file name");
+				return (FETCH_EUSAGE);
+			}
+			break;
+		case FETCH_OPT_ACK:
+			if (fetch_check_ack(optarg) == -1) {
+				fetch_warnx("--ack: TEXT must be at most %d "
+				    "bytes without control characters",
+				    FETCH_ACK_MAX);
+				return (FETCH_EUSAGE);
+			}
+			f->f_ack = *optarg != '\0' ? optarg : NULL;
+			break;
+		case FETCH_OPT_TIMEOUT:
+			if (fetch_parse_duration(optarg, &f->f_timeout) == -1) {
+				fetch_warnx("--timeout: %s: expected N, Nms, "
+				    "Ns, Nm or Nh, from 1ms to 24h", optarg);
+				return (FETCH_EUSAGE);
+			}
+			f->f_timeout_arg = optarg;
+			break;
+		case FETCH_OPT_EXPECT:
+			if (fetch_parse_sha256(optarg, f->f_expect) == -1) {
+				fetch_warnx("--expect-sha256: expected 64 hex "
+				    "digits");
+				return (FETCH_EUSAGE);
+			}
+			break;
+		case 'q':
+			f->f_quiet = 1;
+			break;
+		case 'h':
+			fetch_usage(stdout, 1);
+			return (FETCH_OK);
+		case 'V':
+			printf("%s %s\n", FETCH_PROGNAME, FDIST_VERSION);
+			return (FETCH_OK);
+		case ':':
+			fetch_warnx("%s: option requires an argument",
+			    argv[optind - 1]);
+			fetch_usage(stderr, 0);
+			return (FETCH_EUSAGE);
+		default:
+			if (optopt != 0)
+				fetch_warnx("-%c: unknown option", optopt);
+			else
+				fetch_warnx("%s: unknown option",
+				    argv[optind - 1]);
+			fetch_usage(stderr, 0);
+			return (FETCH_EUSAGE);
+		}
+	}
+	if (argc - optind != 1) {
+		fetch_usage(stderr, 0);
+		return (FETCH_EUSAGE);
+	}
+	f->f_target = argv[optind];
+
+	if (f->f_output == NULL) {
+		if (isatty(STDOUT_FILENO)) {
+			fetch_warnx("stdout is a terminal: use -o FILE, "
+			    "or -o - to really write there");
+			return (FETCH_EUSAGE);
+		}
+		f->f_output = "-";
+	}
+	f->f_progress = !f->f_quiet && isatty(STDERR_FILENO);
+	return (-1);
+}
+
+/* Format a byte count in binary units, such as "1.5 GiB". */
+static void
+fetch_human(double v, const char *suffix, char *buf, size_t len)
+{
+	static const char	*units[] = { "B", "KiB", "MiB", "GiB", "TiB" };
+	size_t			 i = 0;
+
+	while (v >= 1024 && i < sizeof(units) / sizeof(units[0]) - 1) {
+		v /= 1024;
+		i++;
+	}
+	if (i == 0)
+		snprintf(buf, len, "%.0f %s%s", v, units[i], suffix);
+	else
+		snprintf(buf, len, "%.1f %s%s", v, units[i], suffix);
+}
+
+/* Redraw the status line at most ten times a second; final ends it. */
+static void
+fetch_progress(struct fetch *f, int final)
+{
+	char	size[32], rate[32];
+	int64_t	now, ms;
+
+	now = fetch_now();
+	if (!final && now - f->f_drawn < FETCH_PROGRESS_MS)
+		return;
+	f->f_drawn = now;
+	ms = now - f->f_start;
+	fetch_human((double)f->f_bytes, "", size, sizeof(size));
+	fetch_human(ms > 0 ? f->f_bytes * 1000.0 / ms : 0, "/s", rate,
+	    sizeof(rate));
+	fprintf(stderr, "\r%12s  %14s  %d:%02d:%02d ", size, rate,
+	    (int)(ms / 3600000), (int)(ms / 60000 % 60), (int)(ms / 1000 % 60));
+	fetch_line_open = 1;
+	if (final) {
+		fputc('\n', stderr);
+		fetch_line_open = 0;
+	}
+}
+
+/* Map a failed read to a message and an exit code. */
+static int
+fetch_receive_error(struct fetch *f)
+{
+	unsigned long long	n = f->f_bytes;
+
+	if (errno == ETIMEDOUT) {
+		fetch_warnx("%s: timed out after %llu bytes (no data for %s)",
+		    f->f_target, n, f->f_timeout_arg);
+		return (FETCH_ETIMEOUT);
+	}
+	if (errno == ECONNRESET && n == 0) {
+		fetch_warnx("%s: refused by the server (connection reset "
+		    "before any data)", f->f_target);
+		return (FETCH_ERESET);
+	}
+	fetch_warn("%s: connection lost after %llu bytes", f->f_target, n);
+	return (FETCH_ERESET);
+}
+
+/*
+ * Read until the server's EOF; every buffer feeds the digest and the
+ * output. The protocol has no length, so only EOF ends the file.
+ */
+static int
+fetch_receive(struct fetch *f)
+{
+	ssize_t	n;
+
+	f->f_start = f->f_drawn = fetch_now();
+	for (;;) {
+		n = fetch_net_read(f->f_sock, f->f_buf, FETCH_BUFSIZE,
+		    f->f_timeout);
+		if (n == 0)
+			break;
+		if (n == -1)
+			return (fetch_receive_error(f));
+		if (EVP_DigestUpdate(f->f_md, f->f_buf, n) != 1) {
+			fetch_warnx("EVP_DigestUpdate failed");
+			return (FETCH_EUSAGE);
+		}
+		if (fetch_out_write(f->f_out, f->f_buf, n) == -1)
+			return (FETCH_ELOCAL);
+		f->f_bytes += n;
+		if (f->f_progress)
+			fetch_progress(f, 0);
+	}
+	if (f->f_progress)
+		fetch_progress(f, 1);
+	return (FETCH_OK);
+}
+
+/* Finish the digest into f_got as lowercase hex. */
+static int
+fetch_digest_hex(struct fetch *f)
+{
+	static const char	hex[] = "0123456789abcdef";
+	unsigned char		md[EVP_MAX_MD_SIZE];
+	unsigned int		len = 0, i;
+
+	if (EVP_DigestFinal_ex(f->f_md, md, &len) != 1 ||
+	    len * 2 != FETCH_HEXLEN) {
+		fetch_warnx("EVP_DigestFinal_ex failed");
+		return (-1);
+	}
+	for (i = 0; i < len; i++) {
+		f->f_got[i * 2] = hex[md[i] >> 4];
+		f->f_got[i * 2 + 1] = hex[md[i] & 0xf];
+	}
+	f->f_got[FETCH_HEXLEN] = '\0';
+	return (0);
+}
+
+/*
+ * Send "<what> sha256=<hex>[ TEXT]\n" and wait for it to be taken. The
+ * file is already settled, so a failed ack is only reported.
+ */
+static void
+fetch_ack(struct fetch *f, const char *what)
+{
+	char	msg[FETCH_ACK_MAX + FETCH_HEXLEN + 64];
+	int	len;
+
+	len = snprintf(msg, sizeof(msg), "%s sha256=%s%s%s\n", what, f->f_got,
+	    f->f_ack != NULL ? " " : "", f->f_ack != NULL ? f->f_ack : "");
+	if (len < 0 || (size_t)len >= sizeof(msg)) {
+		fetch_warnx("acknowledgement too long");
+		return;
+	}
+	if (fetch_net_send(f->f_sock, msg, len, f->f_timeout) == -1 ||
+	    fetch_net_finish(f->f_sock, f->f_timeout) == -1)
+		fetch_warn("%s: acknowledgement not confirmed", f->f_target);
+}
+
+/* Resolve, connect, receive, check, publish, acknowledge. */
+static int
+fetch_run(struct fetch *f)
+{
+	struct addrinfo	*res = NULL;
+	char		*host = NULL, *port = NULL;
+	int		 numeric, rv;
+
+	if (fetch_net_split(f->f_target, &host, &port, &numeric) == -1) {
+		rv = FETCH_EUSAGE;
+		goto out;
+	}
+	if (fetch_net_resolve(host, port, numeric, &res) == -1) {
+		rv = FETCH_ECONNECT;
+		goto out;
+	}
+	/* Open the output first: a local problem should not cost a transfer. */
+	if ((f->f_out = fetch_out_open(f->f_output)) == NULL) {
+		rv = FETCH_ELOCAL;
+		goto out;
+	}
+	if ((f->f_sock = fetch_net_connect(res, f->f_timeout)) == -1) {
+		rv = FETCH_ECONNECT;
+		goto out;
+	}
+	if ((rv = fetch_receive(f)) != FETCH_OK)
+		goto out;
+	if (fetch_digest_hex(f) == -1) {
+		rv = FETCH_EUSAGE;
+		goto out;
+	}
+
+	if (f->f_expect[0] != '\0' && strcmp(f->f_expect, f->f_got) != 0) {
+		fetch_warnx("%s: sha256 mismatch: got %s, expected %s",
+		    fetch_out_name(f->f_out), f->f_got, f->f_expect);
+		fetch_out_free(f->f_out);
+		f->f_out = NULL;
+		fetch_ack(f, "sha256-mismatch");
+		rv = FETCH_EDIGEST;
+		goto out;
+	}
+	/* On failure close without an ack: the server logs a missing ack. */
+	if (fetch_out_commit(f->f_out) == -1) {
+		rv = FETCH_ELOCAL;
+		goto out;
+	}
+	if (!f->f_quiet)
+		fprintf(stderr, "sha256=%s  %s\n", f->f_got,
+		    fetch_out_name(f->f_out));
+	fetch_ack(f, "Thank you");
+	rv = FETCH_OK;
+
+out:
+	if (f->f_sock != -1)
+		close(f->f_sock);
+	fetch_out_free(f->f_out);
+	f->f_out = NULL;
+	if (res != NULL)
+		freeaddrinfo(res);
+	free(host);
+	free(port);
+	return (rv);
+}
+
+int
+main(int argc, char **argv)
+{
+	struct fetch	f;
+	int		rv;
+
+	memset(&f, 0, sizeof(f));
+	f.f_sock = -1;
+	f.f_timeout = FETCH_TIMEOUT_DEFAULT;
+	f.f_timeout_arg = "30s";
+	if ((rv = fetch_options(&f, argc, argv)) != -1)
+		return (rv);
+
+	fetch_out_signals();
+	if ((f.f_buf = malloc(FETCH_BUFSIZE)) == NULL) {
+		fetch_warn("malloc");
+		return (FETCH_EUSAGE);
+	}
+	if ((f.f_md = EVP_MD_CTX_new()) == NULL ||
+	    EVP_DigestInit_ex(f.f_md, EVP_sha256(), NULL) != 1) {
+		fetch_warnx("cannot set up SHA-256");
+		rv = FETCH_EUSAGE;
+		goto out;
+	}
+	rv = fetch_run(&f);
+out:
+	EVP_MD_CTX_free(f.f_md);
+	free(f.f_buf);
+	return (rv);
+}

@@ -1,0 +1,52 @@
+/*
+ * fdist-fetch: the safe client for fdistd shares.
+ * Private header shared by fetch.c, fetch_net.c and fetch_out.c.
+ */
+#ifndef FETCH_H
+#define FETCH_H
+
+#include <sys/types.h>
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct addrinfo;
+
+/* Exit codes; the man page and --help list them, keep all three in step. */
+enum fetch_exit {
+	FETCH_OK = 0,		/* FILE complete, digest checked */
+	FETCH_EUSAGE = 1,	/* bad arguments or internal error */
+	FETCH_ECONNECT = 2,	/* could not resolve or connect */
+	FETCH_ERESET = 3,	/* server refused or connection lost */
+	FETCH_ETIMEOUT = 4,	/* no progress for the timeout */
+	FETCH_EDIGEST = 5,	/* --expect-sha256 did not match */
+	FETCH_ELOCAL = 6	/* could not write the output */
+};
+
+#define FETCH_PROGNAME	"fdist-fetch"
+
+/* fetch.c */
+void	fetch_warn(const char *, ...)
+	    __attribute__((format(printf, 1, 2)));
+void	fetch_warnx(const char *, ...)
+	    __attribute__((format(printf, 1, 2)));
+
+/* fetch_net.c */
+int	fetch_net_split(const char *, char **, char **, int *);
+int	fetch_net_resolve(const char *, const char *, int,
+	    struct addrinfo **);
+int	fetch_net_connect(struct addrinfo *, int);
+ssize_t	fetch_net_read(int, void *, size_t, int);
+int	fetch_net_send(int, const void *, size_t, int);
+int	fetch_net_finish(int, int);
+
+/* fetch_out.c */
+struct fetch_out;
+void	fetch_out_signals(void);
+struct fetch_out *fetch_out_open(const char *);
+int	fetch_out_write(struct fetch_out *, const void *, size_t);
+int	fetch_out_commit(struct fetch_out *);
+void	fetch_out_free(struct fetch_out *);
+const char *fetch_out_name(struct fetch_out *);
+
+#endif

@@ -1,0 +1,331 @@
+/*
+ * fdist-fetch network side: parse HOST:PORT, resolve, connect, and move
+ * bytes with a bound on the time without progress.
+ */
+#include <sys/socket.h>
+#include <sys/types.h>
+
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+
+#include <errno.h>
+#include <limits.h>
+#include <netdb.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "fetch.h"
+
+/* Connection failures listed when every address fails. */
+#define FETCH_NET_REPORT	8
+
+static int	fetch_net_wait(int, short, int);
+static void	fetch_net_addrstr(const struct addrinfo *, char *, size_t);
+static int	fetch_net_connect_one(const struct addrinfo *, int);
+static int64_t	fetch_net_now(void);
+
+/* Monotonic milliseconds, for deadlines that survive clock changes. */
+static int64_t
+fetch_net_now(void)
+{
+	struct timespec	ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ((int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000);
+}
+
+/*
+ * Split "host:port" or "[v6addr]:port". Sets *numeric when the host was
+ * bracketed, so it is never sent to a resolver.
+ */
+int
+fetch_net_split(const char *target, char **host, char **port, int *numeric)
+{
+	const char	*colon, *end, *h;
+	char		*ep;
+	size_t		 hlen;
+	long long	 n;
+
+	*host = *port = NULL;
+	*numeric = 0;
+	if (target[0] == '[') {
+		end = strchr(target, ']');
+		if (end == NULL || end[1] != ':')
+			goto bad;
+		h = target + 1;
+		hlen = end - h;
+		colon = end + 1;
+		*numeric = 1;
+	} else {
+		colon = strrchr(target, ':');
+		if (colon == NULL)
+			goto bad;
+		if (memchr(target, ':', colon - target) != NULL) {
+			fetch_warnx("%s: write IPv6 addresses as [ADDR]:PORT",
+			    target);
+			return (-1);
+		}
+		h = target;
+		hlen = colon - target;
+	}
+	if (hlen == 0)
+		goto bad;
+
+	errno = 0;
+	n = strtoll(colon + 1, &ep, 10);
+	if (colon[1] < '0' || colon[1] > '9' || *ep != '\0' || errno != 0 ||
+	    n < 1 || n > 65535) {
+		fetch_warnx("%s: port must be a number from 1 to 65535",
+		    target);
+		return (-1);
+	}
+	if ((*host = strndup(h, hlen)) == NULL ||
+	    (*port = strdup(colon + 1)) == NULL) {
+		fetch_warn("strdup");
+		free(*host);
+		*host = NULL;
+		return (-1);
+	}
+	return (0);
+
+bad:
+	fetch_warnx("%s: expected HOST:PORT or [ADDR]:PORT", target);
+	return (-1);
+}
+
+/* Resolve every address of host; the caller tries them in order. */
+int
+fetch_net_resolve(const char *host, const char *port, int numeric,
+    struct addrinfo **res)
+{
+	struct addrinfo	hints;
+	int		error;
+
+	/*
+	 * No AI_ADDRCONFIG: glibc ignores loopback addresses when deciding
+	 * whether IPv6 is configured, which would make [::1] unreachable
+	 * on hosts whose only IPv6 address is ::1.
+	 */
+	memset(&hints, 0, sizeof(hints));
+	hints.ai_family = AF_UNSPEC;
+	hints.ai_socktype = SOCK_STREAM;
+	hints.ai_protocol = IPPROTO_TCP;
+	hints.ai_flags = AI_NUMERICSERV | (numeric ? AI_NUMERICHOST : 0);
+
+	error = getaddrinfo(host, port, &hints, res);
+	if (error == EAI_SYSTEM) {
+		fetch_warn("%s", host);
+		return (-1);
+	}
+	if (error != 0) {
+		fetch_warnx("%s: %s", host, gai_strerror(error));
+		return (-1);
+	}
+	return (0);
+}
+
+/* Format an address as "192.0.2.1:80" or "[2001:db8::1]:80" for messages. */
+static void
+fetch_net_addrstr(const struct addrinfo *ai, char *buf, size_t len)
+{
+	char	host[NI_MAXHOST], serv[NI_MAXSERV];
+
+	if (getnameinfo(ai->ai_addr, ai->ai_addrlen, host, sizeof(host),
+	    serv, sizeof(serv), NI_NUMERICHOST | NI_NUMERICSERV) != 0) {
+		snprintf(buf, len, "(unknown address)");
+		return;
+	}
+	if (ai->ai_family == AF_INET6)
+		snprintf(buf, len, "[%s]:%s", host, serv);
+	else
+		snprintf(buf, len, "%s:%s", host, serv);
+}
+
+/*
+ * Wait until fd is ready for events or timeout_ms passes (-1: forever).
+ * Returns 0 when ready, -1 with errno ETIMEDOUT or the poll error.
+ */
+static int
+fetch_net_wait(int fd, short events, int timeout_ms)
+{
+	struct pollfd	pfd;
+	int		n;
+
+	pfd.fd = fd;
+	pfd.events = events;
+	for (;;) {
+		n = poll(&pfd, 1, timeout_ms);
+		if (n > 0)
+			return (0);
+		if (n == 0) {
+			errno = ETIMEDOUT;
+			return (-1);
+		}
+		if (errno != EINTR)
+			return (-1);
+	}
+}
+
+/*
+ * Connect to one address within timeout_ms; the socket stays nonblocking.
+ * Returns the socket, or -1 with errno set.
+ */
+static int
+fetch_net_connect_one(const struct addrinfo *ai, int timeout_ms)
+{
+	socklen_t	len;
+	int		fd, error;
+
+	fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK |
+	    SOCK_CLOEXEC, ai->ai_protocol);
+	if (fd == -1)
+		return (-1);
+	if (connect(fd, ai->ai_addr, ai->ai_addrlen) == 0)
+		return (fd);
+	if (errno != EINPROGRESS)
+		goto fail;
+	if (fetch_net_wait(fd, POLLOUT, timeout_ms) == -1)
+		goto fail;
+	len = sizeof(error);
+	if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &error, &len) == -1)
+		goto fail;
+	if (error != 0) {
+		errno = error;
+		goto fail;
+	}
+	return (fd);
+
+fail:
+	error = errno;
+	close(fd);
+	errno = error;
+	return (-1);
+}
+
+/*
+ * Try each resolved address in turn, each with the full timeout. Failures
+ * are reported only when no address works: "localhost" commonly has an
+ * address nothing listens on, and that is no news when another one works.
+ */
+int
+fetch_net_connect(struct addrinfo *res, int timeout_ms)
+{
+	struct {
+		const struct addrinfo	*ai;
+		int			 error;
+	}			 failed[FETCH_NET_REPORT];
+	struct addrinfo		*ai;
+	char			 addr[NI_MAXHOST + NI_MAXSERV + 4];
+	size_t			 i, n = 0, more = 0;
+	int			 fd;
+
+	for (ai = res; ai != NULL; ai = ai->ai_next) {
+		if ((fd = fetch_net_connect_one(ai, timeout_ms)) != -1)
+			return (fd);
+		if (n < FETCH_NET_REPORT) {
+			failed[n].ai = ai;
+			failed[n++].error = errno;
+		} else
+			more++;
+	}
+	for (i = 0; i < n; i++) {
+		fetch_net_addrstr(failed[i].ai, addr, sizeof(addr));
+		errno = failed[i].error;
+		fetch_warn("connect to %s", addr);
+	}
+	if (more > 0)
+		fetch_warnx("and %zu more addresses failed", more);
+	return (-1);
+}
+
+/*
+ * Read what is available, waiting at most timeout_ms for the first byte.
+ * Reading before polling keeps the fast path at one system call per buffer.
+ */
+ssize_t
+fetch_net_read(int fd, void *buf, size_t len, int timeout_ms)
+{
+	ssize_t	n;
+
+	for (;;) {
+		n = read(fd, buf, len);
+		if (n >= 0)
+			return (n);
+		if (errno == EINTR)
+			continue;
+		if (errno != EAGAIN && errno != EWOULDBLOCK)
+			return (-1);
+		if (fetch_net_wait(fd, POLLIN, timeout_ms) == -1)
+			return (-1);
+	}
+}
+
+/* Send all of buf; the timeout applies to each wait for buffer space. */
+int
+fetch_net_send(int fd, const void *buf, size_t len, int timeout_ms)
+{
+	const char	*p = buf;
+	ssize_t		 n;
+
+	while (len > 0) {
+		n = send(fd, p, len, MSG_NOSIGNAL);
+		if (n >= 0) {
+			p += n;
+			len -= n;
+			continue;
+		}
+		if (errno == EINTR)
+			continue;
+		if (errno != EAGAIN && errno != EWOULDBLOCK)
+			return (-1);
+		if (fetch_net_wait(fd, POLLOUT, timeout_ms) == -1)
+			return (-1);
+	}
+	return (0);
+}
+
+/*
+ * After the ack: shut down our side and wait until the server's kernel has
+ * acknowledged the ack and our FIN, so a server that reset instead of taking
+ * the ack is reported. The server's FIN was already read, so nothing can be
+ * left unread that would make close() send an RST; the socket never
+ * signals the peer's final close, so the TCP state is polled instead.
+ */
+int
+fetch_net_finish(int fd, int timeout_ms)
+{
+	struct tcp_info	ti;
+	socklen_t	len;
+	int64_t		deadline;
+	int		error, pause = 1;
+
+	if (shutdown(fd, SHUT_WR) == -1)
+		return (-1);
+	deadline = fetch_net_now() + timeout_ms;
+	for (;;) {
+		len = sizeof(ti);
+		if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len) == -1)
+			return (-1);
+		if (ti.tcpi_state == TCP_CLOSE)
+			break;
+		if (fetch_net_now() >= deadline) {
+			errno = ETIMEDOUT;
+			return (-1);
+		}
+		poll(NULL, 0, pause);
+		if (pause < 64)
+			pause *= 2;
+	}
+	len = sizeof(error);
+	if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &error, &len) == -1)
+		return (-1);
+	if (error != 0) {
+		errno = error;
+		return (-1);
+	}
+	return (0);
+}

@@ -1,0 +1,116 @@
+/*
+ * listener.c: listening sockets.  A listener belongs to the share it is
+ * attached to; a reload may move it to the new share of the same address
+ * without closing it, so no connection is refused during a reload.
+ */
+#include <sys/types.h>
+#include <sys/socket.h>
+#include <netinet/in.h>
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "fdistd.h"
+
+/* Deep enough for a fleet connecting at once; the kernel caps it. */
+#define LISTEN_BACKLOG	4096
+
+static void
+listener_on_readable(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	server_accept(arg);
+}
+
+/* Wrap a bound, listening socket. */
+static struct listener *
+listener_wrap(struct event_base *base, int fd, char *err, size_t errlen)
+{
+	struct listener	*ls;
+
+	if ((ls = calloc(1, sizeof(*ls))) == NULL)
+		goto fail;
+	ls->ls_fd = fd;
+	ls->ls_len = sizeof(ls->ls_ss);
+	if (getsockname(fd, (struct sockaddr *)&ls->ls_ss, &ls->ls_len) == -1)
+		goto fail;
+	addr_format((struct sockaddr *)&ls->ls_ss, ls->ls_name,
+	    sizeof(ls->ls_name));
+	ls->ls_ev = event_new(base, fd, EV_READ | EV_PERSIST,
+	    listener_on_readable, ls);
+	if (ls->ls_ev == NULL)
+		goto fail;
+	return (ls);
+fail:
+	snprintf(err, errlen, "listener: %s", strerror(errno));
+	free(ls);
+	close(fd);
+	return (NULL);
+}
+
+/* Bind and listen on one configured address. */
+struct listener *
+listener_open(struct event_base *base, const struct listen_addr *la,
+    char *err, size_t errlen)
+{
+	char	name[ADDR_STR_MAX];
+	int	fd, on = 1;
+
+	addr_format((const struct sockaddr *)&la->la_ss, name, sizeof(name));
+	fd = socket(la->la_ss.ss_family,
+	    SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd == -1)
+		goto fail;
+	if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof(on)) == -1)
+		goto fail;
+	/* "*" binds 0.0.0.0 and [::] apart: keep [::] to IPv6. */
+	if (la->la_ss.ss_family == AF_INET6 && setsockopt(fd, IPPROTO_IPV6,
+	    IPV6_V6ONLY, &on, sizeof(on)) == -1)
+		goto fail;
+	if (bind(fd, (const struct sockaddr *)&la->la_ss, la->la_len) == -1)
+		goto fail;
+	if (listen(fd, LISTEN_BACKLOG) == -1)
+		goto fail;
+	return (listener_wrap(base, fd, err, errlen));
+fail:
+	snprintf(err, errlen, "listen on %s: %s", name, strerror(errno));
+	if (fd != -1)
+		close(fd);
+	return (NULL);
+}
+
+/* Serve share sh (a reference is taken) on this listener. */
+void
+listener_attach(struct listener *ls, struct share *sh)
+{
+	share_ref(sh);
+	share_unref(ls->ls_share);
+	ls->ls_share = sh;
+}
+
+void
+listener_enable(struct listener *ls)
+{
+	event_add(ls->ls_ev, NULL);
+}
+
+void
+listener_disable(struct listener *ls)
+{
+	event_del(ls->ls_ev);
+}
+
+void
+listener_close(struct listener *ls)
+{
+	if (ls == NULL)
+		return;
+	event_free(ls->ls_ev);
+	close(ls->ls_fd);
+	share_unref(ls->ls_share);
+	free(ls);
+}

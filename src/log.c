@@ -1,0 +1,236 @@
+/*
+ * log.c: daemon messages and the one record per transfer.
+ *
+ * Under systemd (stderr is the journal stream, or log=journal) records go
+ * to the journal with structured fields so operators can query them with
+ * journalctl; otherwise each is one line on stderr.  Client bytes reach
+ * neither without escape_text().
+ */
+#include <sys/stat.h>
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <syslog.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <systemd/sd-journal.h>
+
+#include "fdistd.h"
+
+/* "Transfer finished": see systemd/fdistd.catalog. */
+#define MESSAGE_ID_TRANSFER	"68da270df4994c348ba467a048bebbc3"
+
+static bool	log_journal;
+static int	log_verbose;
+
+/* Whether stderr is the stream systemd connected to the journal. */
+static bool
+log_stderr_is_journal(void)
+{
+	const char		*env = getenv("JOURNAL_STREAM");
+	struct stat		 st;
+	unsigned long long	 dev, ino;
+
+	if (env == NULL || sscanf(env, "%llu:%llu", &dev, &ino) != 2)
+		return (false);
+	if (fstat(STDERR_FILENO, &st) == -1)
+		return (false);
+	return (st.st_dev == dev && st.st_ino == ino);
+}
+
+/* Choose where messages go; verbose > 0 shows debug messages. */
+void
+log_init(enum log_mode mode, int verbose)
+{
+	log_verbose = verbose;
+	log_set_mode(mode);
+}
+
+void
+log_set_mode(enum log_mode mode)
+{
+	if (mode == LOG_AUTO)
+		log_journal = log_stderr_is_journal();
+	else
+		log_journal = (mode == LOG_JOURNAL);
+}
+
+bool
+log_to_journal(void)
+{
+	return (log_journal);
+}
+
+/* "2026-11-25T10:00:00.123Z": stderr lines carry their own time. */
+static void
+log_timestamp(char *buf, size_t len)
+{
+	struct timespec	ts;
+	struct tm	tm;
+	char		date[32];
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	gmtime_r(&ts.tv_sec, &tm);
+	strftime(date, sizeof(date), "%Y-%m-%dT%H:%M:%S", &tm);
+	snprintf(buf, len, "%s.%03ldZ", date, ts.tv_nsec / 1000000);
+}
+
+static const char *
+log_level_name(int priority)
+{
+	switch (priority) {
+	case LOG_CRIT:
+		return ("fatal");
+	case LOG_WARNING:
+		return ("warning");
+	case LOG_INFO:
+		return ("info");
+	default:
+		return ("debug");
+	}
+}
+
+/* Write one message, with strerror(errnum) appended if errnum != 0. */
+static void
+log_vemit(int priority, int errnum, const char *fmt, va_list ap)
+{
+	char	msg[1024], ts[48];
+	int	saved_errno = errno;
+
+	if (priority == LOG_DEBUG && log_verbose == 0)
+		return;
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	if (errnum != 0) {
+		size_t	len = strlen(msg);
+
+		snprintf(msg + len, sizeof(msg) - len, ": %s",
+		    strerror(errnum));
+	}
+	if (log_journal)
+		sd_journal_send("MESSAGE=%s", msg, "PRIORITY=%d", priority,
+		    "SYSLOG_IDENTIFIER=fdistd", NULL);
+	else {
+		log_timestamp(ts, sizeof(ts));
+		fprintf(stderr, "%s %s: %s\n", ts, log_level_name(priority),
+		    msg);
+	}
+	errno = saved_errno;
+}
+
+/* A warning with the current errno's description. */
+void
+log_warn(const char *fmt, ...)
+{
+	va_list	ap;
+	int	errnum = errno;
+
+	va_start(ap, fmt);
+	log_vemit(LOG_WARNING, errnum, fmt, ap);
+	va_end(ap);
+}
+
+void
+log_warnx(const char *fmt, ...)
+{
+	va_list	ap;
+
+	va_start(ap, fmt);
+	log_vemit(LOG_WARNING, 0, fmt, ap);
+	va_end(ap);
+}
+
+void
+log_info(const char *fmt, ...)
+{
+	va_list	ap;
+
+	va_start(ap, fmt);
+	log_vemit(LOG_INFO, 0, fmt, ap);
+	va_end(ap);
+}
+
+void
+log_debug(const char *fmt, ...)
+{
+	va_list	ap;
+
+	va_start(ap, fmt);
+	log_vemit(LOG_DEBUG, 0, fmt, ap);
+	va_end(ap);
+}
+
+/* Log and exit(1), with errno's description. */
+void
+fatal(const char *fmt, ...)
+{
+	va_list	ap;
+	int	errnum = errno;
+
+	va_start(ap, fmt);
+	log_vemit(LOG_CRIT, errnum, fmt, ap);
+	va_end(ap);
+	exit(1);
+}
+
+void
+fatalx(const char *fmt, ...)
+{
+	va_list	ap;
+
+	va_start(ap, fmt);
+	log_vemit(LOG_CRIT, 0, fmt, ap);
+	va_end(ap);
+	exit(1);
+}
+
+/*
+ * The record of one finished transfer: a structured journal entry, or
+ * one key=value line.  The ack is escaped here and nowhere else.
+ */
+void
+log_transfer(const struct transfer_record *tr)
+{
+	static char	 ack[ESCAPE_BUFSIZE(ACK_MAX_LIMIT)];
+	char		 file[ESCAPE_BUFSIZE(256)], msg[512], ts[48];
+	bool		 acked = strcmp(tr->tr_status, "acked") == 0;
+	bool		 has_ack = tr->tr_ack_bytes > 0;
+
+	escape_text(ack, sizeof(ack), tr->tr_ack, tr->tr_acklen);
+	escape_text(file, sizeof(file), (const unsigned char *)tr->tr_file,
+	    strnlen(tr->tr_file, 256));
+	if (!log_journal) {
+		log_timestamp(ts, sizeof(ts));
+		fprintf(stderr, "%s %s: transfer share=%s peer=%s file=\"%s\" "
+		    "bytes=%" PRIu64 " size=%" PRIu64 " duration_usec=%" PRIu64
+		    " status=%s%s%s%s\n", ts, acked ? "info" : "warning",
+		    tr->tr_share, tr->tr_peer, file, tr->tr_bytes, tr->tr_size,
+		    tr->tr_duration_usec, tr->tr_status,
+		    has_ack ? " ack=\"" : "", has_ack ? ack : "",
+		    has_ack ? "\"" : "");
+		return;
+	}
+	snprintf(msg, sizeof(msg), "%s [%s] %s: %" PRIu64 "/%" PRIu64
+	    " bytes in %" PRIu64 ".%03" PRIu64 " s%s%.200s%s", tr->tr_peer,
+	    tr->tr_share, tr->tr_status, tr->tr_bytes, tr->tr_size,
+	    tr->tr_duration_usec / 1000000,
+	    tr->tr_duration_usec / 1000 % 1000,
+	    has_ack ? ", ack \"" : "", has_ack ? ack : "",
+	    has_ack ? "\"" : "");
+	sd_journal_send("MESSAGE=%s", msg,
+	    "MESSAGE_ID=" MESSAGE_ID_TRANSFER,
+	    "PRIORITY=%d", acked ? LOG_INFO : LOG_WARNING,
+	    "SYSLOG_IDENTIFIER=fdistd",
+	    "FDIST_SHARE=%s", tr->tr_share,
+	    "FDIST_FILE=%s", file,
+	    "FDIST_PEER=%s", tr->tr_peer,
+	    "FDIST_BYTES=%" PRIu64, tr->tr_bytes,
+	    "FDIST_SIZE=%" PRIu64, tr->tr_size,
+	    "FDIST_DURATION_USEC=%" PRIu64, tr->tr_duration_usec,
+	    "FDIST_STATUS=%s", tr->tr_status,
+	    has_ack ? "FDIST_ACK=%s" : NULL, ack,
+	    NULL);
+}

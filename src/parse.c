@@ -1,0 +1,323 @@
+/*
+ * parse.c: strict parsers for configuration values: durations, sizes,
+ * counts, listen addresses and share names.  Each one accepts the whole
+ * string or rejects it with a message; nothing is silently truncated.
+ */
+#include <sys/types.h>
+#include <sys/socket.h>
+#include <netinet/in.h>
+#include <arpa/inet.h>
+
+#include <ctype.h>
+#include <errno.h>
+#include <netdb.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fdistd.h"
+
+struct unit {
+	const char	*u_name;
+	uint64_t	 u_factor;
+};
+
+static const struct unit duration_units[] = {
+	{ "ms", 1 },
+	{ "s", 1000 },
+	{ "m", 60 * 1000 },
+	{ "h", 60 * 60 * 1000 },
+	{ "", 1000 },		/* a bare number is in seconds */
+	{ NULL, 0 }
+};
+
+static const struct unit size_units[] = {
+	{ "K", 1024 },
+	{ "M", 1024 * 1024 },
+	{ "G", 1024 * 1024 * 1024 },
+	{ "", 1 },
+	{ NULL, 0 }
+};
+
+/* Parse leading decimal digits into *value; return the rest, or NULL. */
+static const char *
+parse_digits(const char *s, uint64_t *value)
+{
+	char			*end;
+	unsigned long long	 v;
+
+	if (!isdigit((unsigned char)*s))
+		return (NULL);
+	errno = 0;
+	v = strtoull(s, &end, 10);
+	if (errno == ERANGE)
+		return (NULL);
+	*value = v;
+	return (end);
+}
+
+/* A number followed by one of the units; the unit scales it. */
+static int
+parse_with_unit(const char *s, const struct unit *units, uint64_t *out,
+    const char *what, const char *hint, char *err, size_t errlen)
+{
+	const struct unit	*u;
+	const char		*rest;
+	uint64_t		 v;
+
+	if (*s == '\0') {
+		snprintf(err, errlen, "empty value (expected a %s)", what);
+		return (-1);
+	}
+	rest = parse_digits(s, &v);
+	if (rest == NULL)
+		goto bad;
+	for (u = units; u->u_name != NULL; u++) {
+		if (strcasecmp(rest, u->u_name) != 0)
+			continue;
+		if (v > UINT64_MAX / u->u_factor)
+			goto bad;
+		*out = v * u->u_factor;
+		return (0);
+	}
+bad:
+	snprintf(err, errlen, "invalid %s '%s' (%s)", what, s, hint);
+	return (-1);
+}
+
+/* "250ms", "30s", "5m", "1h"; a bare number is seconds. */
+int
+parse_duration_ms(const char *s, uint64_t *ms, char *err, size_t errlen)
+{
+	return (parse_with_unit(s, duration_units, ms, "duration",
+	    "use a whole number with ms, s, m or h", err, errlen));
+}
+
+/* "256", "64K", "10M", "1G": binary multiples. */
+int
+parse_size(const char *s, uint64_t *bytes, char *err, size_t errlen)
+{
+	return (parse_with_unit(s, size_units, bytes, "size",
+	    "use a whole number, optionally followed by K, M or G", err,
+	    errlen));
+}
+
+/* A plain whole number. */
+int
+parse_count(const char *s, uint64_t *n, char *err, size_t errlen)
+{
+	const char	*rest;
+
+	rest = parse_digits(s, n);
+	if (rest == NULL || *rest != '\0') {
+		snprintf(err, errlen, "invalid number '%s'", s);
+		return (-1);
+	}
+	return (0);
+}
+
+/* A share name: 1 to 63 letters, digits, '-', '_' or '.'. */
+int
+parse_share_name(const char *s, char *err, size_t errlen)
+{
+	size_t	i, len = strlen(s);
+
+	if (len == 0 || len >= SHARE_NAME_MAX)
+		goto bad;
+	for (i = 0; i < len; i++) {
+		if (!isalnum((unsigned char)s[i]) && s[i] != '-' &&
+		    s[i] != '_' && s[i] != '.')
+			goto bad;
+	}
+	return (0);
+bad:
+	snprintf(err, errlen, "invalid share name '%s' (use 1 to %d letters, "
+	    "digits, '-', '_' or '.')", s, SHARE_NAME_MAX - 1);
+	return (-1);
+}
+
+/* Append one address to the list, unless the list is full. */
+static int
+listen_add(struct listen_addr *list, size_t max, size_t *n,
+    const struct sockaddr *sa, socklen_t len, char *err, size_t errlen)
+{
+	if (*n >= max) {
+		snprintf(err, errlen, "too many listen addresses (at most %zu "
+		    "per share)", max);
+		return (-1);
+	}
+	memset(&list[*n], 0, sizeof(list[*n]));
+	memcpy(&list[*n].la_ss, sa, len);
+	list[*n].la_len = len;
+	(*n)++;
+	return (0);
+}
+
+/* "*" stands for every IPv4 and every IPv6 address. */
+static int
+listen_add_wildcard(struct listen_addr *list, size_t max, size_t *n,
+    in_port_t port, char *err, size_t errlen)
+{
+	struct sockaddr_in	sin;
+	struct sockaddr_in6	sin6;
+
+	memset(&sin, 0, sizeof(sin));
+	sin.sin_family = AF_INET;
+	sin.sin_port = port;
+	sin.sin_addr.s_addr = htonl(INADDR_ANY);
+	memset(&sin6, 0, sizeof(sin6));
+	sin6.sin6_family = AF_INET6;
+	sin6.sin6_port = port;
+	sin6.sin6_addr = in6addr_any;
+	if (listen_add(list, max, n, (struct sockaddr *)&sin, sizeof(sin),
+	    err, errlen) == -1)
+		return (-1);
+	return (listen_add(list, max, n, (struct sockaddr *)&sin6,
+	    sizeof(sin6), err, errlen));
+}
+
+/* Whether list[from..to) already holds the address. */
+static bool
+listen_seen(const struct listen_addr *list, size_t from, size_t to,
+    const struct sockaddr *sa)
+{
+	size_t	i;
+
+	for (i = from; i < to; i++) {
+		if (addr_equal((const struct sockaddr *)&list[i].la_ss, sa))
+			return (true);
+	}
+	return (false);
+}
+
+/* Resolve a host (numeric unless resolve is set) and add every address. */
+static int
+listen_add_host(struct listen_addr *list, size_t max, size_t *n,
+    const char *host, in_port_t port, bool numeric, bool resolve,
+    char *err, size_t errlen)
+{
+	struct addrinfo		 hints, *res, *ai;
+	size_t			 first = *n;
+	int			 rv;
+
+	memset(&hints, 0, sizeof(hints));
+	hints.ai_family = AF_UNSPEC;
+	hints.ai_socktype = SOCK_STREAM;
+	hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+	if (numeric || !resolve)
+		hints.ai_flags |= AI_NUMERICHOST;
+	rv = getaddrinfo(host, "1", &hints, &res);
+	if (rv != 0) {
+		if (!numeric && !resolve)
+			snprintf(err, errlen, "'%s' is not a numeric address",
+			    host);
+		else
+			snprintf(err, errlen, "cannot resolve '%s': %s", host,
+			    gai_strerror(rv));
+		return (-1);
+	}
+	for (ai = res; ai != NULL; ai = ai->ai_next) {
+		if (ai->ai_family == AF_INET)
+			((struct sockaddr_in *)ai->ai_addr)->sin_port = port;
+		else if (ai->ai_family == AF_INET6)
+			((struct sockaddr_in6 *)ai->ai_addr)->sin6_port = port;
+		else
+			continue;
+		if (listen_seen(list, first, *n, ai->ai_addr))
+			continue;	/* a name may resolve twice alike */
+		if (listen_add(list, max, n, ai->ai_addr, ai->ai_addrlen,
+		    err, errlen) == -1) {
+			freeaddrinfo(res);
+			return (-1);
+		}
+	}
+	freeaddrinfo(res);
+	return (0);
+}
+
+/* Split "HOST:PORT", "[V6]:PORT" or "*:PORT" and add its addresses. */
+static int
+listen_add_item(const char *item, struct listen_addr *list, size_t max,
+    size_t *n, bool resolve, char *err, size_t errlen)
+{
+	char		 host[256];
+	const char	*colon, *hstart, *hend;
+	uint64_t	 port;
+	bool		 bracketed = false;
+
+	if (item[0] == '[') {
+		hstart = item + 1;
+		hend = strchr(hstart, ']');
+		if (hend == NULL || hend[1] != ':')
+			goto bad;
+		colon = hend + 1;
+		bracketed = true;
+	} else {
+		colon = strrchr(item, ':');
+		if (colon == NULL)
+			goto bad;
+		hstart = item;
+		hend = colon;
+		if (memchr(hstart, ':', (size_t)(hend - hstart)) != NULL)
+			goto bad;	/* a bare IPv6 address needs brackets */
+	}
+	if (hend == hstart || (size_t)(hend - hstart) >= sizeof(host))
+		goto bad;
+	memcpy(host, hstart, (size_t)(hend - hstart));
+	host[hend - hstart] = '\0';
+	if (parse_count(colon + 1, &port, err, errlen) == -1 || port == 0 ||
+	    port > 65535) {
+		snprintf(err, errlen, "invalid port in '%s' (1 to 65535)", item);
+		return (-1);
+	}
+	if (!bracketed && strcmp(host, "*") == 0)
+		return (listen_add_wildcard(list, max, n, htons(port), err,
+		    errlen));
+	return (listen_add_host(list, max, n, host, htons(port), bracketed,
+	    resolve, err, errlen));
+bad:
+	snprintf(err, errlen, "invalid listen address '%s' (use HOST:PORT, "
+	    "[IPV6]:PORT or *:PORT)", item);
+	return (-1);
+}
+
+/*
+ * A comma-separated list of listen addresses.  Host names are looked up
+ * only if resolve is set (never while fuzzing, say).
+ */
+int
+parse_listen(const char *s, struct listen_addr *list, size_t max, size_t *n,
+    bool resolve, char *err, size_t errlen)
+{
+	char	 item[300];
+	size_t	 len;
+	const char *p = s, *end;
+
+	*n = 0;
+	for (;;) {
+		while (*p == ' ' || *p == '\t')
+			p++;
+		end = strchr(p, ',');
+		if (end == NULL)
+			end = p + strlen(p);
+		len = (size_t)(end - p);
+		while (len > 0 && (p[len - 1] == ' ' || p[len - 1] == '\t'))
+			len--;
+		if (len == 0) {
+			snprintf(err, errlen, "empty listen address in '%s'", s);
+			return (-1);
+		}
+		if (len >= sizeof(item)) {
+			snprintf(err, errlen, "listen address too long");
+			return (-1);
+		}
+		memcpy(item, p, len);
+		item[len] = '\0';
+		if (listen_add_item(item, list, max, n, resolve, err,
+		    errlen) == -1)
+			return (-1);
+		if (*end == '\0')
+			return (0);
+		p = end + 1;
+	}
+}

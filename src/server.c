@@ -1,0 +1,492 @@
+/*
+ * server.c: the running set of shares and listeners.  It accepts
+ * clients, enforces max_clients, rides out a full descriptor table,
+ * applies a new configuration on reload and stops gracefully.
+ */
+#include <sys/types.h>
+#include <sys/socket.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "fdistd.h"
+
+/* Accepts per listener event, so one busy port cannot hog the loop. */
+#define ACCEPT_BATCH		32
+/* How long to pause accepting when out of descriptors. */
+#define EMFILE_RETRY_MS		100
+/* At most one refusal message per this interval, then a summary. */
+#define REFUSAL_LOG_MS		1000
+
+static struct event_base	*server_base;
+static struct config		*server_cf;
+static struct share_list	 shares = TAILQ_HEAD_INITIALIZER(shares);
+static struct listener_list	 listeners =
+				    TAILQ_HEAD_INITIALIZER(listeners);
+static struct server_stats	 stats;
+static bool			 stopping;
+static bool			 paused;	/* out of descriptors */
+static bool			 fd_episode;	/* since the last pause */
+static int			 reserve_fd = -1;
+static struct event		*resume_timer;
+static struct event		*stop_timer;
+static struct event		*refusal_timer;
+static uint64_t			 refusals_unlogged;
+static const char		*refusal_reason;
+
+static void
+server_timer_add(struct event *ev, uint64_t ms)
+{
+	struct timeval	tv;
+
+	tv.tv_sec = (time_t)(ms / 1000);
+	tv.tv_usec = (suseconds_t)(ms % 1000 * 1000);
+	evtimer_add(ev, &tv);
+}
+
+static void
+server_listeners_enable(bool on)
+{
+	struct listener	*ls;
+
+	TAILQ_FOREACH(ls, &listeners, ls_entry) {
+		if (on)
+			listener_enable(ls);
+		else
+			listener_disable(ls);
+	}
+}
+
+/* Summarise the refusals that were not logged one by one. */
+static void
+server_on_refusal_timer(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	(void)arg;
+	if (refusals_unlogged == 0)
+		return;
+	log_warnx("refused %" PRIu64 " more connections in the last %d ms: "
+	    "%s (%" PRIu64 " refused in all)", refusals_unlogged,
+	    REFUSAL_LOG_MS, refusal_reason, stats.st_refused);
+	refusals_unlogged = 0;
+	server_timer_add(refusal_timer, REFUSAL_LOG_MS);
+}
+
+/*
+ * Turn a connection away before any byte of the file: a reset (linger
+ * 0), so a client can never take a refusal for an empty file.
+ */
+static void
+server_refuse(int fd, const struct sockaddr *peer, const char *reason)
+{
+	struct linger	lg = { 1, 0 };
+	char		name[ADDR_STR_MAX];
+
+	setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+	close(fd);
+	stats.st_refused++;
+	refusal_reason = reason;
+	if (evtimer_pending(refusal_timer, NULL)) {
+		refusals_unlogged++;
+		return;
+	}
+	addr_format(peer, name, sizeof(name));
+	log_warnx("refused %s: %s", name, reason);
+	server_timer_add(refusal_timer, REFUSAL_LOG_MS);
+}
+
+static void
+server_on_resume_timer(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	(void)arg;
+	if (!paused || stopping)
+		return;
+	paused = false;
+	server_listeners_enable(true);
+}
+
+/*
+ * accept() failed for want of descriptors.  A listener left armed would
+ * fire again at once and spin: pause them all, retry on a timer, and use
+ * the reserve descriptor to reset the oldest waiting client rather than
+ * leave it hanging.
+ */
+static void
+server_pause(struct listener *ls, int err)
+{
+	struct sockaddr_storage	ss;
+	socklen_t		len = sizeof(ss);
+	int			fd;
+
+	if (!fd_episode)
+		log_warnx("accept on %s: %s: pausing new connections (%zu "
+		    "clients; raise LimitNOFILE or lower max_clients)",
+		    ls->ls_name, strerror(err), conn_count());
+	fd_episode = true;
+	paused = true;
+	server_listeners_enable(false);
+	if (reserve_fd != -1) {
+		close(reserve_fd);
+		fd = accept4(ls->ls_fd, (struct sockaddr *)&ss, &len,
+		    SOCK_CLOEXEC);
+		if (fd != -1)
+			server_refuse(fd, (struct sockaddr *)&ss,
+			    "out of file descriptors");
+		reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+	}
+	server_timer_add(resume_timer, EMFILE_RETRY_MS);
+}
+
+/* Accept the clients waiting on a listener. */
+void
+server_accept(struct listener *ls)
+{
+	struct sockaddr_storage	 ss;
+	struct sockaddr		*sa = (struct sockaddr *)&ss;
+	socklen_t		 len;
+	int			 fd, i;
+
+	for (i = 0; i < ACCEPT_BATCH && !paused && !stopping; i++) {
+		len = sizeof(ss);
+		fd = accept4(ls->ls_fd, sa, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		if (fd == -1) {
+			if (errno == EAGAIN || errno == EWOULDBLOCK)
+				return;
+			if (errno == EINTR || errno == ECONNABORTED)
+				continue;
+			if (errno == EMFILE || errno == ENFILE ||
+			    errno == ENOBUFS || errno == ENOMEM) {
+				server_pause(ls, errno);
+				return;
+			}
+			log_warn("accept on %s", ls->ls_name);
+			return;
+		}
+		stats.st_accepted++;
+		if (fd_episode) {
+			log_info("accepting again after running out of file "
+			    "descriptors");
+			fd_episode = false;
+		}
+		if (conn_count() >= server_cf->cf_max_clients)
+			server_refuse(fd, sa, "max_clients reached");
+		else if (conn_new(server_base, fd, sa, len, ls->ls_share) == -1)
+			server_refuse(fd, sa, "out of memory");
+	}
+}
+
+/* Called by conn_close() for every connection that ends. */
+void
+server_conn_closed(bool acked)
+{
+	if (acked)
+		stats.st_acked++;
+	else
+		stats.st_failed++;
+	if (paused && !stopping) {
+		/* A descriptor is free again. */
+		evtimer_del(resume_timer);
+		server_on_resume_timer(-1, 0, NULL);
+	}
+	if (stopping && conn_count() == 0)
+		event_base_loopbreak(server_base);
+}
+
+/* The listener already bound to this address, if any and not taken. */
+static struct listener *
+server_find_listener(struct listener_list *list, const struct listen_addr *la)
+{
+	struct listener	*ls;
+
+	TAILQ_FOREACH(ls, list, ls_entry) {
+		if (!ls->ls_used && addr_equal((struct sockaddr *)&ls->ls_ss,
+		    (const struct sockaddr *)&la->la_ss))
+			return (ls);
+	}
+	return (NULL);
+}
+
+/* The running share's file if it is the one just opened, unchanged. */
+static struct sfile *
+server_reuse_file(struct sfile *sf)
+{
+	struct share	*sh;
+
+	TAILQ_FOREACH(sh, &shares, sh_entry) {
+		if (strcmp(sh->sh_file->sf_path, sf->sf_path) == 0 &&
+		    sfile_same(sh->sh_file, sf)) {
+			sfile_unref(sf);
+			return (sfile_ref(sh->sh_file));
+		}
+	}
+	return (sf);
+}
+
+static void
+server_log_share(const struct share_config *sc, const struct share *sh)
+{
+	char	line[SHARE_LISTEN_MAX * ADDR_STR_MAX], name[ADDR_STR_MAX];
+	size_t	i, len = 0;
+
+	line[0] = '\0';
+	for (i = 0; i < sc->sc_nlisten && len < sizeof(line); i++) {
+		addr_format((const struct sockaddr *)&sc->sc_listen[i].la_ss,
+		    name, sizeof(name));
+		len += (size_t)snprintf(line + len, sizeof(line) - len, "%s%s",
+		    i ? ", " : "", name);
+	}
+	log_info("share [%s]: %s (%" PRIu64 " bytes) on %s", sh->sh_name,
+	    sh->sh_file->sf_path, sh->sh_file->sf_size, line);
+}
+
+/*
+ * Open the listeners cf needs that are not already open.  All or
+ * nothing: on failure the new ones are closed and -1 returned.
+ */
+static int
+server_open_listeners(struct config *cf, struct listener_list *fresh,
+    char *err, size_t errlen)
+{
+	struct share_config	*sc;
+	struct listener		*ls;
+	size_t			 i;
+
+	TAILQ_FOREACH(sc, &cf->cf_shares, sc_entry) {
+		for (i = 0; i < sc->sc_nlisten; i++) {
+			if (server_find_listener(&listeners,
+			    &sc->sc_listen[i]) != NULL)
+				continue;
+			ls = listener_open(server_base, &sc->sc_listen[i], err,
+			    errlen);
+			if (ls == NULL)
+				goto fail;
+			TAILQ_INSERT_TAIL(fresh, ls, ls_entry);
+		}
+	}
+	return (0);
+fail:
+	while ((ls = TAILQ_FIRST(fresh)) != NULL) {
+		TAILQ_REMOVE(fresh, ls, ls_entry);
+		listener_close(ls);
+	}
+	return (-1);
+}
+
+/* Make the shares of cf; takes over the files cf opened. */
+static int
+server_make_shares(struct config *cf, struct share_list *list)
+{
+	struct share_config	*sc;
+	struct share		*sh;
+	struct sfile		*sf;
+
+	TAILQ_FOREACH(sc, &cf->cf_shares, sc_entry) {
+		sf = sfile_adopt(sc->sc_fd, sc->sc_path);
+		sc->sc_fd = -1;
+		if (sf == NULL)
+			return (-1);
+		sf = server_reuse_file(sf);
+		if ((sh = share_new(sc, sf)) == NULL) {
+			sfile_unref(sf);
+			return (-1);
+		}
+		TAILQ_INSERT_TAIL(list, sh, sh_entry);
+	}
+	return (0);
+}
+
+static void
+server_free_shares(struct share_list *list)
+{
+	struct share	*sh;
+
+	while ((sh = TAILQ_FIRST(list)) != NULL) {
+		TAILQ_REMOVE(list, sh, sh_entry);
+		share_unref(sh);
+	}
+}
+
+/*
+ * Switch to configuration cf, keeping every listener whose address did
+ * not change.  Nothing is touched unless every new listener could be
+ * opened.  Clients in flight keep their share, and so their file.
+ */
+static int
+server_apply(struct config *cf, char *err, size_t errlen)
+{
+	struct listener_list	 fresh = TAILQ_HEAD_INITIALIZER(fresh);
+	struct listener_list	 kept = TAILQ_HEAD_INITIALIZER(kept);
+	struct share_list	 made = TAILQ_HEAD_INITIALIZER(made);
+	struct share_config	*sc;
+	struct share		*sh;
+	struct listener		*ls;
+	size_t			 i;
+
+	if (server_open_listeners(cf, &fresh, err, errlen) == -1)
+		return (-1);
+	if (server_make_shares(cf, &made) == -1) {
+		snprintf(err, errlen, "%s", strerror(errno));
+		server_free_shares(&made);
+		TAILQ_CONCAT(&listeners, &fresh, ls_entry);
+		return (-1);
+	}
+	sh = TAILQ_FIRST(&made);
+	TAILQ_FOREACH(sc, &cf->cf_shares, sc_entry) {
+		for (i = 0; i < sc->sc_nlisten; i++) {
+			ls = server_find_listener(&listeners,
+			    &sc->sc_listen[i]);
+			if (ls != NULL)
+				TAILQ_REMOVE(&listeners, ls, ls_entry);
+			else {
+				ls = server_find_listener(&fresh,
+				    &sc->sc_listen[i]);
+				TAILQ_REMOVE(&fresh, ls, ls_entry);
+			}
+			listener_attach(ls, sh);
+			TAILQ_INSERT_TAIL(&kept, ls, ls_entry);
+		}
+		server_log_share(sc, sh);
+		sh = TAILQ_NEXT(sh, sh_entry);
+	}
+	while ((ls = TAILQ_FIRST(&listeners)) != NULL) {
+		log_info("no longer listening on %s", ls->ls_name);
+		TAILQ_REMOVE(&listeners, ls, ls_entry);
+		listener_close(ls);
+	}
+	TAILQ_CONCAT(&listeners, &kept, ls_entry);
+	server_free_shares(&shares);
+	TAILQ_CONCAT(&shares, &made, sh_entry);
+	config_free(server_cf);
+	server_cf = cf;
+	if (!paused)
+		server_listeners_enable(true);
+	return (0);
+}
+
+/* Start serving cf; the server owns it from now on. */
+int
+server_start(struct event_base *base, struct config *cf, char *err,
+    size_t errlen)
+{
+	server_base = base;
+	resume_timer = evtimer_new(base, server_on_resume_timer, NULL);
+	refusal_timer = evtimer_new(base, server_on_refusal_timer, NULL);
+	if (resume_timer == NULL || refusal_timer == NULL) {
+		snprintf(err, errlen, "%s", strerror(errno));
+		return (-1);
+	}
+	reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+	return (server_apply(cf, err, errlen));
+}
+
+/* Switch to a new, already validated configuration. */
+int
+server_reload(struct config *cf, char *err, size_t errlen)
+{
+	if (stopping) {
+		snprintf(err, errlen, "the daemon is stopping");
+		return (-1);
+	}
+	return (server_apply(cf, err, errlen));
+}
+
+const struct config *
+server_config(void)
+{
+	return (server_cf);
+}
+
+static void
+server_on_stop_timer(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	(void)arg;
+	log_warnx("shutdown_timeout reached: ending %zu transfers",
+	    conn_count());
+	conn_close_all("shutdown");
+	event_base_loopbreak(server_base);
+}
+
+/*
+ * Stop: close the listeners, give transfers in flight shutdown_timeout
+ * to finish (none if now is set), then end the loop.
+ */
+void
+server_stop(bool now)
+{
+	struct listener	*ls;
+
+	if (!stopping) {
+		stopping = true;
+		while ((ls = TAILQ_FIRST(&listeners)) != NULL) {
+			TAILQ_REMOVE(&listeners, ls, ls_entry);
+			listener_close(ls);
+		}
+		log_info("stopping: %zu transfers in flight", conn_count());
+	}
+	if (now || server_cf->cf_shutdown_timeout_ms == 0)
+		conn_close_all("shutdown");
+	if (conn_count() == 0) {
+		event_base_loopbreak(server_base);
+		return;
+	}
+	if (stop_timer == NULL) {
+		stop_timer = evtimer_new(server_base, server_on_stop_timer,
+		    NULL);
+		if (stop_timer == NULL)
+			fatal("evtimer_new");
+		server_timer_add(stop_timer, server_cf->cf_shutdown_timeout_ms);
+	}
+}
+
+bool
+server_stopping(void)
+{
+	return (stopping);
+}
+
+/* Release everything (at exit, so leak checkers see a clean heap). */
+void
+server_free(void)
+{
+	struct listener	*ls;
+
+	conn_close_all("shutdown");
+	while ((ls = TAILQ_FIRST(&listeners)) != NULL) {
+		TAILQ_REMOVE(&listeners, ls, ls_entry);
+		listener_close(ls);
+	}
+	server_free_shares(&shares);
+	config_free(server_cf);
+	server_cf = NULL;
+	if (resume_timer != NULL)
+		event_free(resume_timer);
+	if (refusal_timer != NULL)
+		event_free(refusal_timer);
+	if (stop_timer != NULL)
+		event_free(stop_timer);
+	if (reserve_fd != -1)
+		close(reserve_fd);
+}
+
+const struct server_stats *
+server_stats(void)
+{
+	stats.st_active = conn_count();
+	return (&stats);
+}
+
+size_t
+server_nshares(void)
+{
+	return (server_cf != NULL ? server_cf->cf_nshares : 0);
+}
