@@ -62,6 +62,10 @@ struct config_key {
 			    size_t);
 };
 
+static int	config_fail(struct config_parse *, const char *, ...)
+		    __attribute__((format(printf, 2, 3)));
+static int	config_fail_at(struct config_parse *, int, const char *, ...)
+		    __attribute__((format(printf, 3, 4)));
 static int	config_set_ack_timeout(struct config_parse *, const char *,
 		    char *, size_t);
 static int	config_set_send_timeout(struct config_parse *, const char *,
@@ -270,7 +274,8 @@ config_section(struct config_parse *cp, const char *line)
 	size_t			 len;
 
 	if (end == NULL)
-		return (0);	/* inih reports the syntax error */
+		return (config_fail(cp, "syntax error: missing ']' in section "
+		    "header"));
 	line++;
 	while (*line == ' ' || *line == '\t')
 		line++;
@@ -352,6 +357,13 @@ config_read_line(char *buf, int size, void *arg)
 	}
 	if (*p == '[' && config_section(cp, p) == 0)
 		return (NULL);
+	/* Caught here, inih's error would come after later ones of ours. */
+	if (*p != '\0' && *p != '[' && *p != ';' && *p != '#' &&
+	    strpbrk(p, "=:") == NULL) {
+		config_fail(cp, "syntax error: expected [section], key = value "
+		    "or a comment");
+		return (NULL);
+	}
 	memcpy(buf, p, len + 1);
 	return (buf);
 }
@@ -421,42 +433,53 @@ config_fail_at(struct config_parse *cp, int line, const char *fmt, ...)
 	return (-1);
 }
 
+/* The first address configured before la that cannot be bound with it. */
+static const struct listen_addr *
+config_collision(const struct config *cf, const struct listen_addr *la,
+    const struct share_config **owner)
+{
+	const struct share_config	*sc;
+	size_t				 i;
+
+	TAILQ_FOREACH(sc, &cf->cf_shares, sc_entry) {
+		for (i = 0; i < sc->sc_nlisten; i++) {
+			if (&sc->sc_listen[i] == la)
+				return (NULL);
+			if (addr_overlaps((const struct sockaddr *)&la->la_ss,
+			    (const struct sockaddr *)&sc->sc_listen[i].la_ss)) {
+				*owner = sc;
+				return (&sc->sc_listen[i]);
+			}
+		}
+	}
+	return (NULL);
+}
+
 /* No two listen addresses, in any shares, may collide. */
 static int
 config_check_listen(struct config_parse *cp)
 {
-	struct share_config	*a, *b;
-	struct listen_addr	*la, *lb;
-	char			 name[ADDR_STR_MAX];
-	size_t			 i, j;
+	const struct share_config	*sc, *owner;
+	const struct listen_addr	*la, *first;
+	char				 name[ADDR_STR_MAX];
+	size_t				 i;
 
-	TAILQ_FOREACH(a, &cp->cp_cf->cf_shares, sc_entry) {
-		for (i = 0; i < a->sc_nlisten; i++) {
-			la = &a->sc_listen[i];
-			for (b = TAILQ_FIRST(&cp->cp_cf->cf_shares); b != NULL;
-			    b = TAILQ_NEXT(b, sc_entry)) {
-				for (j = 0; j < b->sc_nlisten; j++) {
-					lb = &b->sc_listen[j];
-					if (lb == la)
-						goto next;
-					if (!addr_overlaps(
-					    (struct sockaddr *)&la->la_ss,
-					    (struct sockaddr *)&lb->la_ss))
-						continue;
-					addr_format((struct sockaddr *)
-					    &la->la_ss, name, sizeof(name));
-					return (config_fail_at(cp, la->la_line,
-					    "listen address %s %s [%s] "
-					    "(line %d)", name,
-					    addr_equal((struct sockaddr *)
-					    &la->la_ss, (struct sockaddr *)
-					    &lb->la_ss) ? "is already used by"
-					    : "overlaps a wildcard address of",
-					    b->sc_name, lb->la_line));
-				}
-			}
+	TAILQ_FOREACH(sc, &cp->cp_cf->cf_shares, sc_entry) {
+		for (i = 0; i < sc->sc_nlisten; i++) {
+			la = &sc->sc_listen[i];
+			if ((first = config_collision(cp->cp_cf, la,
+			    &owner)) == NULL)
+				continue;
+			addr_format((const struct sockaddr *)&la->la_ss, name,
+			    sizeof(name));
+			return (config_fail_at(cp, la->la_line, "listen address "
+			    "%s %s [%s] (line %d)", name, addr_equal(
+			    (const struct sockaddr *)&la->la_ss,
+			    (const struct sockaddr *)&first->la_ss) ?
+			    "is already used by" :
+			    "overlaps a wildcard address of",
+			    owner->sc_name, first->la_line));
 		}
-next:		;
 	}
 	return (0);
 }
@@ -570,8 +593,7 @@ config_load_stream(FILE *fp, const char *path, bool system, char *err,
 	rv = ini_parse_stream(config_read_line, &cp, config_handle, &cp);
 	free(cp.cp_line);
 	if (!cp.cp_failed && rv > 0)
-		config_fail_at(&cp, rv, "syntax error (expected [section], "
-		    "key = value, or a comment)");
+		config_fail_at(&cp, rv, "syntax error");
 	else if (!cp.cp_failed && rv != 0)
 		config_fail_at(&cp, 0, "cannot parse (error %d)", rv);
 	if (!cp.cp_failed)

@@ -94,6 +94,9 @@ log_level_name(int priority)
 	}
 }
 
+static void	log_vemit(int, int, const char *, va_list)
+		    __attribute__((format(printf, 3, 0)));
+
 /* Write one message, with strerror(errnum) appended if errnum != 0. */
 static void
 log_vemit(int priority, int errnum, const char *fmt, va_list ap)

@@ -1,0 +1,317 @@
+"""fdtest: run the real fdistd on loopback and drive real clients.
+
+Each test starts the built binary with a generated configuration on free
+ports, waits for READY=1 on a notify socket it owns (never a sleep),
+drives clients over real sockets and asserts on payload digests and on
+the one log record each client gets.  Every wait is bounded and every
+process is stopped on every exit path.
+"""
+
+import hashlib
+import os
+import re
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import traceback
+
+FDISTD = os.environ.get("FDISTD", "build/fdistd")
+SRCDIR = os.environ.get("SRCDIR", os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:",
+                     "SUMMARY: UndefinedBehaviorSanitizer")
+RECORD_RE = re.compile(r"^\S+ (?:info|warning): transfer (.*)$")
+FIELD_RE = re.compile(r'(\w+)=("(?:[^"\\]|\\.)*"|\S+)')
+
+
+def free_port(family=socket.AF_INET):
+    """A TCP port nothing listens on right now (the kernel's pick)."""
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.bind(("::1" if family == socket.AF_INET6 else "127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def parse_record(line):
+    """The fields of one stderr transfer line, or None."""
+    m = RECORD_RE.match(line)
+    if not m:
+        return None
+    rec = {}
+    for key, value in FIELD_RE.findall(m.group(1)):
+        if value.startswith('"'):
+            value = value[1:-1]
+        rec[key] = value
+    return rec
+
+
+def sha256(data):
+    return hashlib.sha256(data).hexdigest()
+
+
+def file_sha256(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+class NotifySocket:
+    """A datagram socket standing in for systemd's NOTIFY_SOCKET."""
+
+    def __init__(self, path):
+        self.path = path
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(path)
+        self.messages = []
+        self.lock = threading.Condition()
+        self.closed = False
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        while not self.closed:
+            try:
+                self.sock.settimeout(0.2)
+                data = self.sock.recv(4096)
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            with self.lock:
+                self.messages.append((time.monotonic(), data.decode(errors="replace")))
+                self.lock.notify_all()
+
+    def wait_for(self, predicate, timeout=10, start=0):
+        """Wait until a message (from index start on) satisfies predicate."""
+        deadline = time.monotonic() + timeout
+        with self.lock:
+            while True:
+                for i, (_, msg) in enumerate(self.messages[start:], start):
+                    if predicate(msg):
+                        return i
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AssertionError("notify: timed out; got %r" % [m for _, m in self.messages])
+                self.lock.wait(left)
+
+    def close(self):
+        self.closed = True
+        self.sock.close()
+        self.thread.join(2)
+
+
+class Daemon:
+    """One fdistd process with a generated configuration."""
+
+    def __init__(self, tmp, shares, global_opts=None, extra_args=(), env=None, start=True):
+        self.tmp = tmp
+        self.shares = shares
+        self.global_opts = {"log": "stderr"}
+        self.global_opts.update(global_opts or {})
+        self.config = os.path.join(tmp, "fdistd.ini")
+        self.stderr_path = os.path.join(tmp, "fdistd.stderr")
+        self.extra_args = list(extra_args)
+        self.env = env or {}
+        self.proc = None
+        self.notify = None
+        self.write_config()
+        if start:
+            self.start()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is None:
+            self.stop()
+        self.close()
+
+    def write_config(self, shares=None, global_opts=None):
+        if shares is not None:
+            self.shares = shares
+        if global_opts is not None:
+            self.global_opts = global_opts
+        lines = ["[fdistd]"]
+        lines += ["%s = %s" % kv for kv in self.global_opts.items()]
+        for name, opts in self.shares.items():
+            lines += ["", "[%s]" % name]
+            lines += ["%s = %s" % kv for kv in opts.items()]
+        tmp = self.config + ".new"
+        with open(tmp, "w") as f:
+            f.write("\n".join(lines) + "\n")
+        os.rename(tmp, self.config)
+
+    def start(self, wait_ready=True):
+        self.notify = NotifySocket(os.path.join(self.tmp, "notify.sock"))
+        env = dict(os.environ)
+        env.pop("JOURNAL_STREAM", None)
+        env["NOTIFY_SOCKET"] = self.notify.path
+        env.update(self.env)
+        self.stderr = open(self.stderr_path, "ab")
+        self.proc = subprocess.Popen([FDISTD, "-c", self.config] + self.extra_args,
+                                     stdin=subprocess.DEVNULL, stdout=self.stderr,
+                                     stderr=self.stderr, env=env)
+        if wait_ready:
+            try:
+                self.notify.wait_for(lambda m: "READY=1" in m.split("\n"), timeout=15)
+            except AssertionError:
+                raise AssertionError("daemon did not become ready; stderr:\n" + self.log())
+        return self
+
+    def log(self):
+        with open(self.stderr_path, "rb") as f:
+            return f.read().decode(errors="replace")
+
+    def records(self):
+        return [r for r in map(parse_record, self.log().splitlines()) if r]
+
+    def wait_records(self, n, timeout=20, share=None):
+        """Wait until there are at least n records (of a share) and return them."""
+        deadline = time.monotonic() + timeout
+        while True:
+            recs = [r for r in self.records() if share is None or r["share"] == share]
+            if len(recs) >= n:
+                return recs
+            if time.monotonic() > deadline:
+                raise AssertionError("expected %d records, have %d; log:\n%s" % (n, len(recs), self.log()[-4000:]))
+            if self.proc.poll() is not None:
+                raise AssertionError("daemon exited with %s; log:\n%s" % (self.proc.returncode, self.log()[-4000:]))
+            time.sleep(0.02)
+
+    def wait_log(self, pattern, timeout=10, count=1):
+        deadline = time.monotonic() + timeout
+        while True:
+            hits = re.findall(pattern, self.log())
+            if len(hits) >= count:
+                return hits
+            if time.monotonic() > deadline:
+                raise AssertionError("log never matched %r:\n%s" % (pattern, self.log()[-4000:]))
+            time.sleep(0.02)
+
+    def signal(self, sig):
+        self.proc.send_signal(sig)
+
+    def reload(self, timeout=10):
+        """SIGHUP and wait for the READY=1 that follows RELOADING=1."""
+        start = len(self.notify.messages)
+        self.proc.send_signal(signal.SIGHUP)
+        i = self.notify.wait_for(lambda m: "RELOADING=1" in m, timeout, start)
+        self.notify.wait_for(lambda m: "READY=1" in m.split("\n"), timeout, i + 1)
+
+    def stop(self, timeout=15):
+        """SIGTERM and wait; returns the exit status.  Fails the test on
+        any sanitizer report (leaks are checked at exit)."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            rc = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise AssertionError("daemon did not stop within %ss" % timeout)
+        self.close()
+        self.check_sanitizers()
+        return rc
+
+    def check_sanitizers(self):
+        log = self.log()
+        for marker in SANITIZER_MARKERS:
+            if marker in log:
+                raise AssertionError("sanitizer report in the daemon's log:\n" + log[-6000:])
+
+    def close(self):
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        if self.notify is not None:
+            self.notify.close()
+            self.notify = None
+        if getattr(self, "stderr", None):
+            self.stderr.close()
+            self.stderr = None
+
+
+def connect(port, host="127.0.0.1", timeout=10, bind=None):
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    s = socket.socket(family, socket.SOCK_STREAM)
+    s.settimeout(timeout)
+    if bind:
+        s.bind((bind, 0))
+    s.connect((host, port))
+    return s
+
+
+def fetch(port, ack=b"Thank you\0", host="127.0.0.1", bufsize=1 << 20, timeout=20):
+    """Read to EOF, send the ack, close; return the bytes."""
+    s = connect(port, host, timeout)
+    chunks = []
+    try:
+        while True:
+            b = s.recv(bufsize)
+            if not b:
+                break
+            chunks.append(b)
+        if ack:
+            s.sendall(ack)
+    finally:
+        s.close()
+    return b"".join(chunks)
+
+
+def make_file(path, size, seed=1):
+    """A file of pseudo-random bytes (fast and reproducible)."""
+    block = hashlib.sha512(str(seed).encode()).digest() * 16384  # 1 MiB
+    with open(path, "wb") as f:
+        left = size
+        i = 0
+        while left > 0:
+            chunk = block[i % 61:] + block[: i % 61]
+            f.write(chunk[:left])
+            left -= min(left, len(chunk))
+            i += 1
+    return path
+
+
+def linger_reset(sock):
+    """Make close() send RST."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+
+
+class Runner:
+    """Run the test_* functions of a module, each with a fresh temp dir."""
+
+    def __init__(self, module_globals):
+        self.tests = [(n, f) for n, f in module_globals.items() if n.startswith("test_") and callable(f)]
+
+    def run(self, argv):
+        only = set(argv[1:])
+        passed = failed = 0
+        for name, func in self.tests:
+            if only and name not in only:
+                continue
+            t0 = time.monotonic()
+            with tempfile.TemporaryDirectory(prefix="fdtest-") as tmp:
+                try:
+                    func(tmp)
+                except Exception:
+                    failed += 1
+                    print("FAIL %s (%.2fs)" % (name, time.monotonic() - t0))
+                    traceback.print_exc(file=sys.stdout)
+                else:
+                    passed += 1
+                    print("ok   %s (%.2fs)" % (name, time.monotonic() - t0))
+                sys.stdout.flush()
+        print("%d passed, %d failed" % (passed, failed))
+        return 1 if failed else 0
+
+
+def main(module_globals):
+    sys.exit(Runner(module_globals).run(sys.argv))

@@ -1,0 +1,224 @@
+#!/usr/bin/env python3
+"""Configuration: every rule, good and bad files, exact errors and lines."""
+
+import os
+import subprocess
+
+from fdtest import FDISTD, Daemon, fetch, free_port, main, make_file
+
+
+def check(tmp, text, mode="w"):
+    """Run fdistd -t on text; return (exit status, stdout, stderr, path)."""
+    path = os.path.join(tmp, "t.ini")
+    with open(path, mode) as f:
+        f.write(text)
+    out = subprocess.run([FDISTD, "-t", "-c", path], capture_output=True, timeout=20)
+    return out.returncode, out.stdout.decode(), out.stderr.decode(), path
+
+
+def expect_error(tmp, text, line, message, mode="w"):
+    rc, out, err, path = check(tmp, text, mode)
+    where = "%s:%d" % (path, line) if line else path
+    want = "fdistd: %s: %s\n" % (where, message)
+    assert rc == 1, (rc, out, err)
+    assert err == want, "\n got: %r\nwant: %r" % (err, want)
+    assert "configuration OK" not in out
+
+
+def share(tmp, name="s", port=9000, extra=""):
+    path = os.path.join(tmp, "f")
+    if not os.path.exists(path):
+        make_file(path, 100)
+    return "[%s]\nlisten = 127.0.0.1:%d\nfile = %s\n%s" % (name, port, path, extra)
+
+
+def test_minimal_config_is_ok(tmp):
+    rc, out, err, _ = check(tmp, share(tmp))
+    assert (rc, out, err) == (0, "configuration OK\n", ""), (rc, out, err)
+
+
+def test_every_key_units_comments_and_overrides(tmp):
+    f = make_file(os.path.join(tmp, "f"), 10)
+    text = ("\ufeff; a comment\n# another\n[fdistd]\r\n"
+            "  ack_timeout = 1500ms ; inline comment\n"
+            "send_timeout = 2m\nack_max = 1K\nmax_clients = 5\n"
+            "shutdown_timeout = 0\nlog = stderr\n\n"
+            "[img-1.x_y]\nlisten = *:9001, [::1]:9002, 127.0.0.2:9002\nfile = %s\n"
+            "ack_timeout = 1h\n\n[other]\nlisten=localhost:9003\nfile=%s\nack_max=64\n" % (f, f))
+    path = os.path.join(tmp, "t.ini")
+    with open(path, "w") as fp:
+        fp.write(text)
+    out = subprocess.run([FDISTD, "-t", "-v", "-c", path], capture_output=True, timeout=20)
+    assert out.returncode == 0, out
+    dump = out.stdout.decode()
+    assert dump.endswith("configuration OK\n")
+    assert "[fdistd]\nack_timeout = 1500ms\nsend_timeout = 120000ms\nack_max = 1024\nmax_clients = 5\nshutdown_timeout = 0ms\nlog = stderr\n" in dump
+    assert ("[img-1.x_y]\nlisten = 0.0.0.0:9001, [::]:9001, [::1]:9002, 127.0.0.2:9002\nfile = %s\n"
+            "ack_timeout = 3600000ms\nsend_timeout = 120000ms\nack_max = 1024\n" % f) in dump, dump
+    assert "[other]\nlisten = " in dump and "127.0.0.1:9003" in dump
+    assert "ack_timeout = 1500ms\nsend_timeout = 120000ms\nack_max = 64\n" in dump
+
+
+def test_defaults(tmp):
+    path = os.path.join(tmp, "t.ini")
+    with open(path, "w") as fp:
+        fp.write(share(tmp))
+    out = subprocess.run([FDISTD, "-t", "-v", "-c", path], capture_output=True, timeout=20)
+    assert out.stdout.decode().startswith(
+        "[fdistd]\nack_timeout = 30000ms\nsend_timeout = 60000ms\nack_max = 256\n"
+        "max_clients = 10000\nshutdown_timeout = 30000ms\nlog = auto\n")
+
+
+def test_unknown_and_misplaced_keys(tmp):
+    expect_error(tmp, share(tmp, extra="colour = blue\n"), 4, "unknown key 'colour' in [s]")
+    expect_error(tmp, "[fdistd]\nack_timout = 1s\n" + share(tmp), 2, "unknown key 'ack_timout' in [fdistd]")
+    expect_error(tmp, share(tmp, extra="max_clients = 4\n"), 4, "'max_clients' is a global setting: put it under [fdistd]")
+    expect_error(tmp, "[fdistd]\nlisten = 127.0.0.1:1\n", 2, "'listen' belongs in a share section, not in [fdistd]")
+    expect_error(tmp, "log = stderr\n" + share(tmp), 1, "'log' is outside any section (put global settings under [fdistd])")
+
+
+def test_duplicates(tmp):
+    expect_error(tmp, share(tmp, extra="\nlisten = 127.0.0.1:9001\n"), 5, "duplicate key 'listen' (first set on line 2)")
+    expect_error(tmp, "[fdistd]\nlog=auto\n[fdistd]\n" + share(tmp), 3, "duplicate section [fdistd] (first on line 1)")
+    expect_error(tmp, share(tmp) + share(tmp, port=9001), 4, "duplicate share [s] (first on line 1)")
+
+
+def test_share_names(tmp):
+    expect_error(tmp, share(tmp, name="bad name"), 1,
+                 "invalid share name 'bad name' (use 1 to 63 letters, digits, '-', '_' or '.')")
+    expect_error(tmp, share(tmp, name="x" * 64), 1,
+                 "invalid share name '%s' (use 1 to 63 letters, digits, '-', '_' or '.')" % ("x" * 64))
+    expect_error(tmp, share(tmp, name="a/b"), 1,
+                 "invalid share name 'a/b' (use 1 to 63 letters, digits, '-', '_' or '.')")
+
+
+def test_durations_sizes_counts_ranges(tmp):
+    cases = [
+        ("ack_timeout = 5x", "ack_timeout: invalid duration '5x' (use a whole number with ms, s, m or h)"),
+        ("ack_timeout = -1s", "ack_timeout: invalid duration '-1s' (use a whole number with ms, s, m or h)"),
+        ("ack_timeout = 1.5s", "ack_timeout: invalid duration '1.5s' (use a whole number with ms, s, m or h)"),
+        ("ack_timeout = 0", "ack_timeout: '0' is out of range (1ms to 24h)"),
+        ("send_timeout = 25h", "send_timeout: '25h' is out of range (1ms to 24h)"),
+        ("send_timeout = 99999999999999999999h", "send_timeout: invalid duration '99999999999999999999h' (use a whole number with ms, s, m or h)"),
+        ("shutdown_timeout = 2d", "shutdown_timeout: invalid duration '2d' (use a whole number with ms, s, m or h)"),
+        ("ack_max = 0", "ack_max: '0' is out of range (1 to 64K)"),
+        ("ack_max = 65K", "ack_max: '65K' is out of range (1 to 64K)"),
+        ("ack_max = 1T", "ack_max: invalid size '1T' (use a whole number, optionally followed by K, M or G)"),
+        ("max_clients = 0", "max_clients: '0' is out of range (1 to 1000000)"),
+        ("max_clients = 10k", "max_clients: invalid number '10k'"),
+        ("max_clients =", "max_clients: invalid number ''"),
+        ("log = syslog", "log: invalid value 'syslog' (use auto, journal or stderr)"),
+    ]
+    for line, msg in cases:
+        expect_error(tmp, "[fdistd]\n%s\n%s" % (line, share(tmp)), 2, msg)
+
+
+def test_listen_addresses(tmp):
+    f = make_file(os.path.join(tmp, "f"), 1)
+    hint = "(use HOST:PORT, [IPV6]:PORT or *:PORT)"
+    cases = [
+        ("127.0.0.1", "listen: invalid listen address '127.0.0.1' %s" % hint),
+        ("::1:9000", "listen: invalid listen address '::1:9000' %s" % hint),
+        ("[::1]9000", "listen: invalid listen address '[::1]9000' %s" % hint),
+        ("127.0.0.1:0", "listen: invalid port in '127.0.0.1:0' (1 to 65535)"),
+        ("127.0.0.1:65536", "listen: invalid port in '127.0.0.1:65536' (1 to 65535)"),
+        ("127.0.0.1:http", "listen: invalid port in '127.0.0.1:http' (1 to 65535)"),
+        ("127.0.0.1:1,,127.0.0.1:2", "listen: empty listen address in '127.0.0.1:1,,127.0.0.1:2'"),
+        ("[zz::1]:80", "listen: cannot resolve 'zz::1': Name or service not known"),
+        (", ".join("*:%d" % p for p in range(1, 10)), "listen: too many listen addresses (at most 16 per share)"),
+        ("", "listen: empty listen address in ''"),
+    ]
+    for value, msg in cases:
+        expect_error(tmp, "[s]\nfile = %s\nlisten = %s\n" % (f, value), 3, msg)
+
+
+def test_listen_collisions(tmp):
+    f = make_file(os.path.join(tmp, "f"), 1)
+    expect_error(tmp, "[a]\nlisten = 127.0.0.1:9000\nfile = %s\n[b]\nfile = %s\nlisten = [::1]:9001, 127.0.0.1:9000\n" % (f, f),
+                 6, "listen address 127.0.0.1:9000 is already used by [a] (line 2)")
+    expect_error(tmp, "[a]\nlisten = 127.0.0.1:9000, 127.0.0.1:9000\nfile = %s\n" % f,
+                 2, "listen address 127.0.0.1:9000 is already used by [a] (line 2)")
+    expect_error(tmp, "[a]\nlisten = *:9000\nfile = %s\n[b]\nfile = %s\nlisten = 127.0.0.1:9000\n" % (f, f),
+                 6, "listen address 127.0.0.1:9000 overlaps a wildcard address of [a] (line 2)")
+    # [::] is IPv6-only, so it does not collide with 0.0.0.0
+    rc, out, err, _ = check(tmp, "[a]\nlisten = 0.0.0.0:9000\nfile = %s\n[b]\nfile = %s\nlisten = [::]:9000\n" % (f, f))
+    assert rc == 0, err
+
+
+def test_files(tmp):
+    expect_error(tmp, "[s]\nlisten = 127.0.0.1:1\nfile = relative/path\n", 3, "file: file 'relative/path' is not an absolute path")
+    expect_error(tmp, "[s]\nlisten = 127.0.0.1:1\nfile = /nonexistent/x\n", 3, "file /nonexistent/x: No such file or directory")
+    expect_error(tmp, "[s]\nlisten = 127.0.0.1:1\nfile = %s\n" % tmp, 3, "file %s: not a regular file" % tmp)
+    os.mkfifo(os.path.join(tmp, "fifo"))
+    expect_error(tmp, "[s]\nlisten = 127.0.0.1:1\nfile = %s/fifo\n" % tmp, 3, "file %s/fifo: not a regular file" % tmp)
+    expect_error(tmp, "\n[s]\nlisten = 127.0.0.1:1\n", 2, "share [s] has no file")
+    expect_error(tmp, "[s]\nfile = /etc/hostname\n[t]\nfile = /etc/hostname\nlisten = 127.0.0.1:1\n", 1, "share [s] has no listen address")
+    expect_error(tmp, "[fdistd]\nlog = stderr\n", 0, "no shares configured (add a [name] section with listen and file)")
+    expect_error(tmp, "", 0, "no shares configured (add a [name] section with listen and file)")
+
+
+def test_syntax_long_lines_and_bytes(tmp):
+    expect_error(tmp, share(tmp) + "just some words\n" + "bogus = 1\n", 4,
+                 "syntax error: expected [section], key = value or a comment")
+    expect_error(tmp, "[unterminated\n" + share(tmp), 1, "syntax error: missing ']' in section header")
+    long_value = "/" + "a" * 240
+    expect_error(tmp, "[s]\nlisten = 127.0.0.1:1\nfile = %s\n" % long_value, 3,
+                 "line too long (248 characters; at most 197)")
+    # 197 characters is still accepted (and the value is not cut)
+    expect_error(tmp, "[s]\nlisten = 127.0.0.1:1\nfile = /%s\n" % ("b" * 189), 3,
+                 "file /%s: No such file or directory" % ("b" * 189))
+    expect_error(tmp, share(tmp) + "; comment with a \0 byte\n", 4, "NUL byte in line")
+    expect_error(tmp, "[s]\nlisten = 127.0.0.1:1\rfile = /x\n", 2, "carriage return inside a line")
+
+
+def test_missing_config_file(tmp):
+    out = subprocess.run([FDISTD, "-t", "-c", os.path.join(tmp, "none.ini")], capture_output=True, timeout=20)
+    assert out.returncode == 1
+    assert out.stderr.decode() == "fdistd: %s/none.ini: No such file or directory\n" % tmp
+
+
+def test_daemon_refuses_to_start_on_bad_config(tmp):
+    path = os.path.join(tmp, "t.ini")
+    with open(path, "w") as f:
+        f.write("[fdistd]\nlog = stderr\nack_max = lots\n")
+    out = subprocess.run([FDISTD, "-c", path], capture_output=True, timeout=20)
+    assert out.returncode == 1
+    assert "%s:3: ack_max: invalid size 'lots'" % path in out.stderr.decode(), out
+
+
+def test_usage_version_help(tmp):
+    out = subprocess.run([FDISTD, "-V"], capture_output=True, timeout=20)
+    assert out.returncode == 0 and out.stdout.decode().startswith("fdistd ")
+    out = subprocess.run([FDISTD, "-h"], capture_output=True, timeout=20)
+    assert out.returncode == 0 and "usage: fdistd [-dhtVv] [-c file]" in out.stdout.decode()
+    out = subprocess.run([FDISTD, "-x"], capture_output=True, timeout=20)
+    assert out.returncode == 2 and "usage:" in out.stderr.decode()
+    out = subprocess.run([FDISTD, "extra"], capture_output=True, timeout=20)
+    assert out.returncode == 2
+
+
+def test_bound_port_in_use_is_a_clear_start_error(tmp):
+    import socket
+    f = make_file(os.path.join(tmp, "f"), 1)
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        path = os.path.join(tmp, "t.ini")
+        with open(path, "w") as fp:
+            fp.write("[fdistd]\nlog=stderr\n[s]\nlisten = 127.0.0.1:%d\nfile = %s\n" % (port, f))
+        out = subprocess.run([FDISTD, "-c", path], capture_output=True, timeout=20)
+        assert out.returncode == 1
+        assert "listen on 127.0.0.1:%d: Address already in use" % port in out.stderr.decode(), out
+
+
+def test_listen_by_name_serves(tmp):
+    f = make_file(os.path.join(tmp, "f"), 5000)
+    port = free_port()
+    with Daemon(tmp, {"n": {"listen": "localhost:%d" % port, "file": f}}) as d:
+        assert len(fetch(port)) == 5000
+        d.wait_records(1)
+
+
+if __name__ == "__main__":
+    main(globals())

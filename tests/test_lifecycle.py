@@ -1,0 +1,218 @@
+#!/usr/bin/env python3
+"""Lifecycle: limits, signals, reload and the service manager protocol."""
+
+import errno
+import os
+import signal
+import socket
+import threading
+import time
+
+from fdtest import (Daemon, connect, fetch, file_sha256, free_port, main,
+                    make_file, sha256)
+
+BIG = 64 * 1024 * 1024
+
+
+def stalled_client(port):
+    """Accepted (one byte read) and then reading nothing: holds a slot."""
+    s = connect(port)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+    first = s.recv(1)
+    assert first
+    return s, first
+
+
+def expect_reset_before_data(port):
+    s = connect(port)
+    try:
+        data = s.recv(65536)
+    except ConnectionResetError:
+        return
+    finally:
+        s.close()
+    raise AssertionError("expected a reset, got %d bytes" % len(data))
+
+
+def test_max_clients_refuses_with_reset_then_recovers(tmp):
+    path = make_file(os.path.join(tmp, "data"), BIG)
+    port = free_port()
+    with Daemon(tmp, {"s": {"listen": "127.0.0.1:%d" % port, "file": path}},
+                {"max_clients": "2"}) as d:
+        holders = [stalled_client(port)[0], stalled_client(port)[0]]
+        for _ in range(5):
+            expect_reset_before_data(port)
+        d.wait_log(r"refused 127\.0\.0\.1:\d+: max_clients reached")
+        d.wait_log(r"refused 4 more connections in the last 1000 ms: max_clients reached \(5 refused in all\)")
+        d.notify.wait_for(lambda m: "5 refused" in m)
+        for h in holders:
+            h.close()
+        d.wait_records(2)
+        assert sha256(fetch(port)) == file_sha256(path)
+        recs = d.wait_records(3)
+        assert [r["status"] for r in recs] == ["aborted", "aborted", "acked"], recs
+
+
+def test_sigterm_lets_transfers_in_flight_finish(tmp):
+    path = make_file(os.path.join(tmp, "data"), 16 * 1024 * 1024)
+    port = free_port()
+    want = file_sha256(path)
+    results = []
+
+    def slow_client(s, first):
+        data = bytearray(first)
+        while True:
+            b = s.recv(65536)
+            if not b:
+                break
+            data += b
+            time.sleep(0.002)
+        s.sendall(b"Thank you\0")
+        s.close()
+        results.append(sha256(bytes(data)))
+
+    with Daemon(tmp, {"s": {"listen": "127.0.0.1:%d" % port, "file": path}}) as d:
+        # each client is accepted (has a byte) before the signal
+        threads = [threading.Thread(target=slow_client, args=stalled_client(port)) for _ in range(3)]
+        for t in threads:
+            t.start()
+        d.signal(signal.SIGTERM)
+        d.notify.wait_for(lambda m: "STOPPING=1" in m)
+        d.wait_log(r"stopping: 3 transfers in flight")
+        # no new connections once stopping
+        try:
+            connect(port, timeout=2).close()
+            raise AssertionError("still accepting after SIGTERM")
+        except ConnectionRefusedError:
+            pass
+        for t in threads:
+            t.join(60)
+        assert d.proc.wait(30) == 0
+        assert results == [want] * 3
+        recs = d.records()
+        assert [r["status"] for r in recs] == ["acked"] * 3, recs
+        assert "stopped" in d.log()
+
+
+def test_second_sigterm_ends_transfers_now(tmp):
+    path = make_file(os.path.join(tmp, "data"), BIG)
+    port = free_port()
+    with Daemon(tmp, {"s": {"listen": "127.0.0.1:%d" % port, "file": path}}) as d:
+        s, _ = stalled_client(port)
+        d.signal(signal.SIGTERM)
+        d.wait_log(r"stopping: 1 transfers in flight")
+        d.signal(signal.SIGTERM)
+        assert d.proc.wait(10) == 0
+        s.close()
+        (rec,) = d.records()
+        assert rec["status"] == "shutdown"
+
+
+def test_notify_ready_status_stopping(tmp):
+    path = make_file(os.path.join(tmp, "data"), 1000)
+    port = free_port()
+    with Daemon(tmp, {"a": {"listen": "127.0.0.1:%d" % port, "file": path}}) as d:
+        n = d.notify
+        ready = n.wait_for(lambda m: "READY=1" in m)
+        status = n.wait_for(lambda m: m.startswith("STATUS="))
+        assert status < ready  # the first status is there when READY=1 comes
+        assert n.messages[status][1] == "STATUS=1 shares, 0 active, 0 acked, 0 failed, 0 refused"
+        fetch(port)
+        fetch(port, ack=None)
+        d.wait_records(2)
+        n.wait_for(lambda m: m == "STATUS=1 shares, 0 active, 1 acked, 1 failed, 0 refused", timeout=5)
+        assert d.stop() == 0
+    msgs = [m for _, m in n.messages]
+    assert "STOPPING=1" in msgs, msgs
+
+
+def test_watchdog_pings_at_half_interval(tmp):
+    path = make_file(os.path.join(tmp, "data"), 10)
+    port = free_port()
+    with Daemon(tmp, {"a": {"listen": "127.0.0.1:%d" % port, "file": path}},
+                env={"WATCHDOG_USEC": "400000"}) as d:
+        first = d.notify.wait_for(lambda m: m == "WATCHDOG=1", timeout=5)
+        d.notify.wait_for(lambda m: m == "WATCHDOG=1", timeout=5, start=first + 1)
+        pings = [t for t, m in d.notify.messages if m == "WATCHDOG=1"]
+        assert 0.1 < pings[1] - pings[0] < 0.4, pings
+
+
+def test_reload_new_file_keeps_old_for_transfers_in_flight(tmp):
+    old = make_file(os.path.join(tmp, "old"), BIG, seed=1)
+    old_sum = file_sha256(old)
+    new = make_file(os.path.join(tmp, "new.tmp"), 1024 * 1024, seed=2)
+    new_sum = file_sha256(new)
+    live = os.path.join(tmp, "live")
+    os.rename(old, live)
+    port = free_port()
+    with Daemon(tmp, {"s": {"listen": "127.0.0.1:%d" % port, "file": live}}) as d:
+        s, first = stalled_client(port)
+        os.rename(new, live)          # replaced by rename, as admins should
+        d.reload()
+        assert sha256(fetch(port)) == new_sum
+        data = bytearray(first)
+        while True:
+            b = s.recv(1 << 20)
+            if not b:
+                break
+            data += b
+        s.sendall(b"old one\n")
+        s.close()
+        assert sha256(bytes(data)) == old_sum
+        recs = d.wait_records(2)
+        by_ack = {r.get("ack"): r for r in recs}
+        assert by_ack["old one"]["size"] == str(BIG) and by_ack["old one"]["status"] == "acked"
+        assert by_ack["Thank you"]["size"] == str(1024 * 1024)
+        assert old_sum != new_sum
+
+
+def test_reload_with_broken_config_keeps_serving(tmp):
+    path = make_file(os.path.join(tmp, "data"), 5000)
+    port = free_port()
+    with Daemon(tmp, {"s": {"listen": "127.0.0.1:%d" % port, "file": path}}) as d:
+        with open(d.config, "a") as f:
+            f.write("bogus_key = 1\n")
+        d.reload()
+        d.wait_log(r"reload failed, still serving the previous configuration: %s:\d+: unknown key 'bogus_key' in \[s\]" % d.config)
+        assert len(fetch(port)) == 5000
+        assert d.proc.poll() is None
+
+
+def test_reload_adds_removes_and_keeps_listeners(tmp):
+    a = make_file(os.path.join(tmp, "a"), 1000, seed=1)
+    b = make_file(os.path.join(tmp, "b"), 2000, seed=2)
+    pa, pb, pc = free_port(), free_port(), free_port()
+    with Daemon(tmp, {"a": {"listen": "127.0.0.1:%d" % pa, "file": a},
+                      "b": {"listen": "127.0.0.1:%d" % pb, "file": b}}) as d:
+        # a keeps its port and gets b's file; b goes; c is new
+        d.write_config({"a": {"listen": "127.0.0.1:%d" % pa, "file": b},
+                        "c": {"listen": "127.0.0.1:%d" % pc, "file": a}})
+        d.reload()
+        assert len(fetch(pa)) == 2000
+        assert len(fetch(pc)) == 1000
+        try:
+            connect(pb, timeout=2).close()
+            raise AssertionError("removed share still listening")
+        except ConnectionRefusedError:
+            pass
+        d.wait_log(r"no longer listening on 127\.0\.0\.1:%d" % pb)
+        recs = d.wait_records(2)
+        assert [(r["share"], r["size"]) for r in recs] == [("a", "2000"), ("c", "1000")]
+
+
+def test_reload_with_port_taken_keeps_old_config(tmp):
+    path = make_file(os.path.join(tmp, "data"), 100)
+    pa = free_port()
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        pbusy = busy.getsockname()[1]
+        with Daemon(tmp, {"s": {"listen": "127.0.0.1:%d" % pa, "file": path}}) as d:
+            d.write_config({"s": {"listen": "127.0.0.1:%d, 127.0.0.1:%d" % (pa, pbusy), "file": path}})
+            d.reload()
+            d.wait_log(r"reload failed, still serving the previous configuration: listen on 127\.0\.0\.1:%d: Address already in use" % pbusy)
+            assert len(fetch(pa)) == 100
+
+
+if __name__ == "__main__":
+    main(globals())

@@ -1,0 +1,169 @@
+#!/usr/bin/env python3
+"""Every outcome, each produced by a purposely misbehaving client."""
+
+import os
+import socket
+import time
+
+from fdtest import (Daemon, connect, fetch, file_sha256, free_port,
+                    linger_reset, main, make_file, sha256)
+
+BIG = 64 * 1024 * 1024
+
+
+def serve(tmp, size=1024 * 1024, **opts):
+    path = make_file(os.path.join(tmp, "data"), size)
+    port = free_port()
+    share = {"listen": "127.0.0.1:%d" % port, "file": path}
+    share.update(opts)
+    return Daemon(tmp, {"s": share}), port, path
+
+
+def read_all(s):
+    data = bytearray()
+    while True:
+        b = s.recv(1 << 20)
+        if not b:
+            return bytes(data)
+        data += b
+
+
+def test_never_acks_is_ack_timeout(tmp):
+    d, port, path = serve(tmp, ack_timeout="300ms")
+    with d:
+        s = connect(port)
+        assert sha256(read_all(s)) == file_sha256(path)
+        t0 = time.monotonic()
+        (rec,) = d.wait_records(1, timeout=5)
+        waited = time.monotonic() - t0
+        s.close()
+        assert rec["status"] == "ack-timeout", rec
+        assert "ack" not in rec
+        assert rec["bytes"] == rec["size"]
+        assert 0.2 < waited < 2.5, waited
+
+
+def test_close_without_ack_is_no_ack(tmp):
+    d, port, path = serve(tmp)
+    with d:
+        assert sha256(fetch(port, ack=None)) == file_sha256(path)
+        (rec,) = d.wait_records(1)
+        assert rec["status"] == "no-ack" and "ack" not in rec, rec
+
+
+def test_reset_mid_transfer_is_aborted(tmp):
+    d, port, _ = serve(tmp, size=BIG)
+    with d:
+        s = connect(port)
+        got = len(s.recv(65536))
+        assert got > 0
+        linger_reset(s)
+        s.close()
+        (rec,) = d.wait_records(1)
+        assert rec["status"] == "aborted", rec
+        assert int(rec["bytes"]) < BIG
+
+
+def test_stalled_reader_is_send_timeout(tmp):
+    d, port, _ = serve(tmp, size=BIG, send_timeout="400ms")
+    with d:
+        s = connect(port)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        t0 = time.monotonic()
+        (rec,) = d.wait_records(1, timeout=10)
+        assert time.monotonic() - t0 < 5
+        s.close()
+        assert rec["status"] == "send-timeout", rec
+        assert 0 < int(rec["bytes"]) < BIG
+
+
+def test_garbage_instead_of_ack_is_capped(tmp):
+    d, port, path = serve(tmp, ack_max="64")
+    junk = bytes((i * 7 + 1) % 256 for i in range(1 << 20)).replace(b"\n", b"x").replace(b"\0", b"y")
+    with d:
+        s = connect(port)
+        assert sha256(read_all(s)) == file_sha256(path)
+        s.sendall(junk)
+        s.shutdown(socket.SHUT_WR)
+        assert s.recv(1) == b""   # the daemon read it all and closed cleanly
+        s.close()
+        (rec,) = d.wait_records(1)
+        assert rec["status"] == "acked", rec
+        # 64 bytes of input; every byte outside printable ASCII escaped
+        assert len(rec["ack"]) <= 4 * 64
+        assert all(0x20 <= ord(ch) < 0x7f for ch in rec["ack"]), rec["ack"]
+        assert rec["ack"].startswith("\\x01\\x08\\x0f")
+        assert len(d.log().splitlines()) == 3   # share, ready, one record
+
+
+def test_log_injection_is_escaped(tmp):
+    d, port, _ = serve(tmp)
+    evil = (b'ok\x1b[31m red\r\x7f"quote" \\back \xc2\x85 \xe2\x80\xa8 \xe2\x80\xae '
+            b'\xff\xc0\xaf caf\xc3\xa9\0 after the NUL is not the ack')
+    with d:
+        fetch(port, ack=evil)
+        fetch(port, ack=b"first line\r\n2026-01-01T00:00:00Z info: transfer share=s status=acked ack=\"forged\"\n")
+        recs = d.wait_records(2)
+        assert len(recs) == 2
+        assert recs[0]["ack"] == ('ok\\x1b[31m red\\r\\x7f\\"quote\\" \\\\back \\xc2\\x85 '
+                                  '\\xe2\\x80\\xa8 \\xe2\\x80\\xae \\xff\\xc0\\xaf caf\u00e9'), recs[0]["ack"]
+        assert recs[1]["ack"] == "first line", recs[1]
+        assert "forged" not in d.log()
+
+
+def test_ack_sent_before_reading_counts(tmp):
+    d, port, path = serve(tmp, size=8 * 1024 * 1024)
+    with d:
+        s = connect(port)
+        s.sendall(b"early bird\n")
+        assert sha256(read_all(s)) == file_sha256(path)
+        s.close()
+        (rec,) = d.wait_records(1)
+        assert rec["status"] == "acked" and rec["ack"] == "early bird", rec
+
+
+def test_half_closed_client_still_gets_whole_file(tmp):
+    d, port, path = serve(tmp, size=8 * 1024 * 1024)
+    with d:
+        s = connect(port)
+        s.sendall(b"sent first\0")
+        s.shutdown(socket.SHUT_WR)
+        assert sha256(read_all(s)) == file_sha256(path)
+        s.close()
+        (rec,) = d.wait_records(1)
+        assert rec["status"] == "acked" and rec["ack"] == "sent first", rec
+
+
+def test_file_shrinking_mid_transfer_is_file_changed(tmp):
+    d, port, path = serve(tmp, size=BIG)
+    with d:
+        s = connect(port)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        time.sleep(0.2)        # let the socket buffers fill
+        os.truncate(path, 1024 * 1024)
+        data = read_all(s)
+        s.close()
+        (rec,) = d.wait_records(1)
+        assert rec["status"] == "file-changed", rec
+        assert len(data) < BIG and int(rec["bytes"]) < BIG
+        assert "file shrank" in d.log()
+
+
+def test_stop_ends_stalled_transfer_as_shutdown(tmp):
+    path = make_file(os.path.join(tmp, "data"), BIG)
+    port = free_port()
+    with Daemon(tmp, {"s": {"listen": "127.0.0.1:%d" % port, "file": path}},
+                {"shutdown_timeout": "300ms"}) as d:
+        s = connect(port)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        s.recv(1)
+        t0 = time.monotonic()
+        assert d.stop() == 0
+        assert time.monotonic() - t0 < 5
+        s.close()
+        (rec,) = d.records()
+        assert rec["status"] == "shutdown", rec
+
+
+if __name__ == "__main__":
+    main(globals())

@@ -1,0 +1,153 @@
+#!/usr/bin/env python3
+"""Transfers: byte-exact delivery, the ack record, many clients at once."""
+
+import os
+import socket
+import subprocess
+import threading
+
+from fdtest import (Daemon, connect, fetch, file_sha256, free_port, main,
+                    make_file, sha256)
+
+SEED_CLIENT = os.environ.get("SEED_CLIENT", "build/tests/file_client")
+
+
+def seed_like_fetch(port):
+    """What the textbook client does: blocking 30-byte reads, then the ack."""
+    s = connect(port)
+    data = bytearray()
+    while True:
+        b = s.recv(30)
+        if not b:
+            break
+        data += b
+    s.sendall(b"Thank you\0")
+    s.close()
+    return bytes(data)
+
+
+def test_seed_like_client_gets_file_and_acked_record(tmp):
+    path = make_file(os.path.join(tmp, "data"), 300 * 1024 + 7)
+    port = free_port()
+    with Daemon(tmp, {"seed": {"listen": "127.0.0.1:%d" % port, "file": path}}) as d:
+        data = seed_like_fetch(port)
+        assert sha256(data) == file_sha256(path)
+        (rec,) = d.wait_records(1)
+        assert rec["status"] == "acked", rec
+        assert rec["ack"] == "Thank you", rec
+        assert rec["share"] == "seed" and rec["file"] == path
+        assert rec["bytes"] == rec["size"] == str(os.path.getsize(path))
+        assert rec["peer"].startswith("127.0.0.1:")
+        assert d.stop() == 0
+
+
+def test_textbook_client_binary_unchanged(tmp):
+    """The seed's own file_client.c, compiled as it is, is the reference peer."""
+    path = make_file(os.path.join(tmp, "data"), 1024 * 1024 + 3)
+    port = free_port()
+    work = os.path.join(tmp, "client")
+    os.mkdir(work)
+    with Daemon(tmp, {"book": {"listen": "127.0.0.1:%d" % port, "file": path}}) as d:
+        out = subprocess.run([os.path.abspath(SEED_CLIENT), "127.0.0.1", str(port)], cwd=work,
+                             capture_output=True, timeout=30)
+        assert out.returncode == 0, out
+        assert b"Received file data" in out.stdout
+        assert file_sha256(os.path.join(work, "receive.dat")) == file_sha256(path)
+        (rec,) = d.wait_records(1)
+        assert rec["status"] == "acked" and rec["ack"] == "Thank you", rec
+
+
+def test_200_concurrent_clients_identical_bytes(tmp):
+    path = make_file(os.path.join(tmp, "data"), 4 * 1024 * 1024 + 11)
+    want = file_sha256(path)
+    port = free_port()
+    results = [None] * 200
+    errors = []
+
+    def client(i):
+        try:
+            results[i] = sha256(fetch(port, ack=b"ok %d\n" % i, timeout=60))
+        except Exception as e:  # reported below
+            errors.append(repr(e))
+
+    with Daemon(tmp, {"many": {"listen": "127.0.0.1:%d" % port, "file": path}}) as d:
+        threads = [threading.Thread(target=client, args=(i,)) for i in range(200)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        assert not errors, errors[:5]
+        assert all(r == want for r in results)
+        recs = d.wait_records(200, timeout=60)
+        assert len(recs) == 200
+        assert all(r["status"] == "acked" for r in recs)
+        assert sorted(r["ack"] for r in recs) == sorted("ok %d" % i for i in range(200))
+
+
+def test_two_shares_on_two_ports_at_once(tmp):
+    a = make_file(os.path.join(tmp, "a"), 2 * 1024 * 1024, seed=1)
+    b = make_file(os.path.join(tmp, "b"), 3 * 1024 * 1024, seed=2)
+    pa, pb = free_port(), free_port()
+    shares = {"alpha": {"listen": "127.0.0.1:%d" % pa, "file": a},
+              "beta": {"listen": "127.0.0.1:%d, [::1]:%d" % (pb, pb), "file": b}}
+    got = {}
+    with Daemon(tmp, shares) as d:
+        ts = [threading.Thread(target=lambda k, p, h: got.__setitem__(k, fetch(p, host=h)), args=args)
+              for args in (("a", pa, "127.0.0.1"), ("b4", pb, "127.0.0.1"), ("b6", pb, "::1"))]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join(60)
+        assert sha256(got["a"]) == file_sha256(a)
+        assert sha256(got["b4"]) == sha256(got["b6"]) == file_sha256(b)
+        recs = d.wait_records(3)
+        assert sorted(r["share"] for r in recs) == ["alpha", "beta", "beta"]
+        assert any(r["peer"].startswith("[::1]:") for r in recs)
+
+
+def test_empty_file(tmp):
+    path = os.path.join(tmp, "empty")
+    open(path, "w").close()
+    port = free_port()
+    with Daemon(tmp, {"empty": {"listen": "127.0.0.1:%d" % port, "file": path}}) as d:
+        assert fetch(port) == b""
+        (rec,) = d.wait_records(1)
+        assert rec["status"] == "acked" and rec["bytes"] == "0" and rec["size"] == "0", rec
+
+
+def test_sparse_file_over_4gib(tmp):
+    path = os.path.join(tmp, "big")
+    size = (4 << 30) + 12345
+    marks = {0: b"head", (1 << 32) - 2: b"edge", (1 << 32) + 100: b"past", size - 4: b"tail"}
+    with open(path, "wb") as f:
+        f.truncate(size)
+        for off, data in marks.items():
+            f.seek(off)
+            f.write(data)
+    port = free_port()
+    with Daemon(tmp, {"big": {"listen": "127.0.0.1:%d" % port, "file": path}}) as d:
+        s = connect(port, timeout=60)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+        total = 0
+        seen = {}
+        buf = bytearray(4 << 20)
+        view = memoryview(buf)
+        while True:
+            n = s.recv_into(view)
+            if n == 0:
+                break
+            for off, data in marks.items():
+                lo, hi = max(off, total), min(off + len(data), total + n)
+                if lo < hi:
+                    seen.setdefault(off, bytearray(len(data)))[lo - off:hi - off] = buf[lo - total:hi - total]
+            total += n
+        s.sendall(b"Thank you\0")
+        s.close()
+        assert total == size, total
+        assert {k: bytes(v) for k, v in seen.items()} == marks
+        (rec,) = d.wait_records(1, timeout=30)
+        assert rec["status"] == "acked" and rec["bytes"] == str(size), rec
+
+
+if __name__ == "__main__":
+    main(globals())
