@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <syslog.h>
 
 #include "fdistd.h"
 #include "version.h"
@@ -52,12 +53,9 @@ fdistd_reload(void)
 	notify_reloading();
 	log_info("reloading %s", config_path);
 	cf = config_load(config_path, true, err, sizeof(err));
-	if (cf == NULL)
-		log_warnx("reload failed, still serving the previous "
-		    "configuration: %s", err);
-	else if (server_reload(cf, err, sizeof(err)) == -1) {
-		log_warnx("reload failed, still serving the previous "
-		    "configuration: %s", err);
+	if (cf == NULL || server_reload(cf, err, sizeof(err)) == -1) {
+		log_event(LOG_WARNING, MSGID_RELOAD_FAILED, "reload failed, "
+		    "still serving the previous configuration: %s", err);
 		config_free(cf);
 	} else {
 		if (!debug_mode)
@@ -158,8 +156,9 @@ fdistd_run(struct config *cf)
 	if (server_start(base, cf, err, sizeof(err)) == -1)
 		fatalx("%s", err);
 	notify_init(base);
-	log_info("fdistd %s ready: %zu shares, max_clients %u", FDIST_VERSION,
-	    cf->cf_nshares, cf->cf_max_clients);
+	log_event(LOG_INFO, MSGID_READY, "fdistd %s ready: %zu shares, "
+	    "max_clients %u", FDIST_VERSION, cf->cf_nshares,
+	    cf->cf_max_clients);
 	notify_ready();
 
 	event_base_dispatch(base);

@@ -122,7 +122,12 @@ void	 fatal(const char *, ...)
 	    __attribute__((format(printf, 1, 2), noreturn));
 void	 fatalx(const char *, ...)
 	    __attribute__((format(printf, 1, 2), noreturn));
+void	 log_event(int, const char *, const char *, ...)
+	    __attribute__((format(printf, 3, 4)));
 void	 log_transfer(const struct transfer_record *);
+/* Catalog entries (systemd/fdistd.catalog) of daemon events. */
+#define MSGID_READY		"819de2ce009b464d91664758b897bac1"
+#define MSGID_RELOAD_FAILED	"a5ec91e7b0144300bb78128c936fcf5b"
 
 /* sfile.c: a served file, opened once and shared by its clients. */
 struct sfile {

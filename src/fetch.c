@@ -64,7 +64,6 @@ static int	fetch_line_open;
 static void	fetch_usage(FILE *, int);
 static void	fetch_vwarn(int, const char *, va_list)
 		    __attribute__((format(printf, 2, 0)));
-static int64_t	fetch_now(void);
 static int	fetch_parse_duration(const char *, int *);
 static int	fetch_parse_sha256(const char *, char *);
 static int	fetch_check_ack(const char *);
@@ -154,8 +153,8 @@ fetch_warnx(const char *fmt, ...)
 	errno = saved;
 }
 
-/* Monotonic milliseconds. */
-static int64_t
+/* Monotonic milliseconds, for deadlines that survive clock changes. */
+int64_t
 fetch_now(void)
 {
 	struct timespec	ts;
@@ -485,10 +484,9 @@ fetch_run(struct fetch *f)
 		rv = FETCH_ELOCAL;
 		goto out;
 	}
-	if ((f->f_sock = fetch_net_connect(res, f->f_timeout)) == -1) {
-		rv = FETCH_ECONNECT;
+	if ((rv = fetch_net_connect(res, f->f_timeout, &f->f_sock)) !=
+	    FETCH_OK)
 		goto out;
-	}
 	if ((rv = fetch_receive(f)) != FETCH_OK)
 		goto out;
 	if (fetch_digest_hex(f) == -1) {

@@ -30,12 +30,13 @@ void	fetch_warn(const char *, ...)
 	    __attribute__((format(printf, 1, 2)));
 void	fetch_warnx(const char *, ...)
 	    __attribute__((format(printf, 1, 2)));
+int64_t	fetch_now(void);
 
 /* fetch_net.c */
 int	fetch_net_split(const char *, char **, char **, int *);
 int	fetch_net_resolve(const char *, const char *, int,
 	    struct addrinfo **);
-int	fetch_net_connect(struct addrinfo *, int);
+int	fetch_net_connect(struct addrinfo *, int, int *);
 ssize_t	fetch_net_read(int, void *, size_t, int);
 int	fetch_net_send(int, const void *, size_t, int);
 int	fetch_net_finish(int, int);

@@ -15,7 +15,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "fetch.h"
@@ -26,17 +25,6 @@
 static int	fetch_net_wait(int, short, int);
 static void	fetch_net_addrstr(const struct addrinfo *, char *, size_t);
 static int	fetch_net_connect_one(const struct addrinfo *, int);
-static int64_t	fetch_net_now(void);
-
-/* Monotonic milliseconds, for deadlines that survive clock changes. */
-static int64_t
-fetch_net_now(void)
-{
-	struct timespec	ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ((int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000);
-}
 
 /*
  * Split "host:port" or "[v6addr]:port". Sets *numeric when the host was
@@ -207,12 +195,14 @@ fail:
 }
 
 /*
- * Try each resolved address in turn, each with the full timeout. Failures
- * are reported only when no address works: "localhost" commonly has an
- * address nothing listens on, and that is no news when another one works.
+ * Try each resolved address in turn, each with the full timeout, and
+ * return an exit code. Failures are reported only when no address works:
+ * "localhost" commonly has an address nothing listens on, and that is no
+ * news when another one works. A reset means a server accepted and then
+ * refused us, which is its answer: no other address is tried.
  */
 int
-fetch_net_connect(struct addrinfo *res, int timeout_ms)
+fetch_net_connect(struct addrinfo *res, int timeout_ms, int *fdp)
 {
 	struct {
 		const struct addrinfo	*ai;
@@ -221,11 +211,16 @@ fetch_net_connect(struct addrinfo *res, int timeout_ms)
 	struct addrinfo		*ai;
 	char			 addr[NI_MAXHOST + NI_MAXSERV + 4];
 	size_t			 i, n = 0, more = 0;
-	int			 fd;
 
 	for (ai = res; ai != NULL; ai = ai->ai_next) {
-		if ((fd = fetch_net_connect_one(ai, timeout_ms)) != -1)
-			return (fd);
+		if ((*fdp = fetch_net_connect_one(ai, timeout_ms)) != -1)
+			return (FETCH_OK);
+		if (errno == ECONNRESET) {
+			fetch_net_addrstr(ai, addr, sizeof(addr));
+			fetch_warnx("%s: refused by the server (connection "
+			    "reset before any data)", addr);
+			return (FETCH_ERESET);
+		}
 		if (n < FETCH_NET_REPORT) {
 			failed[n].ai = ai;
 			failed[n++].error = errno;
@@ -239,7 +234,7 @@ fetch_net_connect(struct addrinfo *res, int timeout_ms)
 	}
 	if (more > 0)
 		fetch_warnx("and %zu more addresses failed", more);
-	return (-1);
+	return (FETCH_ECONNECT);
 }
 
 /*
@@ -303,16 +298,20 @@ fetch_net_finish(int fd, int timeout_ms)
 	int64_t		deadline;
 	int		error, pause = 1;
 
-	if (shutdown(fd, SHUT_WR) == -1)
+	if (shutdown(fd, SHUT_WR) == -1) {
+		/* Only a reset can have disconnected us by now. */
+		if (errno == ENOTCONN)
+			errno = ECONNRESET;
 		return (-1);
-	deadline = fetch_net_now() + timeout_ms;
+	}
+	deadline = fetch_now() + timeout_ms;
 	for (;;) {
 		len = sizeof(ti);
 		if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len) == -1)
 			return (-1);
 		if (ti.tcpi_state == TCP_CLOSE)
 			break;
-		if (fetch_net_now() >= deadline) {
+		if (fetch_now() >= deadline) {
 			errno = ETIMEDOUT;
 			return (-1);
 		}

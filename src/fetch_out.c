@@ -49,11 +49,14 @@ fetch_out_sighandler(int sig)
 	raise(sig);
 }
 
-/* Install the handlers; EPIPE is reported as an error instead of SIGPIPE. */
+/*
+ * Install the handlers, leaving alone signals ignored by whoever started
+ * us (nohup, background jobs). EPIPE is reported instead of SIGPIPE.
+ */
 void
 fetch_out_signals(void)
 {
-	struct sigaction	sa;
+	struct sigaction	sa, old;
 	static const int	sigs[] = { SIGINT, SIGTERM, SIGHUP };
 	size_t			i;
 
@@ -61,8 +64,12 @@ fetch_out_signals(void)
 	sa.sa_handler = fetch_out_sighandler;
 	sa.sa_flags = SA_RESETHAND;
 	sigfillset(&sa.sa_mask);
-	for (i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++)
+	for (i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++) {
+		if (sigaction(sigs[i], NULL, &old) == 0 &&
+		    old.sa_handler == SIG_IGN)
+			continue;
 		sigaction(sigs[i], &sa, NULL);
+	}
 
 	sa.sa_handler = SIG_IGN;
 	sa.sa_flags = 0;
@@ -290,8 +297,9 @@ fetch_out_free(struct fetch_out *out)
 	if (out->out_owned)
 		close(out->out_fd);
 	if (out->out_part != NULL && out_sigarmed) {
-		out_sigarmed = 0;
+		/* Disarm only after: a signal in between just unlinks again. */
 		unlink(out->out_part);
+		out_sigarmed = 0;
 	}
 	free(out->out_part);
 	free(out->out_path);

@@ -94,12 +94,16 @@ log_level_name(int priority)
 	}
 }
 
-static void	log_vemit(int, int, const char *, va_list)
-		    __attribute__((format(printf, 3, 0)));
+static void	log_vemit(int, int, const char *, const char *, va_list)
+		    __attribute__((format(printf, 4, 0)));
 
-/* Write one message, with strerror(errnum) appended if errnum != 0. */
+/*
+ * Write one message, with strerror(errnum) appended if errnum != 0 and,
+ * in the journal, the catalog's MESSAGE_ID if msgid is set.
+ */
 static void
-log_vemit(int priority, int errnum, const char *fmt, va_list ap)
+log_vemit(int priority, int errnum, const char *msgid, const char *fmt,
+    va_list ap)
 {
 	char	msg[1024], ts[48];
 	int	saved_errno = errno;
@@ -115,7 +119,8 @@ log_vemit(int priority, int errnum, const char *fmt, va_list ap)
 	}
 	if (log_journal)
 		sd_journal_send("MESSAGE=%s", msg, "PRIORITY=%d", priority,
-		    "SYSLOG_IDENTIFIER=fdistd", NULL);
+		    "SYSLOG_IDENTIFIER=fdistd",
+		    msgid != NULL ? "MESSAGE_ID=%s" : NULL, msgid, NULL);
 	else {
 		log_timestamp(ts, sizeof(ts));
 		fprintf(stderr, "%s %s: %s\n", ts, log_level_name(priority),
@@ -132,7 +137,7 @@ log_warn(const char *fmt, ...)
 	int	errnum = errno;
 
 	va_start(ap, fmt);
-	log_vemit(LOG_WARNING, errnum, fmt, ap);
+	log_vemit(LOG_WARNING, errnum, NULL, fmt, ap);
 	va_end(ap);
 }
 
@@ -142,7 +147,7 @@ log_warnx(const char *fmt, ...)
 	va_list	ap;
 
 	va_start(ap, fmt);
-	log_vemit(LOG_WARNING, 0, fmt, ap);
+	log_vemit(LOG_WARNING, 0, NULL, fmt, ap);
 	va_end(ap);
 }
 
@@ -152,7 +157,7 @@ log_info(const char *fmt, ...)
 	va_list	ap;
 
 	va_start(ap, fmt);
-	log_vemit(LOG_INFO, 0, fmt, ap);
+	log_vemit(LOG_INFO, 0, NULL, fmt, ap);
 	va_end(ap);
 }
 
@@ -162,7 +167,18 @@ log_debug(const char *fmt, ...)
 	va_list	ap;
 
 	va_start(ap, fmt);
-	log_vemit(LOG_DEBUG, 0, fmt, ap);
+	log_vemit(LOG_DEBUG, 0, NULL, fmt, ap);
+	va_end(ap);
+}
+
+/* A daemon event with an entry in systemd/fdistd.catalog. */
+void
+log_event(int priority, const char *msgid, const char *fmt, ...)
+{
+	va_list	ap;
+
+	va_start(ap, fmt);
+	log_vemit(priority, 0, msgid, fmt, ap);
 	va_end(ap);
 }
 
@@ -174,7 +190,7 @@ fatal(const char *fmt, ...)
 	int	errnum = errno;
 
 	va_start(ap, fmt);
-	log_vemit(LOG_CRIT, errnum, fmt, ap);
+	log_vemit(LOG_CRIT, errnum, NULL, fmt, ap);
 	va_end(ap);
 	exit(1);
 }
@@ -185,7 +201,7 @@ fatalx(const char *fmt, ...)
 	va_list	ap;
 
 	va_start(ap, fmt);
-	log_vemit(LOG_CRIT, 0, fmt, ap);
+	log_vemit(LOG_CRIT, 0, NULL, fmt, ap);
 	va_end(ap);
 	exit(1);
 }

@@ -330,12 +330,13 @@ server_apply(struct config *cf, char *err, size_t errlen)
 	struct listener		*ls;
 	size_t			 i;
 
-	if (server_open_listeners(cf, &fresh, err, errlen) == -1)
-		return (-1);
 	if (server_make_shares(cf, &made) == -1) {
 		snprintf(err, errlen, "%s", strerror(errno));
 		server_free_shares(&made);
-		TAILQ_CONCAT(&listeners, &fresh, ls_entry);
+		return (-1);
+	}
+	if (server_open_listeners(cf, &fresh, err, errlen) == -1) {
+		server_free_shares(&made);
 		return (-1);
 	}
 	sh = TAILQ_FIRST(&made);
