@@ -166,10 +166,13 @@ struct listener {
 	char		 ls_name[ADDR_STR_MAX];
 	struct share	*ls_share;
 	struct event	*ls_ev;
-	bool		 ls_used;	/* during a reload */
+	bool		 ls_inherited;	/* passed by the service manager */
+	char		 ls_fdname[256]; /* its FileDescriptorName= */
 };
 TAILQ_HEAD(listener_list, listener);
 struct listener	*listener_open(struct event_base *, const struct listen_addr *,
+		    char *, size_t);
+int		 listener_inherit(struct event_base *, struct listener_list *,
 		    char *, size_t);
 void		 listener_attach(struct listener *, struct share *);
 void		 listener_enable(struct listener *);

@@ -8,10 +8,13 @@
 #include <netinet/in.h>
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+
+#include <systemd/sd-daemon.h>
 
 #include "fdistd.h"
 
@@ -81,6 +84,73 @@ fail:
 	if (fd != -1)
 		close(fd);
 	return (NULL);
+}
+
+/* Check and wrap one socket passed by the service manager. */
+static struct listener *
+listener_adopt(struct event_base *base, int fd, const char *name, char *err,
+    size_t errlen)
+{
+	struct listener	*ls;
+	int		 flags;
+
+	if (sd_is_socket_inet(fd, AF_UNSPEC, SOCK_STREAM, 1, 0) <= 0) {
+		snprintf(err, errlen, "socket %d (%s) passed by the service "
+		    "manager is not a listening TCP socket", fd, name);
+		close(fd);
+		return (NULL);
+	}
+	/* Inherited sockets may be blocking: accept() must never block. */
+	flags = fcntl(fd, F_GETFL);
+	if (flags == -1 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) == -1 ||
+	    fcntl(fd, F_SETFD, FD_CLOEXEC) == -1) {
+		snprintf(err, errlen, "socket %d (%s): %s", fd, name,
+		    strerror(errno));
+		close(fd);
+		return (NULL);
+	}
+	if ((ls = listener_wrap(base, fd, err, errlen)) == NULL)
+		return (NULL);
+	ls->ls_inherited = true;
+	snprintf(ls->ls_fdname, sizeof(ls->ls_fdname), "%s", name);
+	return (ls);
+}
+
+/*
+ * Adopt the sockets of socket activation (LISTEN_FDS), appending them
+ * to list.  Returns how many, or -1.
+ */
+int
+listener_inherit(struct event_base *base, struct listener_list *list,
+    char *err, size_t errlen)
+{
+	struct listener	 *ls;
+	char		**names = NULL;
+	int		  n, i, rv;
+
+	n = sd_listen_fds_with_names(1, &names);
+	if (n < 0) {
+		snprintf(err, errlen, "socket activation: %s", strerror(-n));
+		return (-1);
+	}
+	rv = n;
+	for (i = 0; i < n; i++) {
+		if (rv == -1) {
+			close(SD_LISTEN_FDS_START + i);
+			continue;
+		}
+		ls = listener_adopt(base, SD_LISTEN_FDS_START + i,
+		    names != NULL && names[i] != NULL ? names[i] : "unknown",
+		    err, errlen);
+		if (ls == NULL)
+			rv = -1;
+		else
+			TAILQ_INSERT_TAIL(list, ls, ls_entry);
+	}
+	for (i = 0; names != NULL && names[i] != NULL; i++)
+		free(names[i]);
+	free(names);
+	return (rv);
 }
 
 /* Serve share sh (a reference is taken) on this listener. */

@@ -30,6 +30,7 @@ static struct listener_list	 listeners =
 				    TAILQ_HEAD_INITIALIZER(listeners);
 static struct server_stats	 stats;
 static bool			 stopping;
+static bool			 activated;	/* sockets came from systemd */
 static bool			 paused;	/* out of descriptors */
 static bool			 fd_episode;	/* since the last pause */
 static int			 reserve_fd = -1;
@@ -200,14 +201,14 @@ server_conn_closed(bool acked)
 		event_base_loopbreak(server_base);
 }
 
-/* The listener already bound to this address, if any and not taken. */
+/* The listener already bound to this address, if any. */
 static struct listener *
 server_find_listener(struct listener_list *list, const struct listen_addr *la)
 {
 	struct listener	*ls;
 
 	TAILQ_FOREACH(ls, list, ls_entry) {
-		if (!ls->ls_used && addr_equal((struct sockaddr *)&ls->ls_ss,
+		if (addr_equal((struct sockaddr *)&ls->ls_ss,
 		    (const struct sockaddr *)&la->la_ss))
 			return (ls);
 	}
@@ -230,54 +231,23 @@ server_reuse_file(struct sfile *sf)
 	return (sf);
 }
 
+/* "share [iso]: /srv/iso.img (123 bytes) on 0.0.0.0:9000, [::]:9000" */
 static void
-server_log_share(const struct share_config *sc, const struct share *sh)
+server_log_share(const struct share *sh, const struct listener_list *list)
 {
-	char	line[SHARE_LISTEN_MAX * ADDR_STR_MAX], name[ADDR_STR_MAX];
-	size_t	i, len = 0;
+	const struct listener	*ls;
+	char			 line[SHARE_LISTEN_MAX * ADDR_STR_MAX];
+	size_t			 len = 0;
 
 	line[0] = '\0';
-	for (i = 0; i < sc->sc_nlisten && len < sizeof(line); i++) {
-		addr_format((const struct sockaddr *)&sc->sc_listen[i].la_ss,
-		    name, sizeof(name));
+	TAILQ_FOREACH(ls, list, ls_entry) {
+		if (ls->ls_share != sh || len >= sizeof(line))
+			continue;
 		len += (size_t)snprintf(line + len, sizeof(line) - len, "%s%s",
-		    i ? ", " : "", name);
+		    len ? ", " : "", ls->ls_name);
 	}
 	log_info("share [%s]: %s (%" PRIu64 " bytes) on %s", sh->sh_name,
 	    sh->sh_file->sf_path, sh->sh_file->sf_size, line);
-}
-
-/*
- * Open the listeners cf needs that are not already open.  All or
- * nothing: on failure the new ones are closed and -1 returned.
- */
-static int
-server_open_listeners(struct config *cf, struct listener_list *fresh,
-    char *err, size_t errlen)
-{
-	struct share_config	*sc;
-	struct listener		*ls;
-	size_t			 i;
-
-	TAILQ_FOREACH(sc, &cf->cf_shares, sc_entry) {
-		for (i = 0; i < sc->sc_nlisten; i++) {
-			if (server_find_listener(&listeners,
-			    &sc->sc_listen[i]) != NULL)
-				continue;
-			ls = listener_open(server_base, &sc->sc_listen[i], err,
-			    errlen);
-			if (ls == NULL)
-				goto fail;
-			TAILQ_INSERT_TAIL(fresh, ls, ls_entry);
-		}
-	}
-	return (0);
-fail:
-	while ((ls = TAILQ_FIRST(fresh)) != NULL) {
-		TAILQ_REMOVE(fresh, ls, ls_entry);
-		listener_close(ls);
-	}
-	return (-1);
 }
 
 /* Make the shares of cf; takes over the files cf opened. */
@@ -315,6 +285,138 @@ server_free_shares(struct share_list *list)
 }
 
 /*
+ * Whether a listener serves share sc: by the socket's name (socket
+ * activation's FileDescriptorName=) if that names a share of cf, else by
+ * its bound address.
+ */
+static bool
+server_listener_serves(const struct listener *ls,
+    const struct share_config *sc, const struct config *cf)
+{
+	const struct share_config	*other;
+	size_t				 i;
+
+	if (ls->ls_inherited) {
+		TAILQ_FOREACH(other, &cf->cf_shares, sc_entry) {
+			if (strcmp(other->sc_name, ls->ls_fdname) == 0)
+				return (other == sc);
+		}
+	}
+	for (i = 0; i < sc->sc_nlisten; i++) {
+		if (addr_equal((const struct sockaddr *)&ls->ls_ss,
+		    (const struct sockaddr *)&sc->sc_listen[i].la_ss))
+			return (true);
+	}
+	return (false);
+}
+
+/*
+ * Socket activation: the daemon binds nothing itself.  Every share must
+ * get a socket and every socket a share, or cf is refused whole.
+ */
+static int
+server_check_inherited(const struct config *cf, char *err, size_t errlen)
+{
+	const struct share_config	*sc;
+	const struct listener		*ls;
+	bool				 found;
+
+	TAILQ_FOREACH(sc, &cf->cf_shares, sc_entry) {
+		found = false;
+		TAILQ_FOREACH(ls, &listeners, ls_entry)
+			found = found || server_listener_serves(ls, sc, cf);
+		if (!found) {
+			snprintf(err, errlen, "share [%s] has no socket: none "
+			    "passed by the service manager is bound to its "
+			    "listen addresses or named '%s'", sc->sc_name,
+			    sc->sc_name);
+			return (-1);
+		}
+	}
+	TAILQ_FOREACH(ls, &listeners, ls_entry) {
+		found = false;
+		TAILQ_FOREACH(sc, &cf->cf_shares, sc_entry)
+			found = found || server_listener_serves(ls, sc, cf);
+		if (!found) {
+			snprintf(err, errlen, "socket '%s' on %s passed by the "
+			    "service manager matches no share (bind it to a "
+			    "share's listen address, or set "
+			    "FileDescriptorName= to a share's name)",
+			    ls->ls_fdname, ls->ls_name);
+			return (-1);
+		}
+	}
+	return (0);
+}
+
+/*
+ * Open the listeners cf needs that are not already open.  All or
+ * nothing: on failure the new ones are closed and -1 returned.
+ */
+static int
+server_open_listeners(struct config *cf, struct listener_list *fresh,
+    char *err, size_t errlen)
+{
+	struct share_config	*sc;
+	struct listener		*ls;
+	size_t			 i;
+
+	if (activated)
+		return (server_check_inherited(cf, err, errlen));
+	TAILQ_FOREACH(sc, &cf->cf_shares, sc_entry) {
+		for (i = 0; i < sc->sc_nlisten; i++) {
+			if (server_find_listener(&listeners,
+			    &sc->sc_listen[i]) != NULL)
+				continue;
+			ls = listener_open(server_base, &sc->sc_listen[i], err,
+			    errlen);
+			if (ls == NULL)
+				goto fail;
+			TAILQ_INSERT_TAIL(fresh, ls, ls_entry);
+		}
+	}
+	return (0);
+fail:
+	while ((ls = TAILQ_FIRST(fresh)) != NULL) {
+		TAILQ_REMOVE(fresh, ls, ls_entry);
+		listener_close(ls);
+	}
+	return (-1);
+}
+
+/* Move the listeners serving sc from the running set (or fresh) to kept. */
+static void
+server_take_listeners(const struct config *cf, const struct share_config *sc,
+    struct share *sh, struct listener_list *fresh, struct listener_list *kept)
+{
+	struct listener	*ls, *next;
+	size_t		 i;
+
+	if (activated) {
+		for (ls = TAILQ_FIRST(&listeners); ls != NULL; ls = next) {
+			next = TAILQ_NEXT(ls, ls_entry);
+			if (!server_listener_serves(ls, sc, cf))
+				continue;
+			TAILQ_REMOVE(&listeners, ls, ls_entry);
+			listener_attach(ls, sh);
+			TAILQ_INSERT_TAIL(kept, ls, ls_entry);
+		}
+		return;
+	}
+	for (i = 0; i < sc->sc_nlisten; i++) {
+		if ((ls = server_find_listener(&listeners,
+		    &sc->sc_listen[i])) != NULL)
+			TAILQ_REMOVE(&listeners, ls, ls_entry);
+		else {
+			ls = server_find_listener(fresh, &sc->sc_listen[i]);
+			TAILQ_REMOVE(fresh, ls, ls_entry);
+		}
+		listener_attach(ls, sh);
+		TAILQ_INSERT_TAIL(kept, ls, ls_entry);
+	}
+}
+
+/*
  * Switch to configuration cf, keeping every listener whose address did
  * not change.  Nothing is touched unless every new listener could be
  * opened.  Clients in flight keep their share, and so their file.
@@ -328,7 +430,6 @@ server_apply(struct config *cf, char *err, size_t errlen)
 	struct share_config	*sc;
 	struct share		*sh;
 	struct listener		*ls;
-	size_t			 i;
 
 	if (server_make_shares(cf, &made) == -1) {
 		snprintf(err, errlen, "%s", strerror(errno));
@@ -341,20 +442,8 @@ server_apply(struct config *cf, char *err, size_t errlen)
 	}
 	sh = TAILQ_FIRST(&made);
 	TAILQ_FOREACH(sc, &cf->cf_shares, sc_entry) {
-		for (i = 0; i < sc->sc_nlisten; i++) {
-			ls = server_find_listener(&listeners,
-			    &sc->sc_listen[i]);
-			if (ls != NULL)
-				TAILQ_REMOVE(&listeners, ls, ls_entry);
-			else {
-				ls = server_find_listener(&fresh,
-				    &sc->sc_listen[i]);
-				TAILQ_REMOVE(&fresh, ls, ls_entry);
-			}
-			listener_attach(ls, sh);
-			TAILQ_INSERT_TAIL(&kept, ls, ls_entry);
-		}
-		server_log_share(sc, sh);
+		server_take_listeners(cf, sc, sh, &fresh, &kept);
+		server_log_share(sh, &kept);
 		sh = TAILQ_NEXT(sh, sh_entry);
 	}
 	while ((ls = TAILQ_FIRST(&listeners)) != NULL) {
@@ -372,6 +461,17 @@ server_apply(struct config *cf, char *err, size_t errlen)
 	return (0);
 }
 
+static size_t
+server_nlisteners(void)
+{
+	struct listener	*ls;
+	size_t		 n = 0;
+
+	TAILQ_FOREACH(ls, &listeners, ls_entry)
+		n++;
+	return (n);
+}
+
 /* Start serving cf; the server owns it from now on. */
 int
 server_start(struct event_base *base, struct config *cf, char *err,
@@ -385,6 +485,16 @@ server_start(struct event_base *base, struct config *cf, char *err,
 		return (-1);
 	}
 	reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+	switch (listener_inherit(base, &listeners, err, errlen)) {
+	case -1:
+		return (-1);
+	case 0:
+		break;
+	default:
+		activated = true;
+		log_info("socket activation: %zu sockets passed by the service "
+		    "manager", server_nlisteners());
+	}
 	return (server_apply(cf, err, errlen));
 }
 

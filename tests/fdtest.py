@@ -109,7 +109,7 @@ class NotifySocket:
 class Daemon:
     """One fdistd process with a generated configuration."""
 
-    def __init__(self, tmp, shares, global_opts=None, extra_args=(), env=None, start=True):
+    def __init__(self, tmp, shares, global_opts=None, extra_args=(), env=None, start=True, launcher=()):
         self.tmp = tmp
         self.shares = shares
         self.global_opts = {"log": "stderr"}
@@ -117,6 +117,7 @@ class Daemon:
         self.config = os.path.join(tmp, "fdistd.ini")
         self.stderr_path = os.path.join(tmp, "fdistd.stderr")
         self.extra_args = list(extra_args)
+        self.launcher = list(launcher)
         self.env = env or {}
         self.proc = None
         self.notify = None
@@ -154,7 +155,7 @@ class Daemon:
         env["NOTIFY_SOCKET"] = self.notify.path
         env.update(self.env)
         self.stderr = open(self.stderr_path, "ab")
-        self.proc = subprocess.Popen([FDISTD, "-c", self.config] + self.extra_args,
+        self.proc = subprocess.Popen(self.launcher + [FDISTD, "-c", self.config] + self.extra_args,
                                      stdin=subprocess.DEVNULL, stdout=self.stderr,
                                      stderr=self.stderr, env=env)
         if wait_ready:
