@@ -6,6 +6,7 @@
 #include <sys/socket.h>
 #include <netinet/in.h>
 #include <arpa/inet.h>
+#include <net/if.h>
 
 #include <stdio.h>
 #include <string.h>
@@ -19,6 +20,7 @@ addr_format(const struct sockaddr *sa, char *buf, size_t len)
 	const struct sockaddr_in	*sin = (const struct sockaddr_in *)sa;
 	const struct sockaddr_in6	*sin6 = (const struct sockaddr_in6 *)sa;
 	char				 host[INET6_ADDRSTRLEN];
+	char				 ifname[IF_NAMESIZE];
 
 	switch (sa->sa_family) {
 	case AF_INET:
@@ -34,7 +36,13 @@ addr_format(const struct sockaddr *sa, char *buf, size_t len)
 			break;
 		}
 		inet_ntop(AF_INET6, &sin6->sin6_addr, host, sizeof(host));
-		snprintf(buf, len, "[%s]:%u", host, ntohs(sin6->sin6_port));
+		if (sin6->sin6_scope_id != 0 &&
+		    if_indextoname(sin6->sin6_scope_id, ifname) != NULL)
+			snprintf(buf, len, "[%s%%%s]:%u", host, ifname,
+			    ntohs(sin6->sin6_port));
+		else
+			snprintf(buf, len, "[%s]:%u", host,
+			    ntohs(sin6->sin6_port));
 		break;
 	default:
 		snprintf(buf, len, "(family %d)", sa->sa_family);

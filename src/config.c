@@ -250,8 +250,7 @@ config_set_file(struct config_parse *cp, const char *value, char *err,
     size_t errlen)
 {
 	if (value[0] != '/') {
-		snprintf(err, errlen, "file '%s' is not an absolute path",
-		    value);
+		snprintf(err, errlen, "'%s' is not an absolute path", value);
 		return (-1);
 	}
 	free(cp->cp_share->sc_path);
@@ -276,6 +275,10 @@ config_section(struct config_parse *cp, const char *line)
 	if (end == NULL)
 		return (config_fail(cp, "syntax error: missing ']' in section "
 		    "header"));
+	if (end[1 + strspn(end + 1, " \t")] != '\0' &&
+	    strchr(";#", end[1 + strspn(end + 1, " \t")]) == NULL)
+		return (config_fail(cp, "syntax error: text after ']' in "
+		    "section header"));
 	line++;
 	while (*line == ' ' || *line == '\t')
 		line++;
@@ -343,6 +346,12 @@ config_read_line(char *buf, int size, void *arg)
 	}
 	if (cp->cp_lineno == 1 && strncmp(p, "\xef\xbb\xbf", 3) == 0)
 		p += 3;		/* a UTF-8 byte order mark */
+	len = strcspn(p, "\r\n");
+	if (len + 3 > (size_t)size || len + 3 > INIH_LINE_MAX) {
+		config_fail(cp, "line too long (%zu characters; at most %d)",
+		    len, INIH_LINE_MAX - 3);
+		return (NULL);
+	}
 	p += strspn(p, " \t");
 	len = strcspn(p, "\r\n");
 	if (p[len] == '\r' && p[len + 1] != '\n' && p[len + 1] != '\0') {
@@ -350,11 +359,6 @@ config_read_line(char *buf, int size, void *arg)
 		return (NULL);
 	}
 	p[len] = '\0';
-	if (len + 3 > (size_t)size || len + 3 > INIH_LINE_MAX) {
-		config_fail(cp, "line too long (%zu characters; at most %d)",
-		    len, INIH_LINE_MAX - 3);
-		return (NULL);
-	}
 	if (*p == '[' && config_section(cp, p) == 0)
 		return (NULL);
 	/* Caught here, inih's error would come after later ones of ours. */
@@ -383,6 +387,8 @@ config_handle(void *arg, const char *section, const char *name,
 	(void)section;		/* config_section tracked it */
 	if (cp->cp_failed)
 		return (0);
+	if (strpbrk(name, " \t") != NULL)
+		return (config_fail(cp, "syntax error: expected key = value"));
 	if (!cp->cp_in_section)
 		return (config_fail(cp, "'%s' is outside any section (put "
 		    "global settings under [fdistd])", name));

@@ -49,12 +49,16 @@ struct conn {
 	uint64_t		 c_rcvd;	/* all bytes the client sent */
 	struct timespec		 c_start;
 	struct timespec		 c_deadline;	/* of the ack */
+	struct timespec		 c_end;
+	const char		*c_status;	/* once released */
 	struct sockaddr_storage	 c_peer;
 	unsigned char		 c_ack[];	/* ack_max bytes */
 };
 
-static TAILQ_HEAD(, conn)	conns = TAILQ_HEAD_INITIALIZER(conns);
+static TAILQ_HEAD(conn_list, conn) conns = TAILQ_HEAD_INITIALIZER(conns);
 static size_t			nconns;
+/* Closed, acked with a digest claim, waiting for the file's digest. */
+static struct conn_list		parked = TAILQ_HEAD_INITIALIZER(parked);
 /* Where bytes past the ack go: read, never kept. */
 static unsigned char		drain[64 * 1024];
 
@@ -105,31 +109,6 @@ conn_ack_outcome(const struct conn *c)
 	return (c->c_rcvd > 0 ? "acked" : "no-ack");
 }
 
-/*
- * Keep the client's bytes: the ack runs up to the first NUL or LF (a CR
- * before the LF is dropped) and at most ack_max bytes.
- */
-static void
-conn_take_ack(struct conn *c, size_t n)
-{
-	unsigned char	*p = c->c_ack + c->c_acklen;
-	size_t		 i;
-
-	for (i = 0; i < n; i++) {
-		if (p[i] == '\0' || p[i] == '\n') {
-			c->c_acklen += (uint32_t)i;
-			if (p[i] == '\n' && c->c_acklen > 0 &&
-			    c->c_ack[c->c_acklen - 1] == '\r')
-				c->c_acklen--;
-			c->c_ack_done = true;
-			return;
-		}
-	}
-	c->c_acklen += (uint32_t)n;
-	if (c->c_acklen == c->c_share->sh_limits.lim_ack_max)
-		c->c_ack_done = true;
-}
-
 /* Read what the client sent; returns -1 if the connection was closed. */
 static int
 conn_receive(struct conn *c)
@@ -151,7 +130,9 @@ conn_receive(struct conn *c)
 		if (n > 0) {
 			c->c_rcvd += (uint64_t)n;
 			if (dst != drain)
-				conn_take_ack(c, (size_t)n);
+				ack_take(c->c_ack, &c->c_acklen, (size_t)n,
+				    c->c_share->sh_limits.lim_ack_max,
+				    &c->c_ack_done);
 			continue;
 		}
 		if (n == 0) {
@@ -349,41 +330,104 @@ conn_drain(struct conn *c)
 }
 
 /*
- * The one way out: remove the events, log the record, close, count.
+ * Ending before the last byte: reset, so the client can never take the
+ * part it got for the whole file (a FIN would look like a clean EOF).
  */
 static void
-conn_close(struct conn *c, const char *status)
+conn_abort(struct conn *c)
+{
+	struct linger	lg = { 1, 0 };
+
+	setsockopt(c->c_fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+}
+
+/*
+ * Write the record and free the connection.  An ack that claims a
+ * digest is checked against the file's: a mismatch is its own outcome.
+ */
+static void
+conn_finish(struct conn *c)
 {
 	struct transfer_record	 tr;
-	struct timespec		 now;
-	char			 peer[ADDR_STR_MAX];
-	bool			 acked = strcmp(status, "acked") == 0;
+	struct sfile		*sf = c->c_share->sh_file;
+	char			 peer[ADDR_STR_MAX], claim[65];
+	const char		*status = c->c_status;
 
-	event_del(&c->c_rev);
-	event_del(&c->c_wev);
-	if (c->c_state == CONN_AWAITING_ACK)
-		conn_drain(c);
-	clock_gettime(CLOCK_MONOTONIC, &now);
-	addr_format((struct sockaddr *)&c->c_peer, peer, sizeof(peer));
 	memset(&tr, 0, sizeof(tr));
+	if (strcmp(status, "acked") == 0 &&
+	    ack_sha256_claim(c->c_ack, c->c_acklen, claim)) {
+		tr.tr_sha256 = sf->sf_sha256;
+		if (sf->sf_digest != DIGEST_READY)
+			tr.tr_verified = "unknown";
+		else if (strcmp(claim, sf->sf_sha256) == 0)
+			tr.tr_verified = "yes";
+		else {
+			tr.tr_verified = "no";
+			status = "ack-mismatch";
+		}
+	}
+	addr_format((struct sockaddr *)&c->c_peer, peer, sizeof(peer));
 	tr.tr_share = c->c_share->sh_name;
-	tr.tr_file = c->c_share->sh_file->sf_path;
+	tr.tr_file = sf->sf_path;
 	tr.tr_peer = peer;
 	tr.tr_bytes = c->c_off;
-	tr.tr_size = c->c_share->sh_file->sf_size;
-	tr.tr_duration_usec = (uint64_t)conn_usec_between(&c->c_start, &now);
+	tr.tr_size = sf->sf_size;
+	tr.tr_duration_usec = (uint64_t)conn_usec_between(&c->c_start,
+	    &c->c_end);
 	tr.tr_status = status;
 	tr.tr_ack = c->c_ack;
 	tr.tr_acklen = c->c_acklen;
 	tr.tr_ack_bytes = c->c_rcvd;
 	log_transfer(&tr);
-
-	close(c->c_fd);
-	TAILQ_REMOVE(&conns, c, c_entry);
-	nconns--;
+	server_count_outcome(strcmp(status, "acked") == 0);
 	share_unref(c->c_share);
 	free(c);
-	server_conn_closed(acked);
+}
+
+/*
+ * The one way out: remove the events, close, then write the record --
+ * or, if the ack claims a digest the worker has not finished, park it
+ * until conn_digest_known(); the client is not kept waiting either way.
+ */
+static void
+conn_close(struct conn *c, const char *status)
+{
+	char	claim[65];
+
+	event_del(&c->c_rev);
+	event_del(&c->c_wev);
+	if (c->c_off < c->c_share->sh_file->sf_size)
+		conn_abort(c);
+	else
+		conn_drain(c);
+	clock_gettime(CLOCK_MONOTONIC, &c->c_end);
+	close(c->c_fd);
+	c->c_fd = -1;
+	c->c_status = status;
+	TAILQ_REMOVE(&conns, c, c_entry);
+	nconns--;
+	if (c->c_share->sh_file->sf_digest == DIGEST_PENDING &&
+	    strcmp(status, "acked") == 0 &&
+	    ack_sha256_claim(c->c_ack, c->c_acklen, claim))
+		TAILQ_INSERT_TAIL(&parked, c, c_entry);
+	else
+		conn_finish(c);
+	server_conn_released();
+}
+
+/* The digest of sf is known (or failed): write the parked records. */
+void
+conn_digest_known(struct sfile *sf)
+{
+	struct conn	*c, *next;
+
+	for (c = TAILQ_FIRST(&parked); c != NULL; c = next) {
+		next = TAILQ_NEXT(c, c_entry);
+		if (c->c_share->sh_file != sf)
+			continue;
+		TAILQ_REMOVE(&parked, c, c_entry);
+		conn_finish(c);
+	}
 }
 
 /* End every connection now (the daemon is stopping). */
@@ -394,6 +438,10 @@ conn_close_all(const char *status)
 
 	while ((c = TAILQ_FIRST(&conns)) != NULL)
 		conn_close(c, status);
+	while ((c = TAILQ_FIRST(&parked)) != NULL) {
+		TAILQ_REMOVE(&parked, c, c_entry);
+		conn_finish(c);
+	}
 }
 
 size_t

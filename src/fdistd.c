@@ -43,48 +43,6 @@ usage(FILE *fp)
 	    FDIST_CONFIG_PATH);
 }
 
-/* SIGHUP: load the file again; keep running on the old one if it fails. */
-static void
-fdistd_reload(void)
-{
-	struct config	*cf;
-	char		 err[ERR_MAX];
-
-	notify_reloading();
-	log_info("reloading %s", config_path);
-	cf = config_load(config_path, true, err, sizeof(err));
-	if (cf == NULL || server_reload(cf, err, sizeof(err)) == -1) {
-		log_event(LOG_WARNING, MSGID_RELOAD_FAILED, "reload failed, "
-		    "still serving the previous configuration: %s", err);
-		config_free(cf);
-	} else {
-		if (!debug_mode)
-			log_set_mode(cf->cf_log);
-		log_info("reloaded: %zu shares", cf->cf_nshares);
-	}
-	notify_ready();
-}
-
-static void
-fdistd_on_signal(evutil_socket_t sig, short what, void *arg)
-{
-	(void)what;
-	(void)arg;
-	switch (sig) {
-	case SIGHUP:
-		fdistd_reload();
-		break;
-	case SIGTERM:
-	case SIGINT:
-		if (server_stopping())
-			log_info("second stop signal: ending transfers now");
-		notify_stopping();
-		server_stop(server_stopping());
-		notify_status();
-		break;
-	}
-}
-
 /*
  * Each client costs a descriptor: take the whole hard limit, and say so
  * if max_clients still cannot fit.
@@ -109,6 +67,54 @@ fdistd_raise_nofile(const struct config *cf)
 		    "%llu: raise LimitNOFILE (or ulimit -n) to at least %llu",
 		    cf->cf_max_clients, (unsigned long long)rl.rlim_cur,
 		    (unsigned long long)need);
+}
+
+/* SIGHUP: load the file again; keep running on the old one if it fails. */
+static void
+fdistd_reload(void)
+{
+	struct config	*cf;
+	char		 err[ERR_MAX];
+
+	if (server_stopping()) {
+		log_info("stopping: reload ignored");
+		return;
+	}
+	notify_reloading();
+	log_info("reloading %s", config_path);
+	cf = config_load(config_path, true, err, sizeof(err));
+	if (cf == NULL || server_reload(cf, err, sizeof(err)) == -1) {
+		log_event(LOG_WARNING, MSGID_RELOAD_FAILED, "reload failed, "
+		    "still serving the previous configuration: %s", err);
+		config_free(cf);
+	} else {
+		if (!debug_mode)
+			log_set_mode(cf->cf_log);
+		fdistd_raise_nofile(cf);
+		log_info("reloaded: %zu share%s", cf->cf_nshares,
+		    PLURAL(cf->cf_nshares));
+	}
+	notify_ready();
+}
+
+static void
+fdistd_on_signal(evutil_socket_t sig, short what, void *arg)
+{
+	(void)what;
+	(void)arg;
+	switch (sig) {
+	case SIGHUP:
+		fdistd_reload();
+		break;
+	case SIGTERM:
+	case SIGINT:
+		if (server_stopping())
+			log_info("second stop signal: ending transfers now");
+		notify_stopping();
+		server_stop(server_stopping());
+		notify_status();
+		break;
+	}
 }
 
 static struct event *
@@ -153,17 +159,20 @@ fdistd_run(struct config *cf)
 	signals[1] = fdistd_signal(SIGTERM);
 	signals[2] = fdistd_signal(SIGINT);
 	signals[3] = NULL;
+	digest_init(base);
 	if (server_start(base, cf, err, sizeof(err)) == -1)
 		fatalx("%s", err);
 	notify_init(base);
-	log_event(LOG_INFO, MSGID_READY, "fdistd %s ready: %zu shares, "
+	log_event(LOG_INFO, MSGID_READY, "fdistd %s ready: %zu share%s, "
 	    "max_clients %u", FDIST_VERSION, cf->cf_nshares,
-	    cf->cf_max_clients);
+	    PLURAL(cf->cf_nshares), cf->cf_max_clients);
 	notify_ready();
 
 	event_base_dispatch(base);
 
 	server_free();
+	digest_free();
+	conn_close_all("shutdown");	/* records still waiting for a digest */
 	notify_free();
 	for (i = 0; signals[i] != NULL; i++)
 		event_free(signals[i]);

@@ -21,6 +21,9 @@
 #define ACK_MAX_LIMIT		(64 * 1024)
 #define ADDR_STR_MAX		64	/* "[v6]:port" and NUL */
 #define ERR_MAX			256	/* config error messages */
+#define PLURAL(n)		((n) == 1 ? "" : "s")
+
+struct sfile;
 
 /* How and where the daemon logs. */
 enum log_mode {
@@ -94,6 +97,15 @@ bool	 addr_equal(const struct sockaddr *, const struct sockaddr *);
 bool	 addr_overlaps(const struct sockaddr *, const struct sockaddr *);
 bool	 addr_is_wildcard(const struct sockaddr *);
 
+/* ack.c */
+void	 ack_take(unsigned char *, uint32_t *, size_t, uint32_t, bool *);
+bool	 ack_sha256_claim(const unsigned char *, size_t, char [65]);
+
+/* digest.c: SHA-256 of served files, off the event loop. */
+void	 digest_init(struct event_base *);
+void	 digest_start(struct sfile *);
+void	 digest_free(void);
+
 /* escape.c */
 size_t	 escape_text(char *, size_t, const unsigned char *, size_t);
 #define ESCAPE_BUFSIZE(n)	((n) * 4 + 1)
@@ -110,6 +122,8 @@ struct transfer_record {
 	const unsigned char *tr_ack;
 	size_t		 tr_acklen;
 	uint64_t	 tr_ack_bytes;	/* everything the client sent */
+	const char	*tr_verified;	/* yes, no, unknown; NULL: no claim */
+	const char	*tr_sha256;	/* the daemon's, with tr_verified */
 };
 void	 log_init(enum log_mode, int);
 void	 log_set_mode(enum log_mode);
@@ -130,6 +144,12 @@ void	 log_transfer(const struct transfer_record *);
 #define MSGID_RELOAD_FAILED	"a5ec91e7b0144300bb78128c936fcf5b"
 
 /* sfile.c: a served file, opened once and shared by its clients. */
+enum digest_state {
+	DIGEST_NONE,
+	DIGEST_PENDING,		/* a worker is hashing it */
+	DIGEST_READY,
+	DIGEST_FAILED,
+};
 struct sfile {
 	int		 sf_fd;
 	char		*sf_path;
@@ -138,6 +158,8 @@ struct sfile {
 	ino_t		 sf_ino;
 	int64_t		 sf_mtime_ns;
 	unsigned int	 sf_refs;
+	enum digest_state sf_digest;
+	char		 sf_sha256[65];	/* lowercase hex, when READY */
 };
 struct sfile	*sfile_adopt(int, const char *);
 struct sfile	*sfile_ref(struct sfile *);
@@ -195,7 +217,8 @@ void		 server_stop(bool);
 bool		 server_stopping(void);
 void		 server_free(void);
 void		 server_accept(struct listener *);
-void		 server_conn_closed(bool);
+void		 server_conn_released(void);
+void		 server_count_outcome(bool);
 const struct server_stats *server_stats(void);
 size_t		 server_nshares(void);
 uint32_t	 server_max_clients(void);
@@ -204,6 +227,7 @@ uint32_t	 server_max_clients(void);
 int		 conn_new(struct event_base *, int, const struct sockaddr *,
 		    socklen_t, struct share *);
 void		 conn_close_all(const char *);
+void		 conn_digest_known(struct sfile *);
 size_t		 conn_count(void);
 
 /* notify.c: the service manager (sd_notify) and the watchdog. */

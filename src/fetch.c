@@ -452,7 +452,7 @@ fetch_ack(struct fetch *f, const char *what)
 	char	msg[FETCH_ACK_MAX + FETCH_HEXLEN + 64];
 	int	len;
 
-	len = snprintf(msg, sizeof(msg), "%s sha256=%s%s%s\n", what, f->f_got,
+	len = snprintf(msg, sizeof(msg), "%s%s%s\n", what,
 	    f->f_ack != NULL ? " " : "", f->f_ack != NULL ? f->f_ack : "");
 	if (len < 0 || (size_t)len >= sizeof(msg)) {
 		fetch_warnx("acknowledgement too long");
@@ -469,6 +469,7 @@ fetch_run(struct fetch *f)
 {
 	struct addrinfo	*res = NULL;
 	char		*host = NULL, *port = NULL;
+	char		 what[3 * FETCH_HEXLEN + 64];
 	int		 numeric, rv;
 
 	if (fetch_net_split(f->f_target, &host, &port, &numeric) == -1) {
@@ -499,7 +500,13 @@ fetch_run(struct fetch *f)
 		    fetch_out_name(f->f_out), f->f_got, f->f_expect);
 		fetch_out_free(f->f_out);
 		f->f_out = NULL;
-		fetch_ack(f, "sha256-mismatch");
+		/*
+		 * Claim the digest we expected: the server compares it with
+		 * its own and logs the disagreement as ack-mismatch.
+		 */
+		snprintf(what, sizeof(what), "sha256-mismatch sha256=%s "
+		    "received=%s", f->f_expect, f->f_got);
+		fetch_ack(f, what);
 		rv = FETCH_EDIGEST;
 		goto out;
 	}
@@ -511,7 +518,8 @@ fetch_run(struct fetch *f)
 	if (!f->f_quiet)
 		fprintf(stderr, "sha256=%s  %s\n", f->f_got,
 		    fetch_out_name(f->f_out));
-	fetch_ack(f, "Thank you");
+	snprintf(what, sizeof(what), "Thank you sha256=%s", f->f_got);
+	fetch_ack(f, what);
 	rv = FETCH_OK;
 
 out:

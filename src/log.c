@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <syslog.h>
+#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -96,6 +97,8 @@ log_level_name(int priority)
 
 static void	log_vemit(int, int, const char *, const char *, va_list)
 		    __attribute__((format(printf, 4, 0)));
+static void	log_field(struct iovec *, size_t *, char *, size_t,
+		    const char *, ...) __attribute__((format(printf, 5, 6)));
 
 /*
  * Write one message, with strerror(errnum) appended if errnum != 0 and,
@@ -206,6 +209,45 @@ fatalx(const char *fmt, ...)
 	exit(1);
 }
 
+/* Append one "NAME=value" journal field, formatted into buf. */
+static void
+log_field(struct iovec *iov, size_t *n, char *buf, size_t len,
+    const char *fmt, ...)
+{
+	va_list	ap;
+	int	w;
+
+	va_start(ap, fmt);
+	w = vsnprintf(buf, len, fmt, ap);
+	va_end(ap);
+	if (w < 0)
+		return;
+	iov[*n].iov_base = buf;
+	iov[*n].iov_len = (size_t)w < len ? (size_t)w : len - 1;
+	(*n)++;
+}
+
+/* The record as one key=value line on stderr. */
+static void
+log_transfer_line(const struct transfer_record *tr, const char *file,
+    const char *ack)
+{
+	char	ts[48];
+	bool	acked = strcmp(tr->tr_status, "acked") == 0;
+
+	log_timestamp(ts, sizeof(ts));
+	fprintf(stderr, "%s %s: transfer share=%s peer=%s file=\"%s\" "
+	    "bytes=%" PRIu64 " size=%" PRIu64 " duration_usec=%" PRIu64
+	    " status=%s%s%s%s%s%s%s%s\n", ts, acked ? "info" : "warning",
+	    tr->tr_share, tr->tr_peer, file, tr->tr_bytes, tr->tr_size,
+	    tr->tr_duration_usec, tr->tr_status,
+	    ack ? " ack=\"" : "", ack ? ack : "", ack ? "\"" : "",
+	    tr->tr_verified ? " verified=" : "",
+	    tr->tr_verified ? tr->tr_verified : "",
+	    tr->tr_verified ? " sha256=" : "",
+	    tr->tr_verified ? tr->tr_sha256 : "");
+}
+
 /*
  * The record of one finished transfer: a structured journal entry, or
  * one key=value line.  The ack is escaped here and nowhere else.
@@ -213,43 +255,61 @@ fatalx(const char *fmt, ...)
 void
 log_transfer(const struct transfer_record *tr)
 {
-	static char	 ack[ESCAPE_BUFSIZE(ACK_MAX_LIMIT)];
-	char		 file[ESCAPE_BUFSIZE(256)], msg[512], ts[48];
+	static char	 ack[sizeof("FDIST_ACK=") +
+			    ESCAPE_BUFSIZE(ACK_MAX_LIMIT)];
+	const size_t	 ackoff = sizeof("FDIST_ACK=") - 1;
+	char		 file[ESCAPE_BUFSIZE(256)];
+	char		 ffile[sizeof("FDIST_FILE=") + sizeof(file)];
+	char		 f[11][160], msg[512], msgack[201];
+	struct iovec	 iov[16];
+	size_t		 n = 0;
 	bool		 acked = strcmp(tr->tr_status, "acked") == 0;
 	bool		 has_ack = tr->tr_ack_bytes > 0;
 
-	escape_text(ack, sizeof(ack), tr->tr_ack, tr->tr_acklen);
+	memcpy(ack, "FDIST_ACK=", ackoff);
+	escape_text(ack + ackoff, sizeof(ack) - ackoff, tr->tr_ack,
+	    tr->tr_acklen);
 	escape_text(file, sizeof(file), (const unsigned char *)tr->tr_file,
 	    strnlen(tr->tr_file, 256));
 	if (!log_journal) {
-		log_timestamp(ts, sizeof(ts));
-		fprintf(stderr, "%s %s: transfer share=%s peer=%s file=\"%s\" "
-		    "bytes=%" PRIu64 " size=%" PRIu64 " duration_usec=%" PRIu64
-		    " status=%s%s%s%s\n", ts, acked ? "info" : "warning",
-		    tr->tr_share, tr->tr_peer, file, tr->tr_bytes, tr->tr_size,
-		    tr->tr_duration_usec, tr->tr_status,
-		    has_ack ? " ack=\"" : "", has_ack ? ack : "",
-		    has_ack ? "\"" : "");
+		log_transfer_line(tr, file, has_ack ? ack + ackoff : NULL);
 		return;
 	}
-	snprintf(msg, sizeof(msg), "%s [%s] %s: %" PRIu64 "/%" PRIu64
-	    " bytes in %" PRIu64 ".%03" PRIu64 " s%s%.200s%s", tr->tr_peer,
-	    tr->tr_share, tr->tr_status, tr->tr_bytes, tr->tr_size,
-	    tr->tr_duration_usec / 1000000,
-	    tr->tr_duration_usec / 1000 % 1000,
-	    has_ack ? ", ack \"" : "", has_ack ? ack : "",
-	    has_ack ? "\"" : "");
-	sd_journal_send("MESSAGE=%s", msg,
-	    "MESSAGE_ID=" MESSAGE_ID_TRANSFER,
-	    "PRIORITY=%d", acked ? LOG_INFO : LOG_WARNING,
-	    "SYSLOG_IDENTIFIER=fdistd",
-	    "FDIST_SHARE=%s", tr->tr_share,
-	    "FDIST_FILE=%s", file,
-	    "FDIST_PEER=%s", tr->tr_peer,
-	    "FDIST_BYTES=%" PRIu64, tr->tr_bytes,
-	    "FDIST_SIZE=%" PRIu64, tr->tr_size,
-	    "FDIST_DURATION_USEC=%" PRIu64, tr->tr_duration_usec,
-	    "FDIST_STATUS=%s", tr->tr_status,
-	    has_ack ? "FDIST_ACK=%s" : NULL, ack,
-	    NULL);
+	/* The human line shows a short ack, cut between escapes. */
+	escape_text(msgack, sizeof(msgack), tr->tr_ack, tr->tr_acklen);
+	log_field(iov, &n, msg, sizeof(msg), "MESSAGE=%s [%s] %s: %" PRIu64
+	    "/%" PRIu64 " bytes in %" PRIu64 ".%03" PRIu64 " s%s%s%s",
+	    tr->tr_peer, tr->tr_share, tr->tr_status, tr->tr_bytes,
+	    tr->tr_size, tr->tr_duration_usec / 1000000,
+	    tr->tr_duration_usec / 1000 % 1000, has_ack ? ", ack \"" : "",
+	    has_ack ? msgack : "", has_ack ? "\"" : "");
+	log_field(iov, &n, f[0], sizeof(f[0]), "MESSAGE_ID=%s",
+	    MESSAGE_ID_TRANSFER);
+	log_field(iov, &n, f[1], sizeof(f[1]), "PRIORITY=%d",
+	    acked ? LOG_INFO : LOG_WARNING);
+	log_field(iov, &n, f[2], sizeof(f[2]), "SYSLOG_IDENTIFIER=fdistd");
+	log_field(iov, &n, f[3], sizeof(f[3]), "FDIST_SHARE=%s",
+	    tr->tr_share);
+	log_field(iov, &n, f[4], sizeof(f[4]), "FDIST_PEER=%s", tr->tr_peer);
+	log_field(iov, &n, f[5], sizeof(f[5]), "FDIST_BYTES=%" PRIu64,
+	    tr->tr_bytes);
+	log_field(iov, &n, f[6], sizeof(f[6]), "FDIST_SIZE=%" PRIu64,
+	    tr->tr_size);
+	log_field(iov, &n, f[7], sizeof(f[7]), "FDIST_DURATION_USEC=%" PRIu64,
+	    tr->tr_duration_usec);
+	log_field(iov, &n, f[8], sizeof(f[8]), "FDIST_STATUS=%s",
+	    tr->tr_status);
+	if (tr->tr_verified != NULL) {
+		log_field(iov, &n, f[9], sizeof(f[9]), "FDIST_VERIFIED=%s",
+		    tr->tr_verified);
+		log_field(iov, &n, f[10], sizeof(f[10]), "FDIST_SHA256=%s",
+		    tr->tr_sha256);
+	}
+	log_field(iov, &n, ffile, sizeof(ffile), "FDIST_FILE=%s", file);
+	if (has_ack) {
+		iov[n].iov_base = ack;
+		iov[n].iov_len = strlen(ack);
+		n++;
+	}
+	sd_journal_sendv(iov, (int)n);
 }

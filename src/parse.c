@@ -208,7 +208,10 @@ listen_add_host(struct listen_addr *list, size_t max, size_t *n,
 		hints.ai_flags |= AI_NUMERICHOST;
 	rv = getaddrinfo(host, "1", &hints, &res);
 	if (rv != 0) {
-		if (!numeric && !resolve)
+		if (numeric)
+			snprintf(err, errlen, "'%s' is not a numeric IPv6 "
+			    "address", host);
+		else if (!resolve)
 			snprintf(err, errlen, "'%s' is not a numeric address",
 			    host);
 		else

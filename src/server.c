@@ -184,14 +184,20 @@ server_accept(struct listener *ls)
 	}
 }
 
-/* Called by conn_close() for every connection that ends. */
+/* A finished transfer, for the status line. */
 void
-server_conn_closed(bool acked)
+server_count_outcome(bool acked)
 {
 	if (acked)
 		stats.st_acked++;
 	else
 		stats.st_failed++;
+}
+
+/* Called by conn_close() when a client's socket is closed. */
+void
+server_conn_released(void)
+{
 	if (paused && !stopping) {
 		/* A descriptor is free again. */
 		evtimer_del(resume_timer);
@@ -264,6 +270,7 @@ server_make_shares(struct config *cf, struct share_list *list)
 		if (sf == NULL)
 			return (-1);
 		sf = server_reuse_file(sf);
+		digest_start(sf);
 		if ((sh = share_new(sc, sf)) == NULL) {
 			sfile_unref(sf);
 			return (-1);
@@ -492,8 +499,9 @@ server_start(struct event_base *base, struct config *cf, char *err,
 		break;
 	default:
 		activated = true;
-		log_info("socket activation: %zu sockets passed by the service "
-		    "manager", server_nlisteners());
+		log_info("socket activation: %zu socket%s passed by the "
+		    "service manager", server_nlisteners(),
+		    PLURAL(server_nlisteners()));
 	}
 	return (server_apply(cf, err, errlen));
 }
@@ -521,8 +529,8 @@ server_on_stop_timer(evutil_socket_t fd, short what, void *arg)
 	(void)fd;
 	(void)what;
 	(void)arg;
-	log_warnx("shutdown_timeout reached: ending %zu transfers",
-	    conn_count());
+	log_warnx("shutdown_timeout reached: ending %zu transfer%s",
+	    conn_count(), PLURAL(conn_count()));
 	conn_close_all("shutdown");
 	event_base_loopbreak(server_base);
 }
@@ -542,7 +550,8 @@ server_stop(bool now)
 			TAILQ_REMOVE(&listeners, ls, ls_entry);
 			listener_close(ls);
 		}
-		log_info("stopping: %zu transfers in flight", conn_count());
+		log_info("stopping: %zu transfer%s in flight", conn_count(),
+		    PLURAL(conn_count()));
 	}
 	if (now || server_cf->cf_shutdown_timeout_ms == 0)
 		conn_close_all("shutdown");

@@ -124,7 +124,8 @@ def test_listen_addresses(tmp):
         ("127.0.0.1:65536", "listen: invalid port in '127.0.0.1:65536' (1 to 65535)"),
         ("127.0.0.1:http", "listen: invalid port in '127.0.0.1:http' (1 to 65535)"),
         ("127.0.0.1:1,,127.0.0.1:2", "listen: empty listen address in '127.0.0.1:1,,127.0.0.1:2'"),
-        ("[zz::1]:80", "listen: cannot resolve 'zz::1': Name or service not known"),
+        ("[zz::1]:80", "listen: 'zz::1' is not a numeric IPv6 address"),
+        ("[localhost]:80", "listen: 'localhost' is not a numeric IPv6 address"),
         (", ".join("*:%d" % p for p in range(1, 10)), "listen: too many listen addresses (at most 16 per share)"),
         ("", "listen: empty listen address in ''"),
     ]
@@ -146,7 +147,7 @@ def test_listen_collisions(tmp):
 
 
 def test_files(tmp):
-    expect_error(tmp, "[s]\nlisten = 127.0.0.1:1\nfile = relative/path\n", 3, "file: file 'relative/path' is not an absolute path")
+    expect_error(tmp, "[s]\nlisten = 127.0.0.1:1\nfile = relative/path\n", 3, "file: 'relative/path' is not an absolute path")
     expect_error(tmp, "[s]\nlisten = 127.0.0.1:1\nfile = /nonexistent/x\n", 3, "file /nonexistent/x: No such file or directory")
     expect_error(tmp, "[s]\nlisten = 127.0.0.1:1\nfile = %s\n" % tmp, 3, "file %s: not a regular file" % tmp)
     os.mkfifo(os.path.join(tmp, "fifo"))
@@ -161,6 +162,13 @@ def test_syntax_long_lines_and_bytes(tmp):
     expect_error(tmp, share(tmp) + "just some words\n" + "bogus = 1\n", 4,
                  "syntax error: expected [section], key = value or a comment")
     expect_error(tmp, "[unterminated\n" + share(tmp), 1, "syntax error: missing ']' in section header")
+    expect_error(tmp, "[s] trailing\n", 1, "syntax error: text after ']' in section header")
+    expect_error(tmp, "[s]\nlisten 127.0.0.1:9000\n", 2, "syntax error: expected key = value")
+    rc, _, err, _ = check(tmp, share(tmp).replace("[s]", "[s]  ; a comment"))
+    assert rc == 0, err
+    # leading blanks count towards inih's limit too
+    expect_error(tmp, "[s]\n" + " " * 150 + "listen = 127.0.0.1:%s\n" % ("1" * 60), 2,
+                 "line too long (229 characters; at most 197)")
     long_value = "/" + "a" * 240
     expect_error(tmp, "[s]\nlisten = 127.0.0.1:1\nfile = %s\n" % long_value, 3,
                  "line too long (248 characters; at most 197)")

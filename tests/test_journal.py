@@ -78,7 +78,7 @@ def test_records_are_structured_in_the_journal(tmp):
         assert noack["PRIORITY"] == "4" and "FDIST_ACK" not in noack
         # daemon events are in the journal too, the ready one with its catalog id
         (ready,) = journal("SYSLOG_IDENTIFIER=fdistd", "MESSAGE_ID=819de2ce009b464d91664758b897bac1")
-        assert "ready: 1 shares" in ready["MESSAGE"]
+        assert "ready: 1 share," in ready["MESSAGE"]
         # and nothing went to stderr
         assert "transfer" not in d.log()
 

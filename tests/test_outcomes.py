@@ -2,6 +2,7 @@
 """Every outcome, each produced by a purposely misbehaving client."""
 
 import os
+import re
 import socket
 import time
 
@@ -93,7 +94,9 @@ def test_garbage_instead_of_ack_is_capped(tmp):
         assert len(rec["ack"]) <= 4 * 64
         assert all(0x20 <= ord(ch) < 0x7f for ch in rec["ack"]), rec["ack"]
         assert rec["ack"].startswith("\\x01\\x08\\x0f")
-        assert len(d.log().splitlines()) == 3   # share, ready, one record
+        lines = d.log().splitlines()
+        assert all(re.match(r"^\d{4}-\d\d-\d\dT[\d:.]+Z (info|warning): ", l) for l in lines), lines
+        assert sum(" transfer " in l for l in lines) == 1
 
 
 def test_log_injection_is_escaped(tmp):
@@ -141,12 +144,31 @@ def test_file_shrinking_mid_transfer_is_file_changed(tmp):
         s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
         time.sleep(0.2)        # let the socket buffers fill
         os.truncate(path, 1024 * 1024)
-        data = read_all(s)
+        # the client must not see a clean EOF after part of the file
+        try:
+            read_all(s)
+            raise AssertionError("a cut-short transfer ended with a clean EOF")
+        except ConnectionResetError:
+            pass
         s.close()
         (rec,) = d.wait_records(1)
         assert rec["status"] == "file-changed", rec
-        assert len(data) < BIG and int(rec["bytes"]) < BIG
+        assert int(rec["bytes"]) < BIG
         assert "file shrank" in d.log()
+
+
+def test_send_timeout_resets_rather_than_eof(tmp):
+    d, port, _ = serve(tmp, size=BIG, send_timeout="300ms")
+    with d:
+        s = connect(port)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        d.wait_records(1)
+        try:
+            read_all(s)
+            raise AssertionError("a timed-out transfer ended with a clean EOF")
+        except ConnectionResetError:
+            pass
+        s.close()
 
 
 def test_stop_ends_stalled_transfer_as_shutdown(tmp):

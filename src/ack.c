@@ -1,0 +1,64 @@
+/*
+ * ack.c: reading a client's acknowledgement.  The ack is the text up to
+ * the first NUL or LF (a CR before the LF is dropped), at most ack_max
+ * bytes; an ack that carries "sha256=<64 hex digits>" claims a digest
+ * the daemon can check against its own.
+ */
+#include <ctype.h>
+#include <string.h>
+
+#include "fdistd.h"
+
+/*
+ * Of n new bytes at buf, which follow *acklen bytes of ack text in the
+ * same buffer, take those that belong to the ack.  Sets *done when a
+ * terminator is found or ack_max is reached.
+ */
+void
+ack_take(unsigned char *ack, uint32_t *acklen, size_t n, uint32_t ack_max,
+    bool *done)
+{
+	unsigned char	*p = ack + *acklen;
+	size_t		 i;
+
+	for (i = 0; i < n; i++) {
+		if (p[i] != '\0' && p[i] != '\n')
+			continue;
+		*acklen += (uint32_t)i;
+		if (p[i] == '\n' && *acklen > 0 && ack[*acklen - 1] == '\r')
+			(*acklen)--;
+		*done = true;
+		return;
+	}
+	*acklen += (uint32_t)n;
+	if (*acklen >= ack_max)
+		*done = true;
+}
+
+/*
+ * Find "sha256=" followed by exactly 64 hex digits in the ack; copy the
+ * digits, lowercased, to hex.  Returns whether there was such a claim.
+ */
+bool
+ack_sha256_claim(const unsigned char *ack, size_t len, char hex[65])
+{
+	static const char	 key[] = "sha256=";
+	const size_t		 klen = sizeof(key) - 1;
+	size_t			 i, j;
+
+	for (i = 0; i + klen + 64 <= len; i++) {
+		if (memcmp(ack + i, key, klen) != 0)
+			continue;
+		for (j = 0; j < 64; j++) {
+			if (!isxdigit(ack[i + klen + j]))
+				break;
+			hex[j] = (char)tolower(ack[i + klen + j]);
+		}
+		if (j == 64 && (i + klen + 64 == len ||
+		    !isxdigit(ack[i + klen + 64]))) {
+			hex[64] = '\0';
+			return (true);
+		}
+	}
+	return (false);
+}
