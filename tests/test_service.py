@@ -1,0 +1,220 @@
+#!/usr/bin/env python3
+"""fdistd as a real systemd service: systemd as PID 1 in systemd-nspawn.
+
+The build is installed (meson install --destdir) into a throwaway Debian
+container, and everything an administrator does is done for real:
+systemctl start, fetch, journalctl, reload with a changed file and with a
+broken configuration, stop with a transfer in flight, socket activation.
+The container shares the host's network, so clients run on the host.
+"""
+
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "nspawn"))
+
+import nspawn  # noqa: E402
+from fdtest import (FDISTD, file_sha256, free_port, make_file,  # noqa: E402
+                    sha256)
+
+BUILDDIR = os.environ.get("BUILDDIR", os.path.join(os.path.dirname(HERE), "build"))
+FETCH = os.environ.get("FDIST_FETCH", os.path.join(BUILDDIR, "fdist-fetch"))
+CHECKS = []
+
+
+def check(name, cond, detail=""):
+    CHECKS.append((name, bool(cond)))
+    print("%s %s%s" % ("ok  " if cond else "FAIL", name, "" if cond else ": %s" % (detail,)))
+    sys.stdout.flush()
+    return cond
+
+
+def install_tree(dest):
+    out = subprocess.run(["meson", "install", "-C", BUILDDIR, "--destdir", dest, "--no-rebuild", "--quiet"],
+                         capture_output=True, timeout=300)
+    if out.returncode != 0:
+        raise RuntimeError("meson install failed: %s" % out.stderr.decode()[-2000:])
+
+
+def installed_path(dest, name):
+    for root, _, files in os.walk(dest):
+        if name in files:
+            return "/" + os.path.relpath(os.path.join(root, name), dest)
+    raise RuntimeError("%s not installed" % name)
+
+
+def sanitized():
+    out = subprocess.run(["ldd", FDISTD], capture_output=True, timeout=30)
+    return b"libasan" in out.stdout or b"libubsan" in out.stdout
+
+
+def config(port, extra=""):
+    return ("[fdistd]\nack_timeout = 5s\n%s\n[svc]\nlisten = 127.0.0.1:%d\nfile = /srv/fdist/image\n"
+            % (extra, port))
+
+
+def fetch_file(port, out):
+    return subprocess.run([FETCH, "-q", "-o", out, "127.0.0.1:%d" % port], capture_output=True, timeout=60)
+
+
+def records(ct, *match):
+    text = ct.journal("-u", "fdistd.service", "-o", "json", *match)
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def wait_records(ct, n, *match, timeout=15):
+    deadline = time.monotonic() + timeout
+    while True:
+        recs = records(ct, "MESSAGE_ID=68da270df4994c348ba467a048bebbc3", *match)
+        if len(recs) >= n or time.monotonic() > deadline:
+            return recs
+        time.sleep(0.1)
+
+
+def slow_download(port, result):
+    """Read slowly (the transfer is still in flight at the stop), then ack."""
+    try:
+        s = socket.create_connection(("127.0.0.1", port), timeout=30)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        data = bytearray()
+        while True:
+            b = s.recv(65536)
+            if not b:
+                break
+            data += b
+            time.sleep(0.01)
+        s.sendall(b"Thank you\0")
+        s.close()
+        result.append(bytes(data))
+    except Exception as e:  # reported by the caller
+        result.append(e)
+
+
+def run(tmp):
+    dest = os.path.join(tmp, "dest")
+    install_tree(dest)
+    conf_path = installed_path(dest, "fdistd.ini")
+    image = make_file(os.path.join(tmp, "image"), 3 * 1024 * 1024, seed=7)
+    image2 = make_file(os.path.join(tmp, "image2"), 2 * 1024 * 1024, seed=8)
+    port = free_port()
+    with open(image, "rb") as f:
+        image_bytes = f.read()
+    with open(image2, "rb") as f:
+        image2_bytes = f.read()
+    files = {
+        conf_path: config(port),
+        "/srv/fdist/image": (image_bytes, 0o644),
+        "/srv/fdist/image.new": (image2_bytes, 0o644),
+    }
+    extra = nspawn.SANITIZER_PACKAGES if sanitized() else ()
+    if extra:
+        # leaks are checked by the host suite; LeakSanitizer's ptrace is
+        # (rightly) outside the unit's system call filter
+        files["/etc/systemd/system/fdistd.service.d/asan.conf"] = \
+            "[Service]\nEnvironment=ASAN_OPTIONS=detect_leaks=0\n"
+    with nspawn.Container(install_tree=dest, files=files, extra_packages=extra) as ct:
+        rc, out, err = ct.run([installed_path(dest, "fdistd"), "-t", "-c", conf_path])
+        check("fdistd -t in the container", rc == 0 and "configuration OK" in out, (rc, out, err))
+        rc, out, err = ct.run(["systemctl", "start", "fdistd"], timeout=60)
+        check("systemctl start fdistd", rc == 0, (out, err, ct.journal("-u", "fdistd", "--no-pager")))
+        check("active after start", ct.is_active("fdistd.service"))
+        user = ct.show("fdistd.service", "User") + "/" + ct.run(
+            ["sh", "-c", "ps -o user= -p $(systemctl show -P MainPID fdistd)"])[1].strip()
+        check("runs as a dynamic user", "root" not in user.split("/")[1], user)
+        check("watchdog armed", ct.show("fdistd.service", "WatchdogUSec") not in ("", "0", "infinity"),
+              ct.show("fdistd.service", "WatchdogUSec"))
+        status = ct.show("fdistd.service", "StatusText")
+        check("STATUS= reaches systemd", re.match(r"1 share, \d+ active", status), status)
+
+        out = os.path.join(tmp, "got")
+        r = fetch_file(port, out)
+        check("fetch from the service", r.returncode == 0 and file_sha256(out) == sha256(image_bytes), r)
+        recs = wait_records(ct, 1, "FDIST_STATUS=acked")
+        check("journalctl -u fdistd FDIST_STATUS=acked", len(recs) == 1 and recs[0].get("FDIST_VERIFIED") == "yes"
+              and recs[0].get("FDIST_SHARE") == "svc", recs)
+
+        # reload with a changed file, replaced by rename as documented
+        ct.check(["mv", "/srv/fdist/image.new", "/srv/fdist/image"])
+        rc, _, err = ct.run(["systemctl", "reload", "fdistd"], timeout=60)
+        check("systemctl reload (changed file)", rc == 0, err)
+        ct.wait_journal(r"reloaded: 1 share", unit="fdistd.service", timeout=15)
+        r = fetch_file(port, out)
+        check("new clients get the new file", r.returncode == 0 and file_sha256(out) == sha256(image2_bytes), r)
+
+        # reload with a broken configuration: the service stays up, serving
+        ct.write_file(conf_path, config(port) + "bogus = 1\n")
+        rc, _, err = ct.run(["systemctl", "reload", "fdistd"], timeout=60)
+        check("systemctl reload (broken config) returns", rc == 0, err)
+        line = ct.wait_journal(r"reload failed", unit="fdistd.service", timeout=15)
+        check("reload failure names file:line", "%s:7: unknown key 'bogus' in [svc]" % conf_path in line, line)
+        check("still active after a broken reload", ct.is_active("fdistd.service"))
+        r = fetch_file(port, out)
+        check("still serving after a broken reload", r.returncode == 0, r)
+        ct.write_file(conf_path, config(port))
+
+        # stop with a transfer in flight: it finishes, then the unit stops cleanly
+        result = []
+        t = threading.Thread(target=slow_download, args=(port, result))
+        t.start()
+        deadline = time.monotonic() + 10
+        while not re.search(r"[1-9]\d* active", ct.show("fdistd.service", "StatusText")):
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        rc, _, err = ct.run(["systemctl", "stop", "fdistd"], timeout=90)
+        t.join(60)
+        check("systemctl stop with a transfer in flight", rc == 0, err)
+        check("the transfer in flight completed", result and result[0] == image2_bytes,
+              result and (len(result[0]) if isinstance(result[0], bytes) else result[0]))
+        state = ct.show("fdistd.service", "ActiveState") + "/" + ct.show("fdistd.service", "Result")
+        check("stopped cleanly (inactive/success)", state == "inactive/success", state)
+        recs = wait_records(ct, 4, "FDIST_STATUS=acked")
+        check("every transfer logged acked", len(recs) == 4, [r.get("FDIST_STATUS") for r in recs])
+
+        # socket activation: systemd binds, fdistd starts on the first client
+        port2 = free_port()
+        ct.write_file(conf_path, config(port2))
+        ct.write_file("/etc/systemd/system/fdistd.socket.d/test.conf",
+                      "[Socket]\nListenStream=\nListenStream=127.0.0.1:%d\n" % port2)
+        ct.check(["systemctl", "daemon-reload"])
+        ct.check(["systemctl", "start", "fdistd.socket"])
+        states = (ct.show("fdistd.socket", "ActiveState"), ct.show("fdistd.service", "ActiveState"))
+        check("socket unit listening, service not started", states == ("active", "inactive"),
+              (states, ct.journal("-u", "fdistd.socket", "-n", "20")))
+        r = fetch_file(port2, out)
+        check("first client starts the service and is served",
+              r.returncode == 0 and file_sha256(out) == sha256(image2_bytes), r)
+        check("service active by activation", ct.is_active("fdistd.service"))
+        ct.wait_journal(r"socket activation: 1 socket passed", unit="fdistd.service", timeout=15)
+        ct.check(["systemctl", "stop", "fdistd.service", "fdistd.socket"], timeout=90)
+
+
+def main():
+    nspawn.handle_sigterm()
+    try:
+        nspawn.require()
+    except nspawn.Skip as e:
+        print("SKIP: %s" % e)
+        return 77
+    with tempfile.TemporaryDirectory(prefix="fdsvc-") as tmp:
+        try:
+            run(tmp)
+        except Exception as e:
+            import traceback
+            traceback.print_exc(file=sys.stdout)
+            check("service test ran to the end", False, e)
+    passed = sum(1 for _, ok in CHECKS if ok)
+    print("%d passed, %d failed" % (passed, len(CHECKS) - passed))
+    return 0 if passed == len(CHECKS) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
