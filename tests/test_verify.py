@@ -97,7 +97,8 @@ def test_reset_mid_transfer_leaves_no_file_and_no_ack(tmp):
             assert time.monotonic() < deadline and p.poll() is None
             time.sleep(0.01)
         d.signal(signal.SIGTERM)
-        d.signal(signal.SIGTERM)
+        d.wait_log(r"stopping: 1 transfer in flight")   # signals do not queue:
+        d.signal(signal.SIGTERM)                         # the second after the first
         _, err = p.communicate(timeout=30)
         assert p.returncode == 3, (p.returncode, err)
         with open(out, "rb") as f:
