@@ -11,6 +11,8 @@
 #include <sys/types.h>
 #include <sys/stat.h>
 
+#include <arpa/inet.h>
+
 #include <errno.h>
 #include <fcntl.h>
 #include <ini.h>
@@ -53,6 +55,7 @@ enum key_scope {
 	KEY_GLOBAL = 1,
 	KEY_SHARE = 2,
 	KEY_BOTH = 3,
+	KEY_REPEAT = 4,		/* each line adds to a list */
 };
 
 struct config_key {
@@ -78,6 +81,16 @@ static int	config_set_shutdown_timeout(struct config_parse *,
 		    const char *, char *, size_t);
 static int	config_set_log(struct config_parse *, const char *, char *,
 		    size_t);
+static int	config_set_max_per_ip(struct config_parse *, const char *,
+		    char *, size_t);
+static int	config_set_rate(struct config_parse *, const char *, char *,
+		    size_t);
+static int	config_set_share_rate(struct config_parse *, const char *,
+		    char *, size_t);
+static int	config_set_allow(struct config_parse *, const char *, char *,
+		    size_t);
+static int	config_set_deny(struct config_parse *, const char *, char *,
+		    size_t);
 static int	config_set_listen(struct config_parse *, const char *, char *,
 		    size_t);
 static int	config_set_file(struct config_parse *, const char *, char *,
@@ -87,11 +100,16 @@ enum key_index {
 	KEY_ACK_TIMEOUT,
 	KEY_SEND_TIMEOUT,
 	KEY_ACK_MAX,
+	KEY_MAX_PER_IP,
+	KEY_RATE_LIMIT,
+	KEY_SHARE_RATE_LIMIT,
 	KEY_MAX_CLIENTS,
 	KEY_SHUTDOWN_TIMEOUT,
 	KEY_LOG,
 	KEY_LISTEN,
 	KEY_FILE,
+	KEY_ALLOW,
+	KEY_DENY,
 	NKEYS
 };
 
@@ -101,13 +119,19 @@ static const struct config_key config_keys[NKEYS] = {
 	[KEY_SEND_TIMEOUT] = { "send_timeout", KEY_BOTH,
 	    config_set_send_timeout },
 	[KEY_ACK_MAX] = { "ack_max", KEY_BOTH, config_set_ack_max },
-	[KEY_MAX_CLIENTS] = { "max_clients", KEY_GLOBAL,
+	[KEY_MAX_PER_IP] = { "max_per_ip", KEY_BOTH, config_set_max_per_ip },
+	[KEY_RATE_LIMIT] = { "rate_limit", KEY_BOTH, config_set_rate },
+	[KEY_SHARE_RATE_LIMIT] = { "share_rate_limit", KEY_BOTH,
+	    config_set_share_rate },
+	[KEY_MAX_CLIENTS] = { "max_clients", KEY_BOTH,
 	    config_set_max_clients },
 	[KEY_SHUTDOWN_TIMEOUT] = { "shutdown_timeout", KEY_GLOBAL,
 	    config_set_shutdown_timeout },
 	[KEY_LOG] = { "log", KEY_GLOBAL, config_set_log },
 	[KEY_LISTEN] = { "listen", KEY_SHARE, config_set_listen },
 	[KEY_FILE] = { "file", KEY_SHARE, config_set_file },
+	[KEY_ALLOW] = { "allow", KEY_BOTH | KEY_REPEAT, config_set_allow },
+	[KEY_DENY] = { "deny", KEY_BOTH | KEY_REPEAT, config_set_deny },
 };
 _Static_assert(NKEYS <= sizeof(((struct config *)0)->cf_key_line) /
     sizeof(int), "key line table too small");
@@ -208,8 +232,73 @@ config_set_max_clients(struct config_parse *cp, const char *value,
 		    CLIENTS_MAX);
 		return (-1);
 	}
-	cp->cp_cf->cf_max_clients = (uint32_t)n;
+	if (cp->cp_share != NULL)
+		cp->cp_share->sc_max_clients = (uint32_t)n;
+	else
+		cp->cp_cf->cf_max_clients = (uint32_t)n;
 	return (0);
+}
+
+static int
+config_set_max_per_ip(struct config_parse *cp, const char *value,
+    char *err, size_t errlen)
+{
+	uint64_t	n;
+
+	if (parse_count(value, &n, err, errlen) == -1)
+		return (-1);
+	if (n > CLIENTS_MAX) {
+		snprintf(err, errlen, "'%s' is out of range (0 for no limit, "
+		    "or up to %d)", value, CLIENTS_MAX);
+		return (-1);
+	}
+	config_limits(cp)->lim_max_per_ip = (uint32_t)n;
+	return (0);
+}
+
+/* A rate in bytes per second: 0 (no limit), or 1K to 100G. */
+static int
+config_rate(const char *value, uint64_t *rate, char *err, size_t errlen)
+{
+	if (parse_size(value, rate, err, errlen) == -1)
+		return (-1);
+	if (*rate != 0 && (*rate < 1024 || *rate > 100ULL << 30)) {
+		snprintf(err, errlen, "'%s' is out of range (0 for no limit, or "
+		    "1K to 100G bytes per second)", value);
+		return (-1);
+	}
+	return (0);
+}
+
+static int
+config_set_rate(struct config_parse *cp, const char *value, char *err,
+    size_t errlen)
+{
+	return (config_rate(value, &config_limits(cp)->lim_rate, err, errlen));
+}
+
+static int
+config_set_share_rate(struct config_parse *cp, const char *value,
+    char *err, size_t errlen)
+{
+	return (config_rate(value, &config_limits(cp)->lim_share_rate, err,
+	    errlen));
+}
+
+static int
+config_set_allow(struct config_parse *cp, const char *value, char *err,
+    size_t errlen)
+{
+	return (parse_acl(value, cp->cp_share ? &cp->cp_share->sc_allow :
+	    &cp->cp_cf->cf_allow, err, errlen));
+}
+
+static int
+config_set_deny(struct config_parse *cp, const char *value, char *err,
+    size_t errlen)
+{
+	return (parse_acl(value, cp->cp_share ? &cp->cp_share->sc_deny :
+	    &cp->cp_cf->cf_deny, err, errlen));
 }
 
 static int
@@ -409,7 +498,7 @@ config_handle(void *arg, const char *section, const char *name,
 	set = cp->cp_share ? &cp->cp_share->sc_keys_set : &cp->cp_cf->cf_keys_set;
 	lines = cp->cp_share ? cp->cp_share->sc_key_line :
 	    cp->cp_cf->cf_key_line;
-	if (KEY_IS_SET(*set, i))
+	if (KEY_IS_SET(*set, i) && !(k->k_scope & KEY_REPEAT))
 		return (config_fail(cp, "duplicate key '%s' (first set on line "
 		    "%d)", name, lines[i]));
 	*set |= 1U << i;
@@ -522,6 +611,15 @@ config_inherit(struct share_config *sc, const struct config *cf)
 		    cf->cf_limits.lim_send_timeout_ms;
 	if (!KEY_IS_SET(sc->sc_keys_set, KEY_ACK_MAX))
 		sc->sc_limits.lim_ack_max = cf->cf_limits.lim_ack_max;
+	if (!KEY_IS_SET(sc->sc_keys_set, KEY_MAX_PER_IP))
+		sc->sc_limits.lim_max_per_ip = cf->cf_limits.lim_max_per_ip;
+	if (!KEY_IS_SET(sc->sc_keys_set, KEY_RATE_LIMIT))
+		sc->sc_limits.lim_rate = cf->cf_limits.lim_rate;
+	if (!KEY_IS_SET(sc->sc_keys_set, KEY_SHARE_RATE_LIMIT))
+		sc->sc_limits.lim_share_rate = cf->cf_limits.lim_share_rate;
+	/* A share's own allow list replaces the global one. */
+	if (!KEY_IS_SET(sc->sc_keys_set, KEY_ALLOW))
+		sc->sc_allow = cf->cf_allow;
 }
 
 /* Every share complete, defaults inherited, addresses distinct. */
@@ -653,6 +751,27 @@ config_dump_limits(const struct limits *lim, FILE *fp)
 	fprintf(fp, "send_timeout = %" PRIu64 "ms\n",
 	    lim->lim_send_timeout_ms);
 	fprintf(fp, "ack_max = %" PRIu32 "\n", lim->lim_ack_max);
+	fprintf(fp, "max_per_ip = %" PRIu32 "\n", lim->lim_max_per_ip);
+	fprintf(fp, "rate_limit = %" PRIu64 "\n", lim->lim_rate);
+	fprintf(fp, "share_rate_limit = %" PRIu64 "\n", lim->lim_share_rate);
+}
+
+static void
+config_dump_acl(const char *key, const struct acl *acl, FILE *fp)
+{
+	char	buf[INET6_ADDRSTRLEN];
+	size_t	i;
+
+	if (acl->acl_n == 0)
+		return;
+	fprintf(fp, "%s = ", key);
+	for (i = 0; i < acl->acl_n; i++) {
+		inet_ntop(acl->acl_nets[i].ci_family, acl->acl_nets[i].ci_addr,
+		    buf, sizeof(buf));
+		fprintf(fp, "%s%s/%u", i ? ", " : "", buf,
+		    acl->acl_nets[i].ci_prefix);
+	}
+	fprintf(fp, "\n");
 }
 
 /* Print the effective configuration (fdistd -t -v). */
@@ -670,6 +789,8 @@ config_dump(const struct config *cf, FILE *fp)
 	fprintf(fp, "shutdown_timeout = %" PRIu64 "ms\n",
 	    cf->cf_shutdown_timeout_ms);
 	fprintf(fp, "log = %s\n", modes[cf->cf_log]);
+	config_dump_acl("allow", &cf->cf_allow, fp);
+	config_dump_acl("deny", &cf->cf_deny, fp);
 	TAILQ_FOREACH(sc, &cf->cf_shares, sc_entry) {
 		fprintf(fp, "\n[%s]\nlisten = ", sc->sc_name);
 		for (i = 0; i < sc->sc_nlisten; i++) {
@@ -679,5 +800,10 @@ config_dump(const struct config *cf, FILE *fp)
 		}
 		fprintf(fp, "\nfile = %s\n", sc->sc_path);
 		config_dump_limits(&sc->sc_limits, fp);
+		if (sc->sc_max_clients != 0)
+			fprintf(fp, "max_clients = %" PRIu32 "\n",
+			    sc->sc_max_clients);
+		config_dump_acl("allow", &sc->sc_allow, fp);
+		config_dump_acl("deny", &sc->sc_deny, fp);
 	}
 }

@@ -42,6 +42,8 @@ struct conn {
 	uint64_t		 c_off;		/* file bytes sent */
 	struct event		 c_rev;
 	struct event		 c_wev;
+	struct event		 c_tev;		/* waiting for rate tokens */
+	struct bucket		 c_bucket;	/* rate_limit */
 	bool			 c_wev_armed;
 	bool			 c_peer_eof;	/* the client sent its FIN */
 	bool			 c_ack_done;	/* NUL, LF or ack_max seen */
@@ -227,6 +229,90 @@ conn_wait_writable(struct conn *c)
 	c->c_wev_armed = true;
 }
 
+/* Out of rate tokens: sleep on a timer until there are some again. */
+static void
+conn_wait_tokens(struct conn *c)
+{
+	struct timeval	tv;
+	uint64_t	usec, share_usec;
+
+	if (c->c_wev_armed) {
+		event_del(&c->c_wev);
+		c->c_wev_armed = false;
+	}
+	usec = bucket_wait_usec(&c->c_bucket);
+	share_usec = bucket_wait_usec(&c->c_share->sh_state->ss_bucket);
+	if (share_usec > usec)
+		usec = share_usec;
+	if (usec < 1000)
+		usec = 1000;
+	tv.tv_sec = (time_t)(usec / 1000000);
+	tv.tv_usec = (suseconds_t)(usec % 1000000);
+	evtimer_add(&c->c_tev, &tv);
+}
+
+static void
+conn_on_tokens(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	conn_send(arg);
+}
+
+/*
+ * Under a share_rate_limit, pace each client at its fair part of it (and
+ * never over its own rate_limit): the share's bucket alone would let
+ * whichever client wakes first take it all.
+ */
+static void
+conn_pace(struct conn *c, const struct share_state *ss)
+{
+	uint64_t	rate = c->c_share->sh_limits.lim_rate;
+	uint64_t	fair;
+
+	if (ss->ss_bucket.bk_rate == 0)
+		return;
+	fair = ss->ss_bucket.bk_rate / (ss->ss_active ? ss->ss_active : 1);
+	if (rate == 0 || fair < rate)
+		rate = fair;
+	if (c->c_bucket.bk_rate != rate)
+		bucket_set_rate(&c->c_bucket, rate);
+}
+
+/*
+ * How much this event may send: SEND_BUDGET, or less under a rate
+ * limit (the client's and the share's).  Sets *limited if the rate is
+ * what bounds it.
+ */
+static size_t
+conn_budget(struct conn *c, bool *limited)
+{
+	struct share_state	*ss = c->c_share->sh_state;
+	struct timespec		 now;
+	uint64_t		 avail, share_avail;
+
+	*limited = false;
+	if (c->c_bucket.bk_rate == 0 && ss->ss_bucket.bk_rate == 0)
+		return (SEND_BUDGET);
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	conn_pace(c, ss);
+	avail = bucket_available(&c->c_bucket, &now);
+	share_avail = bucket_available(&ss->ss_bucket, &now);
+	if (share_avail < avail)
+		avail = share_avail;
+	if (avail >= SEND_BUDGET)
+		return (SEND_BUDGET);
+	*limited = true;
+	return ((size_t)avail);
+}
+
+static void
+conn_spend(struct conn *c, size_t n)
+{
+	bucket_take(&c->c_bucket, n);
+	bucket_take(&c->c_share->sh_state->ss_bucket, n);
+}
+
 /*
  * Send file bytes until the socket is full or this event's budget is
  * spent.  sendfile() returning 0 before the end means the file shrank.
@@ -235,13 +321,18 @@ static void
 conn_send(struct conn *c)
 {
 	struct sfile	*sf = c->c_share->sh_file;
-	size_t		 budget = SEND_BUDGET, want;
+	size_t		 budget, want;
 	off_t		 off;
 	ssize_t		 n;
+	bool		 limited;
 
+	budget = conn_budget(c, &limited);
 	while (c->c_off < sf->sf_size) {
 		if (budget == 0) {
-			conn_wait_writable(c);	/* fires again at once */
+			if (limited)
+				conn_wait_tokens(c);
+			else
+				conn_wait_writable(c);	/* fires at once */
 			return;
 		}
 		want = sf->sf_size - c->c_off < budget ?
@@ -251,6 +342,7 @@ conn_send(struct conn *c)
 		if (n > 0) {
 			c->c_off += (uint64_t)n;
 			budget -= (size_t)n;
+			conn_spend(c, (size_t)n);
 			continue;
 		}
 		if (n == 0) {
@@ -300,6 +392,10 @@ conn_new(struct event_base *base, int fd, const struct sockaddr *peer,
 	c = calloc(1, sizeof(*c) + sh->sh_limits.lim_ack_max);
 	if (c == NULL)
 		return (-1);
+	if (share_client_add(sh, peer) == -1) {
+		free(c);
+		return (-1);
+	}
 	c->c_fd = fd;
 	c->c_share = share_ref(sh);
 	c->c_state = CONN_SENDING;
@@ -309,6 +405,8 @@ conn_new(struct event_base *base, int fd, const struct sockaddr *peer,
 	    conn_on_readable, c);
 	event_assign(&c->c_wev, base, fd, EV_WRITE | EV_PERSIST,
 	    conn_on_writable, c);
+	evtimer_assign(&c->c_tev, base, conn_on_tokens, c);
+	bucket_init(&c->c_bucket, sh->sh_limits.lim_rate);
 	TAILQ_INSERT_TAIL(&conns, c, c_entry);
 	nconns++;
 	/* Bytes sent before EOF are kept as the ack; never let them stall. */
@@ -396,6 +494,8 @@ conn_close(struct conn *c, const char *status)
 
 	event_del(&c->c_rev);
 	event_del(&c->c_wev);
+	event_del(&c->c_tev);
+	share_client_remove(c->c_share, (struct sockaddr *)&c->c_peer);
 	if (c->c_off < c->c_share->sh_file->sf_size)
 		conn_abort(c);
 	else

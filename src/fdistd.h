@@ -37,6 +37,22 @@ struct limits {
 	uint64_t	lim_ack_timeout_ms;
 	uint64_t	lim_send_timeout_ms;
 	uint32_t	lim_ack_max;
+	uint32_t	lim_max_per_ip;		/* 0: no limit */
+	uint64_t	lim_rate;		/* bytes/s per client, 0: none */
+	uint64_t	lim_share_rate;		/* bytes/s for the share */
+};
+
+/* An address or network of an allow or deny list. */
+struct cidr {
+	sa_family_t	ci_family;
+	uint8_t		ci_addr[16];
+	uint8_t		ci_prefix;
+};
+
+#define ACL_MAX		64	/* networks per list */
+struct acl {
+	struct cidr	acl_nets[ACL_MAX];
+	size_t		acl_n;
 };
 
 /* One address a share listens on. */
@@ -57,6 +73,9 @@ struct share_config {
 	struct listen_addr	 sc_listen[SHARE_LISTEN_MAX];
 	size_t			 sc_nlisten;
 	struct limits		 sc_limits;
+	uint32_t		 sc_max_clients;	/* 0: only the global */
+	struct acl		 sc_allow;
+	struct acl		 sc_deny;
 	unsigned int		 sc_keys_set;	/* bit per key table entry */
 	int			 sc_key_line[16];
 };
@@ -67,6 +86,8 @@ struct config {
 	char			*cf_path;
 	struct limits		 cf_limits;
 	uint32_t		 cf_max_clients;
+	struct acl		 cf_allow;
+	struct acl		 cf_deny;
 	uint64_t		 cf_shutdown_timeout_ms;
 	enum log_mode		 cf_log;
 	unsigned int		 cf_keys_set;
@@ -90,6 +111,12 @@ int	 parse_count(const char *, uint64_t *, char *, size_t);
 int	 parse_listen(const char *, struct listen_addr *, size_t, size_t *,
 	    bool, char *, size_t);
 int	 parse_share_name(const char *, char *, size_t);
+int	 parse_acl(const char *, struct acl *, char *, size_t);
+
+/* acl.c */
+bool	 acl_match(const struct acl *, const struct sockaddr *);
+bool	 acl_allows(const struct acl *, const struct acl *,
+	    const struct acl *, const struct sockaddr *);
 
 /* addr.c */
 void	 addr_format(const struct sockaddr *, char *, size_t);
@@ -124,6 +151,7 @@ struct transfer_record {
 	uint64_t	 tr_ack_bytes;	/* everything the client sent */
 	const char	*tr_verified;	/* yes, no, unknown; NULL: no claim */
 	const char	*tr_sha256;	/* the daemon's, with tr_verified */
+	const char	*tr_reason;	/* why a refused client was refused */
 };
 void	 log_init(enum log_mode, int);
 void	 log_set_mode(enum log_mode);
@@ -139,9 +167,11 @@ void	 fatalx(const char *, ...)
 void	 log_event(int, const char *, const char *, ...)
 	    __attribute__((format(printf, 3, 4)));
 void	 log_transfer(const struct transfer_record *);
+void	 log_refusals(const char *, uint64_t, unsigned int);
 /* Catalog entries (systemd/fdistd.catalog) of daemon events. */
 #define MSGID_READY		"819de2ce009b464d91664758b897bac1"
 #define MSGID_RELOAD_FAILED	"a5ec91e7b0144300bb78128c936fcf5b"
+#define MSGID_REFUSALS		"7bb3f058988248d99412e299d3580d60"
 
 /* sfile.c: a served file, opened once and shared by its clients. */
 enum digest_state {
@@ -166,18 +196,51 @@ struct sfile	*sfile_ref(struct sfile *);
 void		 sfile_unref(struct sfile *);
 bool		 sfile_same(const struct sfile *, const struct sfile *);
 
-/* share.c: the running form of a share. */
+/* bucket.c */
+struct bucket {
+	uint64_t	bk_rate;	/* bytes/s; 0: no limit */
+	uint64_t	bk_burst;
+	int64_t		bk_tokens;
+	struct timespec	bk_last;
+};
+void		 bucket_init(struct bucket *, uint64_t);
+void		 bucket_set_rate(struct bucket *, uint64_t);
+uint64_t	 bucket_available(struct bucket *, const struct timespec *);
+void		 bucket_take(struct bucket *, uint64_t);
+uint64_t	 bucket_wait_usec(const struct bucket *);
+
+/*
+ * share.c: the running form of a share.  What must outlive a reload --
+ * the clients counted against its limits, its rate bucket -- is in a
+ * share_state kept by name.
+ */
+struct ip_count;
+struct share_state {
+	TAILQ_ENTRY(share_state) ss_entry;
+	char		  ss_name[SHARE_NAME_MAX];
+	unsigned int	  ss_refs;
+	uint32_t	  ss_active;
+	struct ip_count	**ss_ips;	/* hash table, made on first use */
+	struct bucket	  ss_bucket;	/* share_rate_limit */
+};
 struct share {
 	TAILQ_ENTRY(share) sh_entry;
 	char		 sh_name[SHARE_NAME_MAX];
 	struct sfile	*sh_file;
 	struct limits	 sh_limits;
+	uint32_t	 sh_max_clients;
+	struct acl	 sh_allow;
+	struct acl	 sh_deny;
+	struct share_state *sh_state;
 	unsigned int	 sh_refs;	/* the server's, and one per client */
 };
 TAILQ_HEAD(share_list, share);
 struct share	*share_new(const struct share_config *, struct sfile *);
 struct share	*share_ref(struct share *);
 void		 share_unref(struct share *);
+uint32_t	 share_ip_clients(struct share *, const struct sockaddr *);
+int		 share_client_add(struct share *, const struct sockaddr *);
+void		 share_client_remove(struct share *, const struct sockaddr *);
 
 /* listener.c */
 struct listener {

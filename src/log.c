@@ -238,9 +238,11 @@ log_transfer_line(const struct transfer_record *tr, const char *file,
 	log_timestamp(ts, sizeof(ts));
 	fprintf(stderr, "%s %s: transfer share=%s peer=%s file=\"%s\" "
 	    "bytes=%" PRIu64 " size=%" PRIu64 " duration_usec=%" PRIu64
-	    " status=%s%s%s%s%s%s%s%s\n", ts, acked ? "info" : "warning",
+	    " status=%s%s%s%s%s%s%s%s%s%s%s\n", ts, acked ? "info" : "warning",
 	    tr->tr_share, tr->tr_peer, file, tr->tr_bytes, tr->tr_size,
 	    tr->tr_duration_usec, tr->tr_status,
+	    tr->tr_reason ? " reason=\"" : "",
+	    tr->tr_reason ? tr->tr_reason : "", tr->tr_reason ? "\"" : "",
 	    ack ? " ack=\"" : "", ack ? ack : "", ack ? "\"" : "",
 	    tr->tr_verified ? " verified=" : "",
 	    tr->tr_verified ? tr->tr_verified : "",
@@ -260,7 +262,7 @@ log_transfer(const struct transfer_record *tr)
 	const size_t	 ackoff = sizeof("FDIST_ACK=") - 1;
 	char		 file[ESCAPE_BUFSIZE(256)];
 	char		 ffile[sizeof("FDIST_FILE=") + sizeof(file)];
-	char		 f[11][160], msg[512], msgack[201];
+	char		 f[12][160], msg[512], msgack[201];
 	struct iovec	 iov[16];
 	size_t		 n = 0;
 	bool		 acked = strcmp(tr->tr_status, "acked") == 0;
@@ -277,12 +279,18 @@ log_transfer(const struct transfer_record *tr)
 	}
 	/* The human line shows a short ack, cut between escapes. */
 	escape_text(msgack, sizeof(msgack), tr->tr_ack, tr->tr_acklen);
-	log_field(iov, &n, msg, sizeof(msg), "MESSAGE=%s [%s] %s: %" PRIu64
-	    "/%" PRIu64 " bytes in %" PRIu64 ".%03" PRIu64 " s%s%s%s",
-	    tr->tr_peer, tr->tr_share, tr->tr_status, tr->tr_bytes,
-	    tr->tr_size, tr->tr_duration_usec / 1000000,
-	    tr->tr_duration_usec / 1000 % 1000, has_ack ? ", ack \"" : "",
-	    has_ack ? msgack : "", has_ack ? "\"" : "");
+	if (tr->tr_reason != NULL)
+		log_field(iov, &n, msg, sizeof(msg), "MESSAGE=%s [%s] %s: "
+		    "refused (%s)", tr->tr_peer, tr->tr_share, tr->tr_status,
+		    tr->tr_reason);
+	else
+		log_field(iov, &n, msg, sizeof(msg), "MESSAGE=%s [%s] %s: %"
+		    PRIu64 "/%" PRIu64 " bytes in %" PRIu64 ".%03" PRIu64
+		    " s%s%s%s", tr->tr_peer, tr->tr_share, tr->tr_status,
+		    tr->tr_bytes, tr->tr_size, tr->tr_duration_usec / 1000000,
+		    tr->tr_duration_usec / 1000 % 1000,
+		    has_ack ? ", ack \"" : "", has_ack ? msgack : "",
+		    has_ack ? "\"" : "");
 	log_field(iov, &n, f[0], sizeof(f[0]), "MESSAGE_ID=%s",
 	    MESSAGE_ID_TRANSFER);
 	log_field(iov, &n, f[1], sizeof(f[1]), "PRIORITY=%d",
@@ -305,6 +313,9 @@ log_transfer(const struct transfer_record *tr)
 		log_field(iov, &n, f[10], sizeof(f[10]), "FDIST_SHA256=%s",
 		    tr->tr_sha256);
 	}
+	if (tr->tr_reason != NULL)
+		log_field(iov, &n, f[11], sizeof(f[11]), "FDIST_REASON=%s",
+		    tr->tr_reason);
 	log_field(iov, &n, ffile, sizeof(ffile), "FDIST_FILE=%s", file);
 	if (has_ack) {
 		iov[n].iov_base = ack;
@@ -312,4 +323,26 @@ log_transfer(const struct transfer_record *tr)
 		n++;
 	}
 	sd_journal_sendv(iov, (int)n);
+}
+
+/*
+ * How many refusals of one status were only counted, in a window, and
+ * not logged one by one: with the records, every refusal is accounted.
+ */
+void
+log_refusals(const char *status, uint64_t count, unsigned int window_ms)
+{
+	char	ts[48];
+
+	if (!log_journal) {
+		log_timestamp(ts, sizeof(ts));
+		fprintf(stderr, "%s warning: refusals status=%s count=%" PRIu64
+		    " window_ms=%u\n", ts, status, count, window_ms);
+		return;
+	}
+	sd_journal_send("MESSAGE=%" PRIu64 " more connections refused (%s) in "
+	    "the last %u ms, not logged one by one", count, status, window_ms,
+	    "MESSAGE_ID=" MSGID_REFUSALS, "PRIORITY=%d", LOG_WARNING,
+	    "SYSLOG_IDENTIFIER=fdistd", "FDIST_STATUS=%s", status,
+	    "FDIST_COUNT=%" PRIu64, count, NULL);
 }

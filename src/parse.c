@@ -324,3 +324,87 @@ parse_listen(const char *s, struct listen_addr *list, size_t max, size_t *n,
 		p = end + 1;
 	}
 }
+
+/* "192.0.2.0/24", "2001:db8::/32", or one address (a full-length prefix). */
+static int
+parse_cidr(const char *s, struct cidr *ci, char *err, size_t errlen)
+{
+	char		 host[INET6_ADDRSTRLEN + 1];
+	const char	*slash = strchr(s, '/');
+	size_t		 len = slash ? (size_t)(slash - s) : strlen(s);
+	uint64_t	 prefix;
+	int		 max, i;
+
+	memset(ci, 0, sizeof(*ci));
+	if (len == 0 || len >= sizeof(host))
+		goto bad;
+	memcpy(host, s, len);
+	host[len] = '\0';
+	if (inet_pton(AF_INET, host, ci->ci_addr) == 1) {
+		ci->ci_family = AF_INET;
+		max = 32;
+	} else if (inet_pton(AF_INET6, host, ci->ci_addr) == 1) {
+		ci->ci_family = AF_INET6;
+		max = 128;
+	} else
+		goto bad;
+	prefix = (uint64_t)max;
+	if (slash != NULL && (parse_count(slash + 1, &prefix, err,
+	    errlen) == -1 || prefix > (uint64_t)max)) {
+		snprintf(err, errlen, "invalid prefix length in '%s' (0 to %d)",
+		    s, max);
+		return (-1);
+	}
+	ci->ci_prefix = (uint8_t)prefix;
+	/* Keep only the network part: 10.1.2.3/8 is 10.0.0.0/8. */
+	for (i = 0; i < 16; i++) {
+		int	bits = (int)prefix - i * 8;
+
+		if (bits <= 0)
+			ci->ci_addr[i] = 0;
+		else if (bits < 8)
+			ci->ci_addr[i] &= (uint8_t)(0xff << (8 - bits));
+	}
+	return (0);
+bad:
+	snprintf(err, errlen, "invalid address or network '%s' (use an IPv4 or "
+	    "IPv6 address, optionally with /PREFIX)", s);
+	return (-1);
+}
+
+/* A comma-separated list of networks, appended to acl. */
+int
+parse_acl(const char *s, struct acl *acl, char *err, size_t errlen)
+{
+	char		 item[INET6_ADDRSTRLEN + 8];
+	const char	*p = s, *end;
+	size_t		 len;
+
+	for (;;) {
+		while (*p == ' ' || *p == '\t')
+			p++;
+		end = p + strcspn(p, ",");
+		len = (size_t)(end - p);
+		while (len > 0 && (p[len - 1] == ' ' || p[len - 1] == '\t'))
+			len--;
+		if (len == 0 || len >= sizeof(item)) {
+			snprintf(err, errlen, len ? "network too long in '%s'" :
+			    "empty entry in '%s'", s);
+			return (-1);
+		}
+		if (acl->acl_n >= ACL_MAX) {
+			snprintf(err, errlen, "too many networks (at most %d "
+			    "per list)", ACL_MAX);
+			return (-1);
+		}
+		memcpy(item, p, len);
+		item[len] = '\0';
+		if (parse_cidr(item, &acl->acl_nets[acl->acl_n], err,
+		    errlen) == -1)
+			return (-1);
+		acl->acl_n++;
+		if (*end == '\0')
+			return (0);
+		p = end + 1;
+	}
+}

@@ -20,8 +20,19 @@
 #define ACCEPT_BATCH		32
 /* How long to pause accepting when out of descriptors. */
 #define EMFILE_RETRY_MS		100
-/* At most one refusal message per this interval, then a summary. */
-#define REFUSAL_LOG_MS		1000
+/*
+ * Refused connections get records like transfers, but a flood must not
+ * flood the journal: past this many records a second for one status,
+ * refusals are only counted, and a summary record gives the count.
+ */
+#define REFUSAL_RECORDS		10
+#define REFUSAL_WINDOW_MS	1000
+
+enum refusal {
+	REFUSED_DENIED,
+	REFUSED_BUSY,
+	NREFUSALS
+};
 
 static struct event_base	*server_base;
 static struct config		*server_cf;
@@ -37,8 +48,12 @@ static int			 reserve_fd = -1;
 static struct event		*resume_timer;
 static struct event		*stop_timer;
 static struct event		*refusal_timer;
-static uint64_t			 refusals_unlogged;
-static const char		*refusal_reason;
+static uint64_t			 refusals_logged[NREFUSALS];
+static uint64_t			 refusals_unlogged[NREFUSALS];
+static const char *const	 refusal_status[NREFUSALS] = {
+	[REFUSED_DENIED] = "denied",
+	[REFUSED_BUSY] = "busy",
+};
 
 static void
 server_timer_add(struct event *ev, uint64_t ms)
@@ -63,43 +78,59 @@ server_listeners_enable(bool on)
 	}
 }
 
-/* Summarise the refusals that were not logged one by one. */
+/* End of a refusal window: summarise what was only counted. */
 static void
 server_on_refusal_timer(evutil_socket_t fd, short what, void *arg)
 {
+	bool	busy_window = false;
+	int	i;
+
 	(void)fd;
 	(void)what;
 	(void)arg;
-	if (refusals_unlogged == 0)
-		return;
-	log_warnx("refused %" PRIu64 " more connections in the last %d ms: "
-	    "%s (%" PRIu64 " refused in all)", refusals_unlogged,
-	    REFUSAL_LOG_MS, refusal_reason, stats.st_refused);
-	refusals_unlogged = 0;
-	server_timer_add(refusal_timer, REFUSAL_LOG_MS);
+	for (i = 0; i < NREFUSALS; i++) {
+		if (refusals_unlogged[i] > 0)
+			log_refusals(refusal_status[i], refusals_unlogged[i],
+			    REFUSAL_WINDOW_MS);
+		busy_window = busy_window || refusals_logged[i] > 0;
+		refusals_logged[i] = refusals_unlogged[i] = 0;
+	}
+	if (busy_window)
+		server_timer_add(refusal_timer, REFUSAL_WINDOW_MS);
 }
 
 /*
  * Turn a connection away before any byte of the file: a reset (linger
- * 0), so a client can never take a refusal for an empty file.
+ * 0), so a client can never take a refusal for an empty file.  It gets
+ * a record, or is counted in the next summary.
  */
 static void
-server_refuse(int fd, const struct sockaddr *peer, const char *reason)
+server_refuse(int fd, const struct sockaddr *peer, const struct share *sh,
+    enum refusal kind, const char *reason)
 {
-	struct linger	lg = { 1, 0 };
-	char		name[ADDR_STR_MAX];
+	struct transfer_record	tr;
+	struct linger		lg = { 1, 0 };
+	char			name[ADDR_STR_MAX];
 
 	setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
 	close(fd);
 	stats.st_refused++;
-	refusal_reason = reason;
-	if (evtimer_pending(refusal_timer, NULL)) {
-		refusals_unlogged++;
+	if (!evtimer_pending(refusal_timer, NULL))
+		server_timer_add(refusal_timer, REFUSAL_WINDOW_MS);
+	if (refusals_logged[kind] >= REFUSAL_RECORDS) {
+		refusals_unlogged[kind]++;
 		return;
 	}
+	refusals_logged[kind]++;
 	addr_format(peer, name, sizeof(name));
-	log_warnx("refused %s: %s", name, reason);
-	server_timer_add(refusal_timer, REFUSAL_LOG_MS);
+	memset(&tr, 0, sizeof(tr));
+	tr.tr_share = sh->sh_name;
+	tr.tr_file = sh->sh_file->sf_path;
+	tr.tr_peer = name;
+	tr.tr_size = sh->sh_file->sf_size;
+	tr.tr_status = refusal_status[kind];
+	tr.tr_reason = reason;
+	log_transfer(&tr);
 }
 
 static void
@@ -139,11 +170,31 @@ server_pause(struct listener *ls, int err)
 		fd = accept4(ls->ls_fd, (struct sockaddr *)&ss, &len,
 		    SOCK_CLOEXEC);
 		if (fd != -1)
-			server_refuse(fd, (struct sockaddr *)&ss,
-			    "out of file descriptors");
+			server_refuse(fd, (struct sockaddr *)&ss, ls->ls_share,
+			    REFUSED_BUSY, "out of file descriptors");
 		reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
 	}
 	server_timer_add(resume_timer, EMFILE_RETRY_MS);
+}
+
+/* Serve an accepted client, or refuse it: access lists, then limits. */
+static void
+server_admit(int fd, const struct sockaddr *sa, socklen_t len,
+    struct share *sh)
+{
+	uint32_t	per_ip = sh->sh_limits.lim_max_per_ip;
+
+	if (!acl_allows(&sh->sh_allow, &sh->sh_deny, &server_cf->cf_deny, sa))
+		server_refuse(fd, sa, sh, REFUSED_DENIED, "not allowed");
+	else if (conn_count() >= server_cf->cf_max_clients)
+		server_refuse(fd, sa, sh, REFUSED_BUSY, "max_clients");
+	else if (sh->sh_max_clients != 0 &&
+	    sh->sh_state->ss_active >= sh->sh_max_clients)
+		server_refuse(fd, sa, sh, REFUSED_BUSY, "share max_clients");
+	else if (per_ip != 0 && share_ip_clients(sh, sa) >= per_ip)
+		server_refuse(fd, sa, sh, REFUSED_BUSY, "max_per_ip");
+	else if (conn_new(server_base, fd, sa, len, sh) == -1)
+		server_refuse(fd, sa, sh, REFUSED_BUSY, "out of memory");
 }
 
 /* Accept the clients waiting on a listener. */
@@ -177,10 +228,7 @@ server_accept(struct listener *ls)
 			    "descriptors");
 			fd_episode = false;
 		}
-		if (conn_count() >= server_cf->cf_max_clients)
-			server_refuse(fd, sa, "max_clients reached");
-		else if (conn_new(server_base, fd, sa, len, ls->ls_share) == -1)
-			server_refuse(fd, sa, "out of memory");
+		server_admit(fd, sa, len, ls->ls_share);
 	}
 }
 

@@ -1,13 +1,14 @@
 #!/usr/bin/env python3
 """Socket activation the way systemd does it, for tests.
 
-usage: activate.py [--blocking] [--udp NAME] ADDR=NAME... -- PROGRAM ARGS...
+usage: activate.py [--udp NAME] [dual:]ADDR=NAME... -- PROGRAM ARGS...
 
 Binds and listens on each ADDR (host:port or [v6]:port), puts the sockets
 at descriptors 3, 4, ... without close-on-exec, sets LISTEN_FDS,
 LISTEN_FDNAMES and LISTEN_PID (this process's pid, which exec keeps) and
 executes PROGRAM.  --udp adds a datagram socket (which is not a valid
-listener) named NAME.
+listener) named NAME; dual:[::]:PORT makes an IPv6 socket that also
+accepts IPv4 (its peers appear as IPv4-mapped IPv6 addresses).
 """
 import fcntl
 import os
@@ -36,11 +37,12 @@ def main(argv):
             i += 2
             continue
         addr, _, name = opts[i].partition("=")
-        family, host, port = parse(addr)
+        dual = addr.startswith("dual:")     # [::] taking IPv4 too (mapped)
+        family, host, port = parse(addr[5:] if dual else addr)
         s = socket.socket(family, socket.SOCK_STREAM)
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if family == socket.AF_INET6:
-            s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0 if dual else 1)
         s.bind((host, port))
         s.listen(128)
         socks.append(s)

@@ -101,9 +101,18 @@ class NotifySocket:
                 self.lock.wait(left)
 
     def close(self):
+        """Stop reading, but keep what is already queued on the socket."""
         self.closed = True
-        self.sock.close()
         self.thread.join(2)
+        self.sock.setblocking(False)
+        while True:
+            try:
+                data = self.sock.recv(4096)
+            except OSError:
+                break
+            with self.lock:
+                self.messages.append((time.monotonic(), data.decode(errors="replace")))
+        self.sock.close()
 
 
 class Daemon:

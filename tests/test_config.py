@@ -52,7 +52,8 @@ def test_every_key_units_comments_and_overrides(tmp):
     assert out.returncode == 0, out
     dump = out.stdout.decode()
     assert dump.endswith("configuration OK\n")
-    assert "[fdistd]\nack_timeout = 1500ms\nsend_timeout = 120000ms\nack_max = 1024\nmax_clients = 5\nshutdown_timeout = 0ms\nlog = stderr\n" in dump
+    assert ("[fdistd]\nack_timeout = 1500ms\nsend_timeout = 120000ms\nack_max = 1024\nmax_per_ip = 0\n"
+            "rate_limit = 0\nshare_rate_limit = 0\nmax_clients = 5\nshutdown_timeout = 0ms\nlog = stderr\n") in dump, dump
     assert ("[img-1.x_y]\nlisten = 0.0.0.0:9001, [::]:9001, [::1]:9002, 127.0.0.2:9002\nfile = %s\n"
             "ack_timeout = 3600000ms\nsend_timeout = 120000ms\nack_max = 1024\n" % f) in dump, dump
     assert "[other]\nlisten = " in dump and "127.0.0.1:9003" in dump
@@ -65,14 +66,14 @@ def test_defaults(tmp):
         fp.write(share(tmp))
     out = subprocess.run([FDISTD, "-t", "-v", "-c", path], capture_output=True, timeout=20)
     assert out.stdout.decode().startswith(
-        "[fdistd]\nack_timeout = 30000ms\nsend_timeout = 60000ms\nack_max = 256\n"
-        "max_clients = 10000\nshutdown_timeout = 30000ms\nlog = auto\n")
+        "[fdistd]\nack_timeout = 30000ms\nsend_timeout = 60000ms\nack_max = 256\nmax_per_ip = 0\n"
+        "rate_limit = 0\nshare_rate_limit = 0\nmax_clients = 10000\nshutdown_timeout = 30000ms\nlog = auto\n")
 
 
 def test_unknown_and_misplaced_keys(tmp):
     expect_error(tmp, share(tmp, extra="colour = blue\n"), 4, "unknown key 'colour' in [s]")
     expect_error(tmp, "[fdistd]\nack_timout = 1s\n" + share(tmp), 2, "unknown key 'ack_timout' in [fdistd]")
-    expect_error(tmp, share(tmp, extra="max_clients = 4\n"), 4, "'max_clients' is a global setting: put it under [fdistd]")
+    expect_error(tmp, share(tmp, extra="shutdown_timeout = 4s\n"), 4, "'shutdown_timeout' is a global setting: put it under [fdistd]")
     expect_error(tmp, "[fdistd]\nlisten = 127.0.0.1:1\n", 2, "'listen' belongs in a share section, not in [fdistd]")
     expect_error(tmp, "log = stderr\n" + share(tmp), 1, "'log' is outside any section (put global settings under [fdistd])")
 
@@ -111,6 +112,38 @@ def test_durations_sizes_counts_ranges(tmp):
     ]
     for line, msg in cases:
         expect_error(tmp, "[fdistd]\n%s\n%s" % (line, share(tmp)), 2, msg)
+
+
+def test_access_lists_and_limits(tmp):
+    f = make_file(os.path.join(tmp, "f"), 1)
+    text = ("[fdistd]\ndeny = 192.0.2.66\nallow = 10.0.0.0/8, 127.0.0.0/8\nallow = ::1, 2001:db8::/32\n"
+            "max_per_ip = 4\nrate_limit = 2M\n"
+            "[a]\nlisten = 127.0.0.1:9000\nfile = %s\nmax_clients = 7\nshare_rate_limit = 10M\n"
+            "deny = 10.1.2.3/16\n[b]\nlisten = 127.0.0.1:9001\nfile = %s\nallow = 192.0.2.0/24\nmax_per_ip = 0\n" % (f, f))
+    path = os.path.join(tmp, "t.ini")
+    with open(path, "w") as fp:
+        fp.write(text)
+    out = subprocess.run([FDISTD, "-t", "-v", "-c", path], capture_output=True, timeout=20)
+    dump = out.stdout.decode()
+    assert out.returncode == 0, out
+    assert "allow = 10.0.0.0/8, 127.0.0.0/8, ::1/128, 2001:db8::/32\ndeny = 192.0.2.66/32\n" in dump, dump
+    assert ("[a]\nlisten = 127.0.0.1:9000\nfile = %s\nack_timeout = 30000ms\nsend_timeout = 60000ms\nack_max = 256\n"
+            "max_per_ip = 4\nrate_limit = 2097152\nshare_rate_limit = 10485760\nmax_clients = 7\n"
+            "allow = 10.0.0.0/8, 127.0.0.0/8, ::1/128, 2001:db8::/32\ndeny = 10.1.0.0/16\n" % f) in dump, dump
+    assert "max_per_ip = 0\nrate_limit = 2097152\nshare_rate_limit = 0\nallow = 192.0.2.0/24\n" in dump, dump
+    base = "[s]\nlisten = 127.0.0.1:1\nfile = %s\n" % f
+    bad = [
+        ("allow = 10.0.0.0/33", "allow: invalid prefix length in '10.0.0.0/33' (0 to 32)"),
+        ("deny = ::1/129", "deny: invalid prefix length in '::1/129' (0 to 128)"),
+        ("allow = example.com", "allow: invalid address or network 'example.com' (use an IPv4 or IPv6 address, optionally with /PREFIX)"),
+        ("allow = 10.0.0.0/8,", "allow: empty entry in '10.0.0.0/8,'"),
+        ("rate_limit = 100", "rate_limit: '100' is out of range (0 for no limit, or 1K to 100G bytes per second)"),
+        ("share_rate_limit = fast", "share_rate_limit: invalid size 'fast' (use a whole number, optionally followed by K, M or G)"),
+        ("max_per_ip = -1", "max_per_ip: invalid number '-1'"),
+        ("max_clients = 0", "max_clients: '0' is out of range (1 to 1000000)"),
+    ]
+    for line, msg in bad:
+        expect_error(tmp, base + line + "\n", 4, msg)
 
 
 def test_listen_addresses(tmp):

@@ -1,0 +1,197 @@
+#!/usr/bin/env python3
+"""Hostile conditions: access lists, per-share and per-address limits,
+rate limits, and running out of file descriptors."""
+
+import os
+import socket
+import sys
+import threading
+import time
+
+from fdtest import (Daemon, connect, file_sha256, free_port, main, make_file,
+                    sha256)
+
+ACTIVATE = [sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)), "activate.py")]
+BIG = 64 * 1024 * 1024
+
+
+def get(port, source, host="127.0.0.1", ack=b"Thank you\0"):
+    """Fetch from a given source address; None if reset before any byte."""
+    try:
+        s = connect(port, host=host, bind=source)
+    except ConnectionResetError:
+        return None
+    data = bytearray()
+    try:
+        while True:
+            b = s.recv(1 << 20)
+            if not b:
+                break
+            data += b
+    except ConnectionResetError:
+        assert not data, "reset after %d bytes" % len(data)
+        return None
+    finally:
+        if data or ack is None:
+            pass
+    s.sendall(ack)
+    s.close()
+    return bytes(data)
+
+
+def hold(port, source, host="127.0.0.1"):
+    """An accepted client (one byte read) that then stalls."""
+    s = connect(port, host=host, bind=source)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+    assert s.recv(1)
+    return s
+
+
+def test_allow_and_deny_by_source_address(tmp):
+    path = make_file(os.path.join(tmp, "f"), 100000)
+    want = file_sha256(path)
+    port = free_port()
+    with Daemon(tmp, {"lab": {"listen": "127.0.0.1:%d, [::1]:%d" % (port, port), "file": path,
+                              "allow": "127.0.0.0/8, ::1", "deny": "127.0.0.3"}},
+                {"deny": "127.0.0.4"}) as d:
+        assert sha256(get(port, "127.0.0.2")) == want
+        assert get(port, "127.0.0.3") is None            # share deny wins over allow
+        assert get(port, "127.0.0.4") is None            # global deny wins too
+        assert sha256(get(port, "::1", host="::1")) == want
+        recs = d.wait_records(4)
+        by_peer = {r["peer"].rsplit(":", 1)[0]: r for r in recs}
+        assert by_peer["127.0.0.2"]["status"] == "acked"
+        assert by_peer["127.0.0.3"]["status"] == "denied" and by_peer["127.0.0.3"]["bytes"] == "0"
+        assert by_peer["127.0.0.3"]["reason"] == "not allowed"
+        assert by_peer["127.0.0.4"]["status"] == "denied"
+        assert by_peer["[::1]"]["status"] == "acked"
+
+
+def test_allow_list_is_default_deny_and_ipv4_mapped_peers_match_ipv4_rules(tmp):
+    path = make_file(os.path.join(tmp, "f"), 5000)
+    port = free_port()
+    # a dual-stack [::] socket: IPv4 clients arrive as ::ffff:127.0.0.x
+    with Daemon(tmp, {"m": {"listen": "[::]:%d" % port, "file": path, "allow": "127.0.0.2"}},
+                launcher=ACTIVATE + ["dual:[::]:%d=m" % port, "--"]) as d:
+        assert get(port, "127.0.0.2") is not None
+        assert get(port, "127.0.0.3") is None
+        assert get(port, "::1", host="::1") is None         # not in the allow list
+        recs = d.wait_records(3)
+        assert [(r["peer"].rsplit(":", 1)[0], r["status"]) for r in recs] == [
+            ("127.0.0.2", "acked"), ("127.0.0.3", "denied"), ("[::1]", "denied")], recs
+
+
+def test_max_per_ip_and_share_max_clients(tmp):
+    path = make_file(os.path.join(tmp, "f"), BIG)
+    small = make_file(os.path.join(tmp, "g"), 1000)
+    pa, pb = free_port(), free_port()
+    with Daemon(tmp, {"a": {"listen": "127.0.0.1:%d" % pa, "file": path, "max_per_ip": "2"},
+                      "b": {"listen": "127.0.0.1:%d" % pb, "file": path, "max_clients": "1"},
+                      "c": {"listen": "127.0.0.1:%d" % free_port(), "file": small}}) as d:
+        held = [hold(pa, "127.0.0.2"), hold(pa, "127.0.0.2")]
+        assert get(pa, "127.0.0.2") is None                 # a third from the same address
+        held.append(hold(pa, "127.0.0.3"))                  # another address is fine
+        held.append(hold(pb, "127.0.0.5"))
+        assert get(pb, "127.0.0.6") is None                 # the share is full
+        recs = d.wait_records(2)
+        assert [(r["share"], r["status"], r["reason"]) for r in recs] == [
+            ("a", "busy", "max_per_ip"), ("b", "busy", "share max_clients")], recs
+        for s in held:
+            s.close()
+        d.wait_records(6)
+        # counts drop with the clients: served again
+        assert get(pa, "127.0.0.2") is not None
+        assert get(pb, "127.0.0.6") is not None
+
+
+def timed_get(port, results, i):
+    t0 = time.monotonic()
+    data = get(port, "127.0.0.1")
+    results[i] = (time.monotonic() - t0, data)
+
+
+def test_rate_limit_per_client(tmp):
+    path = make_file(os.path.join(tmp, "f"), 10 * 1024 * 1024)
+    port = free_port()
+    rate = 2 * 1024 * 1024
+    with Daemon(tmp, {"r": {"listen": "127.0.0.1:%d" % port, "file": path, "rate_limit": "2M"}}) as d:
+        s = connect(port)
+        t0 = time.monotonic()
+        got = 0
+        worst = 0.0
+        h = __import__("hashlib").sha256()
+        while True:
+            b = s.recv(1 << 16)
+            if not b:
+                break
+            got += len(b)
+            h.update(b)
+            # smooth: never far ahead of the rate (a 1/20 s burst allowed)
+            worst = max(worst, got - rate * (time.monotonic() - t0))
+        took = time.monotonic() - t0
+        s.sendall(b"Thank you\0")
+        s.close()
+        assert h.hexdigest() == file_sha256(path)
+        assert 4.5 <= took <= 5.5, took
+        assert worst <= rate / 20 + 64 * 1024, "%d bytes ahead of the rate" % worst
+        d.wait_records(1)
+
+
+def test_share_rate_limit_is_shared_by_its_clients(tmp):
+    path = make_file(os.path.join(tmp, "f"), 10 * 1024 * 1024 // 4)
+    port = free_port()
+    with Daemon(tmp, {"r": {"listen": "127.0.0.1:%d" % port, "file": path, "share_rate_limit": "2M"}}) as d:
+        results = [None] * 4
+        ts = [threading.Thread(target=timed_get, args=(port, results, i)) for i in range(4)]
+        t0 = time.monotonic()
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join(30)
+        took = time.monotonic() - t0
+        assert all(r is not None and sha256(r[1]) == file_sha256(path) for r in results)
+        assert 4.5 <= took <= 5.5, took
+        # smooth, not one client after another: each took most of the time
+        assert min(r[0] for r in results) > 3.5, [r[0] for r in results]
+        d.wait_records(4)
+
+
+def cpu_seconds(pid):
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_out_of_file_descriptors_does_not_spin_and_recovers(tmp):
+    path = make_file(os.path.join(tmp, "f"), BIG)
+    small = make_file(os.path.join(tmp, "g"), 1000)
+    port, port2 = free_port(), free_port()
+    with Daemon(tmp, {"e": {"listen": "127.0.0.1:%d" % port, "file": path},
+                      "s": {"listen": "127.0.0.1:%d" % port2, "file": small}},
+                launcher=["prlimit", "--nofile=64:64", "--"]) as d:
+        d.wait_log(r"max_clients 10000 does not fit the open files limit 64")
+        socks = []
+        for _ in range(300):
+            s = socket.socket()
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+            s.setblocking(False)
+            s.connect_ex(("127.0.0.1", port))
+            socks.append(s)
+        d.wait_log(r"pausing new connections")
+        c0 = cpu_seconds(d.proc.pid)
+        time.sleep(5)
+        used = cpu_seconds(d.proc.pid) - c0
+        assert used < 0.25, "daemon used %.2f s of CPU in 5 s of saturation" % used
+        assert d.log().count("pausing new connections") == 1    # once per episode
+        for s in socks:
+            s.close()
+        # every new client is served again
+        for _ in range(5):
+            assert get(port2, "127.0.0.1") is not None
+        d.wait_log(r"accepting again after running out of file descriptors")
+        recs = d.records()
+        assert any(r["status"] == "busy" and r.get("reason") == "out of file descriptors" for r in recs)
+
+
+if __name__ == "__main__":
+    main(globals())
