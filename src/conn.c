@@ -138,12 +138,12 @@ conn_receive(struct conn *c)
 			continue;
 		}
 		if (n == 0) {
+			c->c_peer_eof = true;
 			if (c->c_state == CONN_AWAITING_ACK) {
 				conn_close(c, conn_ack_outcome(c));
 				return (-1);
 			}
 			/* A half-closed client may still read: keep sending. */
-			c->c_peer_eof = true;
 			event_del(&c->c_rev);
 			return (0);
 		}
@@ -498,7 +498,7 @@ conn_close(struct conn *c, const char *status)
 	share_client_remove(c->c_share, (struct sockaddr *)&c->c_peer);
 	if (c->c_off < c->c_share->sh_file->sf_size)
 		conn_abort(c);
-	else
+	else if (!c->c_peer_eof)
 		conn_drain(c);
 	clock_gettime(CLOCK_MONOTONIC, &c->c_end);
 	close(c->c_fd);

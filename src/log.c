@@ -66,17 +66,24 @@ log_to_journal(void)
 	return (log_journal);
 }
 
-/* "2026-11-25T10:00:00.123Z": stderr lines carry their own time. */
+/*
+ * "2026-11-25T10:00:00.123Z": stderr lines carry their own time.  The
+ * date part is formatted once a second, not once a line.
+ */
 static void
 log_timestamp(char *buf, size_t len)
 {
+	static time_t	last = -1;
+	static char	date[32];
 	struct timespec	ts;
 	struct tm	tm;
-	char		date[32];
 
 	clock_gettime(CLOCK_REALTIME, &ts);
-	gmtime_r(&ts.tv_sec, &tm);
-	strftime(date, sizeof(date), "%Y-%m-%dT%H:%M:%S", &tm);
+	if (ts.tv_sec != last) {
+		gmtime_r(&ts.tv_sec, &tm);
+		strftime(date, sizeof(date), "%Y-%m-%dT%H:%M:%S", &tm);
+		last = ts.tv_sec;
+	}
 	snprintf(buf, len, "%s.%03ldZ", date, ts.tv_nsec / 1000000);
 }
 
