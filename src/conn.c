@@ -10,6 +10,8 @@
 #include <sys/queue.h>
 #include <sys/sendfile.h>
 #include <sys/socket.h>
+#include <netinet/in.h>
+#include <linux/tcp.h>
 
 #include <errno.h>
 #include <stdlib.h>
@@ -28,10 +30,17 @@
 #define SEND_BUDGET	(2 * 1024 * 1024)
 /* Reads per read event, likewise against a client that floods us. */
 #define READS_PER_EVENT	4
+/*
+ * While the client's TCP has not acknowledged every byte, look again
+ * after this long, doubling each time up to the maximum.
+ */
+#define FLUSH_POLL_MIN_MS	10
+#define FLUSH_POLL_MAX_MS	500
 
 enum conn_state {
 	CONN_SENDING,		/* file bytes remain: EV_WRITE when full */
-	CONN_AWAITING_ACK,	/* SHUT_WR sent: read until FIN or deadline */
+	CONN_FLUSHING,		/* all sent and FIN queued; not all delivered */
+	CONN_AWAITING_ACK,	/* all delivered: read until FIN or deadline */
 };
 
 struct conn {
@@ -40,9 +49,12 @@ struct conn {
 	enum conn_state		 c_state;
 	struct share		*c_share;
 	uint64_t		 c_off;		/* file bytes sent */
+	uint64_t		 c_delivered;	/* acknowledged by the client */
+	struct timespec		 c_progress;	/* when c_delivered last grew */
+	uint32_t		 c_poll_ms;	/* CONN_FLUSHING */
 	struct event		 c_rev;
 	struct event		 c_wev;
-	struct event		 c_tev;		/* waiting for rate tokens */
+	struct event		 c_tev;		/* rate tokens; flush polls */
 	struct bucket		 c_bucket;	/* rate_limit */
 	bool			 c_wev_armed;
 	bool			 c_peer_eof;	/* the client sent its FIN */
@@ -66,11 +78,18 @@ static unsigned char		drain[64 * 1024];
 
 static void	conn_close(struct conn *, const char *);
 static void	conn_send(struct conn *);
+static void	conn_check_flush(struct conn *);
 
 static const char *
 conn_state_name(enum conn_state state)
 {
-	return (state == CONN_SENDING ? "sending" : "awaiting-ack");
+	static const char *const names[] = {
+		[CONN_SENDING] = "sending",
+		[CONN_FLUSHING] = "flushing",
+		[CONN_AWAITING_ACK] = "awaiting-ack",
+	};
+
+	return (names[state]);
 }
 
 /* The only place a connection changes state. */
@@ -145,13 +164,18 @@ conn_receive(struct conn *c)
 			}
 			/* A half-closed client may still read: keep sending. */
 			event_del(&c->c_rev);
+			if (c->c_state == CONN_FLUSHING) {
+				conn_check_flush(c);
+				return (-1);
+			}
 			return (0);
 		}
 		if (errno == EAGAIN || errno == EINTR)
 			return (0);
 		log_debug("read: %s", strerror(errno));
-		conn_close(c, c->c_state == CONN_SENDING ? "aborted" :
-		    conn_ack_outcome(c));
+		/* A reset before every byte was delivered is an abort. */
+		conn_close(c, c->c_state == CONN_AWAITING_ACK ?
+		    conn_ack_outcome(c) : "aborted");
 		return (-1);
 	}
 	return (0);
@@ -166,12 +190,13 @@ conn_on_readable(evutil_socket_t fd, short what, void *arg)
 	int64_t		 left;
 
 	(void)fd;
+	if (conn_receive(c) == -1 || c->c_state != CONN_AWAITING_ACK)
+		return;
+	/* Read first: an ack may have come in with the deadline. */
 	if (what & EV_TIMEOUT) {
 		conn_close(c, c->c_ack_done ? "acked" : "ack-timeout");
 		return;
 	}
-	if (conn_receive(c) == -1 || c->c_state != CONN_AWAITING_ACK)
-		return;
 	/* The deadline is for the whole ack, not for each byte of it. */
 	clock_gettime(CLOCK_MONOTONIC, &now);
 	left = conn_usec_between(&now, &c->c_deadline);
@@ -184,22 +209,32 @@ conn_on_readable(evutil_socket_t fd, short what, void *arg)
 	event_add(&c->c_rev, &tv);
 }
 
-/* The whole file is out: half-close and wait for the ack. */
+/*
+ * How many file bytes the client's TCP has acknowledged.  TCP_INFO keeps
+ * the count even after a reset, when the send queue is already gone.
+ */
+static uint64_t
+conn_delivered(struct conn *c)
+{
+	struct tcp_info	ti;
+	socklen_t	len = sizeof(ti);
+
+	if (getsockopt(c->c_fd, IPPROTO_TCP, TCP_INFO, &ti, &len) == 0 &&
+	    len >= offsetof(struct tcp_info, tcpi_bytes_acked) +
+	    sizeof(ti.tcpi_bytes_acked) && ti.tcpi_bytes_acked > c->c_delivered)
+		c->c_delivered = ti.tcpi_bytes_acked < c->c_off ?
+		    ti.tcpi_bytes_acked : c->c_off;	/* the FIN counts one */
+	return (c->c_delivered);
+}
+
+/* The client has every byte: now the ack_timeout starts. */
 static void
-conn_sent(struct conn *c)
+conn_flushed(struct conn *c)
 {
 	struct timeval	tv;
 	uint64_t	ms = c->c_share->sh_limits.lim_ack_timeout_ms;
 
-	if (c->c_wev_armed) {
-		event_del(&c->c_wev);
-		c->c_wev_armed = false;
-	}
-	if (shutdown(c->c_fd, SHUT_WR) == -1) {
-		log_debug("shutdown: %s", strerror(errno));
-		conn_close(c, "aborted");
-		return;
-	}
+	evtimer_del(&c->c_tev);
 	if (c->c_peer_eof) {
 		conn_close(c, conn_ack_outcome(c));
 		return;
@@ -214,6 +249,59 @@ conn_sent(struct conn *c)
 	}
 	tv = conn_timeval_ms(ms);
 	event_add(&c->c_rev, &tv);
+}
+
+/*
+ * Has the client's TCP taken everything?  No ack is due before: a slow
+ * reader behind big socket buffers is still receiving the file.  No
+ * progress for send_timeout is a send-timeout, as while sending.
+ */
+static void
+conn_check_flush(struct conn *c)
+{
+	struct timespec	now;
+	struct timeval	tv;
+	uint64_t	before = c->c_delivered;
+
+	if (conn_delivered(c) >= c->c_share->sh_file->sf_size) {
+		conn_flushed(c);
+		return;
+	}
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	if (c->c_delivered > before)
+		c->c_progress = now;
+	else if ((uint64_t)conn_usec_between(&c->c_progress, &now) >=
+	    c->c_share->sh_limits.lim_send_timeout_ms * 1000) {
+		conn_close(c, "send-timeout");
+		return;
+	}
+	tv = conn_timeval_ms(c->c_poll_ms);
+	evtimer_add(&c->c_tev, &tv);
+	if (c->c_poll_ms < FLUSH_POLL_MAX_MS)
+		c->c_poll_ms *= 2;
+}
+
+/* The whole file is handed to the kernel: half-close, then flush. */
+static void
+conn_sent(struct conn *c)
+{
+	if (c->c_wev_armed) {
+		event_del(&c->c_wev);
+		c->c_wev_armed = false;
+	}
+	if (shutdown(c->c_fd, SHUT_WR) == -1) {
+		log_debug("shutdown: %s", strerror(errno));
+		conn_close(c, "aborted");
+		return;
+	}
+	if (conn_delivered(c) >= c->c_share->sh_file->sf_size) {
+		conn_flushed(c);
+		return;
+	}
+	conn_set_state(c, CONN_FLUSHING);
+	clock_gettime(CLOCK_MONOTONIC, &c->c_progress);
+	c->c_poll_ms = FLUSH_POLL_MIN_MS;
+	conn_check_flush(c);
 }
 
 /* Wait for room in the socket, for at most send_timeout. */
@@ -251,12 +339,18 @@ conn_wait_tokens(struct conn *c)
 	evtimer_add(&c->c_tev, &tv);
 }
 
+/* The connection's timer: rate tokens while sending, else a flush poll. */
 static void
-conn_on_tokens(evutil_socket_t fd, short what, void *arg)
+conn_on_timer(evutil_socket_t fd, short what, void *arg)
 {
+	struct conn	*c = arg;
+
 	(void)fd;
 	(void)what;
-	conn_send(arg);
+	if (c->c_state == CONN_SENDING)
+		conn_send(c);
+	else
+		conn_check_flush(c);
 }
 
 /*
@@ -371,7 +465,8 @@ conn_on_writable(evutil_socket_t fd, short what, void *arg)
 	struct conn	*c = arg;
 
 	(void)fd;
-	if (what & EV_TIMEOUT) {
+	/* Writable with the deadline is progress, not a timeout. */
+	if ((what & EV_TIMEOUT) && !(what & EV_WRITE)) {
 		conn_close(c, "send-timeout");
 		return;
 	}
@@ -405,7 +500,7 @@ conn_new(struct event_base *base, int fd, const struct sockaddr *peer,
 	    conn_on_readable, c);
 	event_assign(&c->c_wev, base, fd, EV_WRITE | EV_PERSIST,
 	    conn_on_writable, c);
-	evtimer_assign(&c->c_tev, base, conn_on_tokens, c);
+	evtimer_assign(&c->c_tev, base, conn_on_timer, c);
 	bucket_init(&c->c_bucket, sh->sh_limits.lim_rate);
 	TAILQ_INSERT_TAIL(&conns, c, c_entry);
 	nconns++;
@@ -428,8 +523,9 @@ conn_drain(struct conn *c)
 }
 
 /*
- * Ending before the last byte: reset, so the client can never take the
- * part it got for the whole file (a FIN would look like a clean EOF).
+ * Ending before the client has the last byte: reset, so it can never
+ * take the part it got for the whole file (a FIN would look like a clean
+ * EOF), and no orphaned socket keeps sending to a client we gave up on.
  */
 static void
 conn_abort(struct conn *c)
@@ -468,7 +564,7 @@ conn_finish(struct conn *c)
 	tr.tr_share = c->c_share->sh_name;
 	tr.tr_file = sf->sf_path;
 	tr.tr_peer = peer;
-	tr.tr_bytes = c->c_off;
+	tr.tr_bytes = c->c_delivered;
 	tr.tr_size = sf->sf_size;
 	tr.tr_duration_usec = (uint64_t)conn_usec_between(&c->c_start,
 	    &c->c_end);
@@ -496,7 +592,8 @@ conn_close(struct conn *c, const char *status)
 	event_del(&c->c_wev);
 	event_del(&c->c_tev);
 	share_client_remove(c->c_share, (struct sockaddr *)&c->c_peer);
-	if (c->c_off < c->c_share->sh_file->sf_size)
+	if (c->c_state != CONN_AWAITING_ACK &&
+	    conn_delivered(c) < c->c_share->sh_file->sf_size)
 		conn_abort(c);
 	else if (!c->c_peer_eof)
 		conn_drain(c);

@@ -75,7 +75,8 @@ def test_stalled_reader_is_send_timeout(tmp):
         assert time.monotonic() - t0 < 5
         s.close()
         assert rec["status"] == "send-timeout", rec
-        assert 0 < int(rec["bytes"]) < BIG
+        # bytes is what the client's TCP took, not what was queued
+        assert 0 < int(rec["bytes"]) < 8 * 1024 * 1024, rec
 
 
 def test_garbage_instead_of_ack_is_capped(tmp):
@@ -169,6 +170,44 @@ def test_send_timeout_resets_rather_than_eof(tmp):
         except ConnectionResetError:
             pass
         s.close()
+
+
+def test_slow_reader_behind_big_buffers_is_not_an_ack_timeout(tmp):
+    """The ack deadline starts when the client's TCP has every byte, not
+    when the last byte is queued: buffers can hold seconds of a slow read."""
+    d, port, path = serve(tmp, size=8 * 1024 * 1024, ack_timeout="500ms")
+    with d:
+        s = connect(port)
+        data = bytearray()
+        t0 = time.monotonic()
+        while True:
+            b = s.recv(65536)
+            if not b:
+                break
+            data += b
+            # about 4 MiB/s: two seconds for the file, four ack_timeouts
+            ahead = len(data) / (4 << 20) - (time.monotonic() - t0)
+            if ahead > 0:
+                time.sleep(ahead)
+        s.sendall(b"Thank you\0")
+        s.close()
+        assert sha256(bytes(data)) == file_sha256(path)
+        (rec,) = d.wait_records(1)
+        assert rec["status"] == "acked" and rec["bytes"] == rec["size"], rec
+
+
+def test_reset_after_all_was_queued_is_aborted_with_delivered_bytes(tmp):
+    size = 2 * 1024 * 1024           # fits in the socket buffers
+    d, port, _ = serve(tmp, size=size)
+    with d:
+        s = connect(port)
+        got = len(s.recv(65536))
+        time.sleep(0.3)             # the daemon has queued it all by now
+        linger_reset(s)
+        s.close()
+        (rec,) = d.wait_records(1)
+        assert rec["status"] == "aborted", rec
+        assert got <= int(rec["bytes"]) < size, rec
 
 
 def test_stop_ends_stalled_transfer_as_shutdown(tmp):
