@@ -7,10 +7,12 @@
  * removes the events, writes the record, closes and updates the counters.
  */
 #include <sys/types.h>
+#include <sys/ioctl.h>
 #include <sys/queue.h>
 #include <sys/sendfile.h>
 #include <sys/socket.h>
 #include <netinet/in.h>
+#include <linux/sockios.h>
 #include <linux/tcp.h>
 
 #include <errno.h>
@@ -130,9 +132,32 @@ conn_ack_outcome(const struct conn *c)
 	return (c->c_rcvd > 0 ? "acked" : "no-ack");
 }
 
-/* Read what the client sent; returns -1 if the connection was closed. */
+/* The client's FIN; returns -1 if the connection is done with. */
 static int
-conn_receive(struct conn *c)
+conn_on_eof(struct conn *c)
+{
+	c->c_peer_eof = true;
+	if (c->c_state == CONN_AWAITING_ACK) {
+		conn_close(c, conn_ack_outcome(c));
+		return (-1);
+	}
+	/* A half-closed client may still read: keep sending. */
+	event_del(&c->c_rev);
+	if (c->c_state == CONN_FLUSHING) {
+		conn_check_flush(c);
+		return (-1);
+	}
+	return (0);
+}
+
+/*
+ * Read what the client sent; returns -1 if the connection was closed.
+ * A short read has emptied the queue, so there is no point reading
+ * again; if epoll has also reported the FIN (EV_CLOSED), that was the
+ * end of the stream, and the read that would only return 0 is saved.
+ */
+static int
+conn_receive(struct conn *c, bool fin_seen)
 {
 	unsigned char	*dst;
 	size_t		 room;
@@ -154,22 +179,12 @@ conn_receive(struct conn *c)
 				ack_take(c->c_ack, &c->c_acklen, (size_t)n,
 				    c->c_share->sh_limits.lim_ack_max,
 				    &c->c_ack_done);
-			continue;
+			if ((size_t)n == room)
+				continue;
+			return (fin_seen ? conn_on_eof(c) : 0);
 		}
-		if (n == 0) {
-			c->c_peer_eof = true;
-			if (c->c_state == CONN_AWAITING_ACK) {
-				conn_close(c, conn_ack_outcome(c));
-				return (-1);
-			}
-			/* A half-closed client may still read: keep sending. */
-			event_del(&c->c_rev);
-			if (c->c_state == CONN_FLUSHING) {
-				conn_check_flush(c);
-				return (-1);
-			}
-			return (0);
-		}
+		if (n == 0)
+			return (conn_on_eof(c));
 		if (errno == EAGAIN || errno == EINTR)
 			return (0);
 		log_debug("read: %s", strerror(errno));
@@ -190,7 +205,8 @@ conn_on_readable(evutil_socket_t fd, short what, void *arg)
 	int64_t		 left;
 
 	(void)fd;
-	if (conn_receive(c) == -1 || c->c_state != CONN_AWAITING_ACK)
+	if (conn_receive(c, (what & EV_CLOSED) != 0) == -1 ||
+	    c->c_state != CONN_AWAITING_ACK)
 		return;
 	/* Read first: an ack may have come in with the deadline. */
 	if (what & EV_TIMEOUT) {
@@ -225,6 +241,22 @@ conn_delivered(struct conn *c)
 		c->c_delivered = ti.tcpi_bytes_acked < c->c_off ?
 		    ti.tcpi_bytes_acked : c->c_off;	/* the FIN counts one */
 	return (c->c_delivered);
+}
+
+/*
+ * Whether the client's TCP has acknowledged everything, FIN included:
+ * SIOCOUTQ is lockless and cheap, so ask it first, TCP_INFO only if not.
+ */
+static bool
+conn_all_delivered(struct conn *c)
+{
+	int	outq;
+
+	if (ioctl(c->c_fd, SIOCOUTQ, &outq) == 0 && outq == 0) {
+		c->c_delivered = c->c_off;
+		return (true);
+	}
+	return (conn_delivered(c) >= c->c_share->sh_file->sf_size);
 }
 
 /* The client has every byte: now the ack_timeout starts. */
@@ -263,7 +295,7 @@ conn_check_flush(struct conn *c)
 	struct timeval	tv;
 	uint64_t	before = c->c_delivered;
 
-	if (conn_delivered(c) >= c->c_share->sh_file->sf_size) {
+	if (conn_all_delivered(c)) {
 		conn_flushed(c);
 		return;
 	}
@@ -294,7 +326,7 @@ conn_sent(struct conn *c)
 		conn_close(c, "aborted");
 		return;
 	}
-	if (conn_delivered(c) >= c->c_share->sh_file->sf_size) {
+	if (conn_all_delivered(c)) {
 		conn_flushed(c);
 		return;
 	}
@@ -496,7 +528,7 @@ conn_new(struct event_base *base, int fd, const struct sockaddr *peer,
 	c->c_state = CONN_SENDING;
 	memcpy(&c->c_peer, peer, peerlen);
 	clock_gettime(CLOCK_MONOTONIC, &c->c_start);
-	event_assign(&c->c_rev, base, fd, EV_READ | EV_PERSIST,
+	event_assign(&c->c_rev, base, fd, EV_READ | EV_CLOSED | EV_PERSIST,
 	    conn_on_readable, c);
 	event_assign(&c->c_wev, base, fd, EV_WRITE | EV_PERSIST,
 	    conn_on_writable, c);

@@ -168,7 +168,10 @@ fdistd_run(struct config *cf)
 	    PLURAL(cf->cf_nshares), cf->cf_max_clients);
 	notify_ready();
 
-	event_base_dispatch(base);
+	/* One round at a time, so the round's log lines go out together. */
+	while (event_base_loop(base, EVLOOP_ONCE) == 0 &&
+	    !event_base_got_break(base))
+		log_flush();
 
 	server_free();
 	digest_free();
@@ -179,6 +182,7 @@ fdistd_run(struct config *cf)
 	event_base_free(base);
 	libevent_global_shutdown();
 	log_info("stopped");
+	log_flush();
 }
 
 int

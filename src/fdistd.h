@@ -154,6 +154,7 @@ struct transfer_record {
 	const char	*tr_reason;	/* why a refused client was refused */
 };
 void	 log_init(enum log_mode, int);
+void	 log_flush(void);
 void	 log_set_mode(enum log_mode);
 bool	 log_to_journal(void);
 void	 log_warn(const char *, ...) __attribute__((format(printf, 1, 2)));

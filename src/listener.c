@@ -6,6 +6,7 @@
 #include <sys/types.h>
 #include <sys/socket.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 
 #include <errno.h>
 #include <fcntl.h>
@@ -55,6 +56,20 @@ fail:
 	return (NULL);
 }
 
+/*
+ * Accepted sockets inherit TCP_CORK from the listener: segments go out
+ * full, and the last one leaves with the FIN that shutdown() sends, so a
+ * small file is one packet instead of two, at no cost per client.
+ */
+static void
+listener_cork(int fd)
+{
+	int	on = 1;
+
+	if (setsockopt(fd, IPPROTO_TCP, TCP_CORK, &on, sizeof(on)) == -1)
+		log_warn("setsockopt TCP_CORK");
+}
+
 /* Bind and listen on one configured address. */
 struct listener *
 listener_open(struct event_base *base, const struct listen_addr *la,
@@ -76,6 +91,7 @@ listener_open(struct event_base *base, const struct listen_addr *la,
 		goto fail;
 	if (bind(fd, (const struct sockaddr *)&la->la_ss, la->la_len) == -1)
 		goto fail;
+	listener_cork(fd);
 	if (listen(fd, LISTEN_BACKLOG) == -1)
 		goto fail;
 	return (listener_wrap(base, fd, err, errlen));
@@ -109,6 +125,7 @@ listener_adopt(struct event_base *base, int fd, const char *name, char *err,
 		close(fd);
 		return (NULL);
 	}
+	listener_cork(fd);
 	if ((ls = listener_wrap(base, fd, err, errlen)) == NULL)
 		return (NULL);
 	ls->ls_inherited = true;

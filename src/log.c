@@ -27,6 +27,58 @@
 
 static bool	log_journal;
 static int	log_verbose;
+/*
+ * stderr lines wait here until the event loop has handled the events
+ * of this round (log_flush), so a busy round costs one write, not one
+ * per record.
+ */
+static char	log_buf[64 * 1024];
+static size_t	log_len;
+
+/* Write out the stderr lines of this round of the event loop. */
+void
+log_flush(void)
+{
+	size_t	off = 0;
+	ssize_t	n;
+
+	while (off < log_len) {
+		n = write(STDERR_FILENO, log_buf + off, log_len - off);
+		if (n == -1 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			break;		/* nowhere to complain to */
+		off += (size_t)n;
+	}
+	log_len = 0;
+}
+
+/* Append one line for stderr; a line that would not fit flushes first. */
+static void
+log_line(const char *fmt, ...)
+{
+	va_list	ap;
+	int	n;
+
+	for (;;) {
+		va_start(ap, fmt);
+		n = vsnprintf(log_buf + log_len, sizeof(log_buf) - log_len, fmt,
+		    ap);
+		va_end(ap);
+		if (n < 0)
+			return;
+		if ((size_t)n < sizeof(log_buf) - log_len) {
+			log_len += (size_t)n;
+			return;
+		}
+		if (log_len == 0) {	/* longer than the buffer: cut */
+			log_len = sizeof(log_buf) - 1;
+			log_buf[log_len - 1] = '\n';
+			return;
+		}
+		log_flush();
+	}
+}
 
 /* Whether stderr is the stream systemd connected to the journal. */
 static bool
@@ -104,6 +156,8 @@ log_level_name(int priority)
 
 static void	log_vemit(int, int, const char *, const char *, va_list)
 		    __attribute__((format(printf, 4, 0)));
+static void	log_line(const char *, ...)
+		    __attribute__((format(printf, 1, 2)));
 static void	log_field(struct iovec *, size_t *, char *, size_t,
 		    const char *, ...) __attribute__((format(printf, 5, 6)));
 
@@ -133,7 +187,7 @@ log_vemit(int priority, int errnum, const char *msgid, const char *fmt,
 		    msgid != NULL ? "MESSAGE_ID=%s" : NULL, msgid, NULL);
 	else {
 		log_timestamp(ts, sizeof(ts));
-		fprintf(stderr, "%s %s: %s\n", ts, log_level_name(priority),
+		log_line("%s %s: %s\n", ts, log_level_name(priority),
 		    msg);
 	}
 	errno = saved_errno;
@@ -202,6 +256,7 @@ fatal(const char *fmt, ...)
 	va_start(ap, fmt);
 	log_vemit(LOG_CRIT, errnum, NULL, fmt, ap);
 	va_end(ap);
+	log_flush();
 	exit(1);
 }
 
@@ -213,6 +268,7 @@ fatalx(const char *fmt, ...)
 	va_start(ap, fmt);
 	log_vemit(LOG_CRIT, 0, NULL, fmt, ap);
 	va_end(ap);
+	log_flush();
 	exit(1);
 }
 
@@ -243,7 +299,7 @@ log_transfer_line(const struct transfer_record *tr, const char *file,
 	bool	acked = strcmp(tr->tr_status, "acked") == 0;
 
 	log_timestamp(ts, sizeof(ts));
-	fprintf(stderr, "%s %s: transfer share=%s peer=%s file=\"%s\" "
+	log_line("%s %s: transfer share=%s peer=%s file=\"%s\" "
 	    "bytes=%" PRIu64 " size=%" PRIu64 " duration_usec=%" PRIu64
 	    " status=%s%s%s%s%s%s%s%s%s%s%s\n", ts, acked ? "info" : "warning",
 	    tr->tr_share, tr->tr_peer, file, tr->tr_bytes, tr->tr_size,
@@ -343,7 +399,7 @@ log_refusals(const char *status, uint64_t count, unsigned int window_ms)
 
 	if (!log_journal) {
 		log_timestamp(ts, sizeof(ts));
-		fprintf(stderr, "%s warning: refusals status=%s count=%" PRIu64
+		log_line("%s warning: refusals status=%s count=%" PRIu64
 		    " window_ms=%u\n", ts, status, count, window_ms);
 		return;
 	}
