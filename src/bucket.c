@@ -44,6 +44,12 @@ bucket_available(struct bucket *bk, const struct timespec *now)
 		return (UINT64_MAX);
 	usec = (int64_t)(now->tv_sec - bk->bk_last.tv_sec) * 1000000 +
 	    (now->tv_nsec - bk->bk_last.tv_nsec) / 1000;
+	/* A second fills any bucket (the burst is 1/20 s): no overflow. */
+	if (usec > 1000000) {
+		bk->bk_tokens = (int64_t)bk->bk_burst;
+		bk->bk_last = *now;
+		usec = 0;
+	}
 	if (usec > 0) {
 		earned = bk->bk_rate * (uint64_t)usec / 1000000;
 		if (earned > 0) {

@@ -98,6 +98,9 @@ conn_state_name(enum conn_state state)
 static void
 conn_set_state(struct conn *c, enum conn_state state)
 {
+	/* Only clients still being sent to share a share's rate. */
+	if (c->c_state == CONN_SENDING && state != CONN_SENDING)
+		c->c_share->sh_state->ss_sending--;
 	if (fdistd_verbose > 1) {
 		char	peer[ADDR_STR_MAX];
 
@@ -396,9 +399,13 @@ conn_pace(struct conn *c, const struct share_state *ss)
 	uint64_t	rate = c->c_share->sh_limits.lim_rate;
 	uint64_t	fair;
 
-	if (ss->ss_bucket.bk_rate == 0)
+	if (ss->ss_bucket.bk_rate == 0) {
+		/* A reload may have lifted the share's limit. */
+		if (c->c_bucket.bk_rate != rate)
+			bucket_set_rate(&c->c_bucket, rate);
 		return;
-	fair = ss->ss_bucket.bk_rate / (ss->ss_active ? ss->ss_active : 1);
+	}
+	fair = ss->ss_bucket.bk_rate / (ss->ss_sending ? ss->ss_sending : 1);
 	if (rate == 0 || fair < rate)
 		rate = fair;
 	if (c->c_bucket.bk_rate != rate)
@@ -526,6 +533,7 @@ conn_new(struct event_base *base, int fd, const struct sockaddr *peer,
 	c->c_fd = fd;
 	c->c_share = share_ref(sh);
 	c->c_state = CONN_SENDING;
+	sh->sh_state->ss_sending++;
 	memcpy(&c->c_peer, peer, peerlen);
 	clock_gettime(CLOCK_MONOTONIC, &c->c_start);
 	event_assign(&c->c_rev, base, fd, EV_READ | EV_CLOSED | EV_PERSIST,
@@ -627,8 +635,19 @@ conn_close(struct conn *c, const char *status)
 	if (c->c_state != CONN_AWAITING_ACK &&
 	    conn_delivered(c) < c->c_share->sh_file->sf_size)
 		conn_abort(c);
-	else if (!c->c_peer_eof)
-		conn_drain(c);
+	else {
+		if (!c->c_peer_eof)
+			conn_drain(c);
+		/*
+		 * The client's TCP had the whole file: a reset now, even one
+		 * that beat our half-close, is a client gone without (or
+		 * after) its ack, not a transfer cut short.
+		 */
+		if (strcmp(status, "aborted") == 0)
+			status = conn_ack_outcome(c);
+	}
+	if (c->c_state == CONN_SENDING)
+		c->c_share->sh_state->ss_sending--;
 	clock_gettime(CLOCK_MONOTONIC, &c->c_end);
 	close(c->c_fd);
 	c->c_fd = -1;

@@ -221,6 +221,7 @@ struct share_state {
 	char		  ss_name[SHARE_NAME_MAX];
 	unsigned int	  ss_refs;
 	uint32_t	  ss_active;
+	uint32_t	  ss_sending;	/* of them, not yet sent everything */
 	struct ip_count	**ss_ips;	/* hash table, made on first use */
 	struct bucket	  ss_bucket;	/* share_rate_limit */
 };

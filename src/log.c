@@ -25,6 +25,13 @@
 /* "Transfer finished": see systemd/fdistd.catalog. */
 #define MESSAGE_ID_TRANSFER	"68da270df4994c348ba467a048bebbc3"
 
+static void	log_vemit(int, int, const char *, const char *, va_list)
+		    __attribute__((format(printf, 4, 0)));
+static void	log_line(const char *, ...)
+		    __attribute__((format(printf, 1, 2)));
+static void	log_field(struct iovec *, size_t *, char *, size_t,
+		    const char *, ...) __attribute__((format(printf, 5, 6)));
+
 static bool	log_journal;
 static int	log_verbose;
 /*
@@ -154,12 +161,6 @@ log_level_name(int priority)
 	}
 }
 
-static void	log_vemit(int, int, const char *, const char *, va_list)
-		    __attribute__((format(printf, 4, 0)));
-static void	log_line(const char *, ...)
-		    __attribute__((format(printf, 1, 2)));
-static void	log_field(struct iovec *, size_t *, char *, size_t,
-		    const char *, ...) __attribute__((format(printf, 5, 6)));
 
 /*
  * Write one message, with strerror(errnum) appended if errnum != 0 and,

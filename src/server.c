@@ -78,16 +78,16 @@ server_listeners_enable(bool on)
 	}
 }
 
-/* End of a refusal window: summarise what was only counted. */
-static void
-server_on_refusal_timer(evutil_socket_t fd, short what, void *arg)
+/*
+ * Summarise the refusals that were only counted; returns whether the
+ * window saw any refusal at all.
+ */
+static bool
+server_log_refusals(void)
 {
 	bool	busy_window = false;
 	int	i;
 
-	(void)fd;
-	(void)what;
-	(void)arg;
 	for (i = 0; i < NREFUSALS; i++) {
 		if (refusals_unlogged[i] > 0)
 			log_refusals(refusal_status[i], refusals_unlogged[i],
@@ -95,7 +95,17 @@ server_on_refusal_timer(evutil_socket_t fd, short what, void *arg)
 		busy_window = busy_window || refusals_logged[i] > 0;
 		refusals_logged[i] = refusals_unlogged[i] = 0;
 	}
-	if (busy_window)
+	return (busy_window);
+}
+
+/* End of a refusal window. */
+static void
+server_on_refusal_timer(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	(void)arg;
+	if (server_log_refusals())
 		server_timer_add(refusal_timer, REFUSAL_WINDOW_MS);
 }
 
@@ -629,6 +639,7 @@ server_free(void)
 	struct listener	*ls;
 
 	conn_close_all("shutdown");
+	server_log_refusals();		/* a window cut short by the stop */
 	while ((ls = TAILQ_FIRST(&listeners)) != NULL) {
 		TAILQ_REMOVE(&listeners, ls, ls_entry);
 		listener_close(ls);

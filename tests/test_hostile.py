@@ -156,6 +156,52 @@ def test_share_rate_limit_is_shared_by_its_clients(tmp):
         d.wait_records(4)
 
 
+def test_clients_waiting_to_ack_do_not_dilute_the_share_rate(tmp):
+    path = make_file(os.path.join(tmp, "f"), 2 * 1024 * 1024)
+    port = free_port()
+    with Daemon(tmp, {"r": {"listen": "127.0.0.1:%d" % port, "file": path, "share_rate_limit": "1M",
+                            "ack_timeout": "30s"}}) as d:
+        a = connect(port)
+        while a.recv(1 << 20):
+            pass                       # A has it all and now sits on its ack
+        results = [None]
+        timed_get(port, results, 0)    # B alone is being sent to: the whole 1M/s
+        a.close()
+        assert results[0][0] < 2.6, results[0][0]
+        d.wait_records(2)
+
+
+def test_reload_lifting_the_share_rate_frees_transfers_in_flight(tmp):
+    path = make_file(os.path.join(tmp, "f"), 4 * 1024 * 1024)
+    port = free_port()
+    shares = {"r": {"listen": "127.0.0.1:%d" % port, "file": path, "share_rate_limit": "512K"}}
+    with Daemon(tmp, shares) as d:
+        results = [None]
+        t = threading.Thread(target=timed_get, args=(port, results, 0))
+        t.start()
+        time.sleep(1)
+        del shares["r"]["share_rate_limit"]
+        d.write_config(shares)
+        d.reload()
+        t.join(30)
+        assert results[0][0] < 3, results[0][0]     # 8 s at 512K/s
+        d.wait_records(1)
+
+
+def test_refusal_summary_is_written_at_stop(tmp):
+    path = make_file(os.path.join(tmp, "f"), BIG)
+    port = free_port()
+    with Daemon(tmp, {"s": {"listen": "127.0.0.1:%d" % port, "file": path, "max_clients": "1"}},
+                {"shutdown_timeout": "200ms"}) as d:
+        h = hold(port, "127.0.0.1")
+        for _ in range(25):
+            assert get(port, "127.0.0.1") is None
+        d.wait_records(10)
+        assert d.stop() == 0           # within the same second
+        h.close()
+        assert "refusals status=busy count=15 window_ms=1000" in d.log(), d.log()[-2000:]
+
+
 def cpu_seconds(pid):
     with open("/proc/%d/stat" % pid) as f:
         fields = f.read().rsplit(")", 1)[1].split()

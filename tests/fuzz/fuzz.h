@@ -26,6 +26,7 @@ ssize_t	 fuzz_unescape(const char *, size_t, unsigned char *, size_t,
 	    size_t *);
 size_t	 fuzz_escape_unit(const char *, size_t);
 void	 fuzz_hexdump(const char *, const void *, size_t);
+bool	 fuzz_known(const char *);
 
 int	 LLVMFuzzerTestOneInput(const uint8_t *, size_t);
 

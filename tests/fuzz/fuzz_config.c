@@ -77,6 +77,42 @@ check_limits(const struct limits *lim, const char *where)
 	    where, (unsigned long long)lim->lim_send_timeout_ms);
 	FUZZ_CHECK(lim->lim_ack_max >= 1 && lim->lim_ack_max <= ACK_MAX_LIMIT,
 	    "%s: ack_max %u", where, lim->lim_ack_max);
+	FUZZ_CHECK(lim->lim_max_per_ip <= 1000000, "%s: max_per_ip %u", where,
+	    lim->lim_max_per_ip);
+	FUZZ_CHECK(lim->lim_rate == 0 || (lim->lim_rate >= 1024 &&
+	    lim->lim_rate <= 100ULL << 30), "%s: rate_limit %llu", where,
+	    (unsigned long long)lim->lim_rate);
+	FUZZ_CHECK(lim->lim_share_rate == 0 || (lim->lim_share_rate >= 1024 &&
+	    lim->lim_share_rate <= 100ULL << 30), "%s: share_rate_limit %llu",
+	    where, (unsigned long long)lim->lim_share_rate);
+}
+
+static void
+check_acl(const struct acl *acl, const char *where)
+{
+	const struct cidr	*ci;
+	size_t			 i;
+	int			 b;
+
+	FUZZ_CHECK(acl->acl_n <= ACL_MAX, "%s: %zu networks", where,
+	    acl->acl_n);
+	for (i = 0; i < acl->acl_n; i++) {
+		ci = &acl->acl_nets[i];
+		FUZZ_CHECK((ci->ci_family == AF_INET && ci->ci_prefix <= 32) ||
+		    (ci->ci_family == AF_INET6 && ci->ci_prefix <= 128),
+		    "%s: network of family %d, prefix /%u", where,
+		    ci->ci_family, ci->ci_prefix);
+		for (b = ci->ci_prefix; b < 128; b++)
+			FUZZ_CHECK((ci->ci_addr[b / 8] & (0x80 >> (b % 8))) == 0,
+			    "%s: host bits in network #%zu", where, i);
+	}
+}
+
+static bool
+acl_equal(const struct acl *a, const struct acl *b)
+{
+	return (a->acl_n == b->acl_n && memcmp(a->acl_nets, b->acl_nets,
+	    a->acl_n * sizeof(a->acl_nets[0])) == 0);
 }
 
 /* Written independently of addr_overlaps(): fdistd.ini(5), listen. */
@@ -127,6 +163,8 @@ check_config(const struct config *cf, int nlines)
 	    "%llu", (unsigned long long)cf->cf_shutdown_timeout_ms);
 	FUZZ_CHECK(cf->cf_log == LOG_AUTO || cf->cf_log == LOG_JOURNAL ||
 	    cf->cf_log == LOG_STDERR, "log %d", (int)cf->cf_log);
+	check_acl(&cf->cf_allow, "[fdistd] allow");
+	check_acl(&cf->cf_deny, "[fdistd] deny");
 	FUZZ_CHECK(cf->cf_global_line >= 0 && cf->cf_global_line <= nlines,
 	    "[fdistd] on line %d", cf->cf_global_line);
 	FUZZ_CHECK(!TAILQ_EMPTY(&cf->cf_shares), "a config without shares");
@@ -154,6 +192,10 @@ check_config(const struct config *cf, int nlines)
 		    sc->sc_nlisten <= SHARE_LISTEN_MAX, "[%s]: %zu addresses",
 		    sc->sc_name, sc->sc_nlisten);
 		check_limits(&sc->sc_limits, sc->sc_name);
+		FUZZ_CHECK(sc->sc_max_clients <= 1000000, "[%s]: max_clients %u",
+		    sc->sc_name, sc->sc_max_clients);
+		check_acl(&sc->sc_allow, "share allow");
+		check_acl(&sc->sc_deny, "share deny");
 		for (sc2 = TAILQ_NEXT(sc, sc_entry); sc2 != NULL;
 		    sc2 = TAILQ_NEXT(sc2, sc_entry))
 			FUZZ_CHECK(strcmp(sc->sc_name, sc2->sc_name) != 0,
@@ -200,7 +242,10 @@ limits_equal(const struct limits *a, const struct limits *b)
 {
 	return (a->lim_ack_timeout_ms == b->lim_ack_timeout_ms &&
 	    a->lim_send_timeout_ms == b->lim_send_timeout_ms &&
-	    a->lim_ack_max == b->lim_ack_max);
+	    a->lim_ack_max == b->lim_ack_max &&
+	    a->lim_max_per_ip == b->lim_max_per_ip &&
+	    a->lim_rate == b->lim_rate &&
+	    a->lim_share_rate == b->lim_share_rate);
 }
 
 /* The dump, loaded again, is the same configuration. */
@@ -235,7 +280,9 @@ check_reload(const struct config *cf)
 	FUZZ_CHECK(limits_equal(&cf->cf_limits, &cf2->cf_limits) &&
 	    cf->cf_max_clients == cf2->cf_max_clients &&
 	    cf->cf_shutdown_timeout_ms == cf2->cf_shutdown_timeout_ms &&
-	    cf->cf_log == cf2->cf_log && cf->cf_nshares == cf2->cf_nshares,
+	    cf->cf_log == cf2->cf_log && cf->cf_nshares == cf2->cf_nshares &&
+	    acl_equal(&cf->cf_allow, &cf2->cf_allow) &&
+	    acl_equal(&cf->cf_deny, &cf2->cf_deny),
 	    "the dump reloads with other global settings");
 	for (a = TAILQ_FIRST(&cf->cf_shares), b = TAILQ_FIRST(&cf2->cf_shares);
 	    a != NULL && b != NULL; a = TAILQ_NEXT(a, sc_entry),
@@ -243,7 +290,10 @@ check_reload(const struct config *cf)
 		FUZZ_CHECK(strcmp(a->sc_name, b->sc_name) == 0 &&
 		    strcmp(a->sc_path, b->sc_path) == 0 &&
 		    a->sc_nlisten == b->sc_nlisten &&
-		    limits_equal(&a->sc_limits, &b->sc_limits),
+		    limits_equal(&a->sc_limits, &b->sc_limits) &&
+		    a->sc_max_clients == b->sc_max_clients &&
+		    acl_equal(&a->sc_allow, &b->sc_allow) &&
+		    acl_equal(&a->sc_deny, &b->sc_deny),
 		    "share [%s] reloads otherwise", a->sc_name);
 		for (i = 0; i < a->sc_nlisten; i++)
 			FUZZ_CHECK(a->sc_listen[i].la_len ==

@@ -2,13 +2,17 @@
  * fuzz_parse.c: the value parsers of parse.c, each against a reference
  * written here from fdistd.ini(5), and parse_listen (resolve=false, so
  * no DNS) against itself: item by item, with a smaller maximum, and
- * through addr_format().
+ * through addr_format().  parse_acl likewise, item by item, appended to
+ * a list already partly full, and through inet_ntop(); then acl_match()
+ * on addresses in and just outside each network, against a bitwise
+ * reference.
  *
  * Input: one NUL-terminated string (an embedded NUL ends it) given to
  * every parser.
  */
 #include <sys/socket.h>
 #include <netinet/in.h>
+#include <arpa/inet.h>
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -263,6 +267,202 @@ check_listen(const char *s, size_t smallmax)
 	free(small);
 }
 
+/* The peer as acl.c must see it: IPv4-mapped IPv6 is IPv4. */
+static int
+ref_peer(const struct sockaddr_storage *ss, const uint8_t **a)
+{
+	const struct sockaddr_in6	*sin6 = (const void *)ss;
+
+	if (ss->ss_family == AF_INET) {
+		*a = (const uint8_t *)&((const struct sockaddr_in *)
+		    (const void *)ss)->sin_addr;
+		return (AF_INET);
+	}
+	if (IN6_IS_ADDR_V4MAPPED(&sin6->sin6_addr)) {
+		*a = sin6->sin6_addr.s6_addr + 12;
+		return (AF_INET);
+	}
+	*a = sin6->sin6_addr.s6_addr;
+	return (AF_INET6);
+}
+
+/* Whether the first prefix bits of the peer are the network's. */
+static bool
+ref_acl_match(const struct acl *acl, const struct sockaddr_storage *ss)
+{
+	const uint8_t	*a;
+	int		 family = ref_peer(ss, &a), b;
+	size_t		 i;
+
+	for (i = 0; i < acl->acl_n; i++) {
+		if (acl->acl_nets[i].ci_family != family)
+			continue;
+		for (b = 0; b < acl->acl_nets[i].ci_prefix; b++) {
+			if (((a[b / 8] ^ acl->acl_nets[i].ci_addr[b / 8]) &
+			    (0x80 >> (b % 8))) != 0)
+				break;
+		}
+		if (b == acl->acl_nets[i].ci_prefix)
+			return (true);
+	}
+	return (false);
+}
+
+static void
+make_peer(struct sockaddr_storage *ss, int family, const uint8_t *addr,
+    bool mapped)
+{
+	struct sockaddr_in	*sin = (void *)ss;
+	struct sockaddr_in6	*sin6 = (void *)ss;
+
+	memset(ss, 0, sizeof(*ss));
+	if (family == AF_INET && !mapped) {
+		sin->sin_family = AF_INET;
+		memcpy(&sin->sin_addr, addr, 4);
+	} else if (family == AF_INET) {
+		sin6->sin6_family = AF_INET6;
+		sin6->sin6_addr.s6_addr[10] = 0xff;
+		sin6->sin6_addr.s6_addr[11] = 0xff;
+		memcpy(sin6->sin6_addr.s6_addr + 12, addr, 4);
+	} else {
+		sin6->sin6_family = AF_INET6;
+		memcpy(&sin6->sin6_addr, addr, 16);
+	}
+}
+
+/* acl_match() on each network's address, and with one bit flipped. */
+static void
+check_match(const struct acl *acl, uint8_t seed)
+{
+	static const uint8_t	 v4mapped[12] = { [10] = 0xff, [11] = 0xff };
+	struct sockaddr_storage	 ss;
+	const struct cidr	*ci;
+	uint8_t			 a[16];
+	size_t			 i;
+	int			 bits, b, k;
+
+	for (i = 0; i < acl->acl_n; i++) {
+		ci = &acl->acl_nets[i];
+		bits = ci->ci_family == AF_INET ? 32 : 128;
+		for (k = -1; k < 3; k++) {
+			memcpy(a, ci->ci_addr, 16);
+			b = k == -1 ? -1 : k == 0 ? (ci->ci_prefix ?
+			    ci->ci_prefix - 1 : -1) : (seed + k * 37) % bits;
+			if (b >= 0)
+				a[b / 8] ^= (uint8_t)(0x80 >> (b % 8));
+			make_peer(&ss, ci->ci_family, a, false);
+			FUZZ_CHECK(acl_match(acl, (struct sockaddr *)&ss) ==
+			    ref_acl_match(acl, &ss), "acl_match differs on "
+			    "network #%zu with bit %d flipped", i, b);
+			/*
+			 * A network accepted must match its own address.
+			 * Not so for IPv4-mapped IPv6 networks: acl.c
+			 * matches mapped peers as IPv4 (known, reported).
+			 */
+			if (b < 0 && !(ci->ci_family == AF_INET6 &&
+			    memcmp(ci->ci_addr, v4mapped, 12) == 0 &&
+			    fuzz_known("acl-v4mapped")))
+				FUZZ_CHECK(acl_match(acl, (struct sockaddr *)&ss),
+				    "network #%zu does not match itself", i);
+			if (ci->ci_family != AF_INET)
+				continue;
+			make_peer(&ss, AF_INET, a, true);
+			FUZZ_CHECK(acl_match(acl, (struct sockaddr *)&ss) ==
+			    ref_acl_match(acl, &ss), "acl_match differs on "
+			    "IPv4-mapped network #%zu, bit %d", i, b);
+		}
+	}
+}
+
+/* One parsed network: a family, a prefix in range, no host bits. */
+static void
+check_cidr(const struct cidr *ci)
+{
+	struct acl	*again;
+	char		 text[INET6_ADDRSTRLEN + 8], err[ERR_MAX];
+	int		 bits, b;
+
+	FUZZ_CHECK(ci->ci_family == AF_INET || ci->ci_family == AF_INET6,
+	    "network of family %d", ci->ci_family);
+	bits = ci->ci_family == AF_INET ? 32 : 128;
+	FUZZ_CHECK(ci->ci_prefix <= bits, "prefix /%u", ci->ci_prefix);
+	for (b = ci->ci_prefix; b < 128; b++)
+		FUZZ_CHECK((ci->ci_addr[b / 8] & (0x80 >> (b % 8))) == 0,
+		    "bit %d set past the prefix /%u", b, ci->ci_prefix);
+	/* As config_dump() prints it, it parses to the same network. */
+	inet_ntop(ci->ci_family, ci->ci_addr, text, INET6_ADDRSTRLEN);
+	snprintf(text + strlen(text), 8, "/%u", ci->ci_prefix);
+	again = calloc(1, sizeof(*again));
+	FUZZ_CHECK(parse_acl(text, again, err, sizeof(err)) == 0 &&
+	    again->acl_n == 1 && memcmp(&again->acl_nets[0], ci,
+	    sizeof(*ci)) == 0, "'%s' does not parse back to itself", text);
+	free(again);
+}
+
+static void
+check_acl(const char *s, uint8_t seed)
+{
+	struct acl	*acl, *saved, *one;
+	char		 err[ERR_MAX], *item;
+	const char	*p, *comma;
+	size_t		 before = seed % (ACL_MAX + 1), i, k, nitems = 0;
+	int		 rv, rvi, allok = 1;
+
+	acl = calloc(1, sizeof(*acl));
+	for (i = 0; i < before; i++) {
+		acl->acl_nets[i].ci_family = AF_INET;
+		acl->acl_nets[i].ci_addr[0] = (uint8_t)i;
+		acl->acl_nets[i].ci_prefix = 8;
+	}
+	acl->acl_n = before;
+	saved = malloc(sizeof(*saved));
+	memcpy(saved, acl, sizeof(*saved));
+	err[0] = '\0';
+	rv = parse_acl(s, acl, err, sizeof(err));
+	check_err(rv, err, sizeof(err), "parse_acl");
+	FUZZ_CHECK(acl->acl_n <= ACL_MAX, "acl_n %zu", acl->acl_n);
+	FUZZ_CHECK(memcmp(acl->acl_nets, saved->acl_nets,
+	    before * sizeof(acl->acl_nets[0])) == 0,
+	    "parse_acl changed the networks already in the list");
+
+	one = malloc(sizeof(*one));
+	for (p = s;; p = comma + 1) {
+		comma = strchr(p, ',');
+		k = comma ? (size_t)(comma - p) : strlen(p);
+		item = strndup(p, k);
+		memset(one, 0, sizeof(*one));
+		err[0] = '\0';
+		rvi = parse_acl(item, one, err, sizeof(err));
+		check_err(rvi, err, sizeof(err), "parse_acl(item)");
+		if (rvi == 0) {
+			FUZZ_CHECK(one->acl_n == 1, "item '%s' gives %zu "
+			    "networks", item, one->acl_n);
+			check_cidr(&one->acl_nets[0]);
+			if (rv == 0)
+				FUZZ_CHECK(memcmp(&acl->acl_nets[before + nitems],
+				    &one->acl_nets[0], sizeof(one->acl_nets[0]))
+				    == 0, "item '%s' parses otherwise alone",
+				    item);
+		} else
+			allok = 0;
+		free(item);
+		nitems++;
+		if (comma == NULL || nitems > ACL_MAX)
+			break;
+	}
+	FUZZ_CHECK(rv == (allok && before + nitems <= ACL_MAX ? 0 : -1),
+	    "parse_acl returned %d for %zu items after %zu networks", rv,
+	    nitems, before);
+	if (rv == 0) {
+		FUZZ_CHECK(acl->acl_n == before + nitems, "%zu networks after "
+		    "%zu and %zu items", acl->acl_n, before, nitems);
+		check_match(acl, seed);
+	}
+	free(one);
+	free(saved);
+	free(acl);
+}
+
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -275,12 +475,12 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 	/* Messages quote the value: a short err buffer must cut, not spill. */
 	errlen = size > 0 && data[0] & 1 ? 1 + data[size - 1] % 48 : ERR_MAX;
-	/* (errlen 1 leaves room for the NUL alone.) */
 	err = malloc(errlen);
 	check_number(s, err, errlen);
 	free(err);
 
 	check_listen(s, 1 + size % SHARE_LISTEN_MAX);
+	check_acl(s, size > 0 ? data[size - 1] : 0);
 	free(s);
 	return (0);
 }

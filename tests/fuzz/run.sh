@@ -8,6 +8,7 @@
 # never into the seed corpus.  Prints one line per target and exits 1 if
 # any target crashed, leaked, hung or broke a check; the input that did
 # it is kept as BUILDDIR/tests/fuzz/crash-TARGET-*, its log next to it.
+# FUZZ_KNOWN skips the checks of known bugs (see README).
 set -u
 
 usage() {
