@@ -31,6 +31,11 @@ EXPECT = {
 }
 
 
+def sanitized():
+    out = subprocess.run(["ldd", os.environ.get("FDISTD", "build/fdistd")], capture_output=True, timeout=30)
+    return b"libasan" in out.stdout
+
+
 def rss_kib(pid):
     with open("/proc/%d/status" % pid) as f:
         return int(re.search(r"VmRSS:\s+(\d+)", f.read()).group(1))
@@ -105,7 +110,12 @@ def test_fault_mix_2000_transfers_at_200_clients(tmp):
         time.sleep(0.5)
         rss1, fds1 = rss_kib(d.proc.pid), fds(d.proc.pid)
         assert fds1 == fds0, "descriptors: %d idle, %d after" % (fds0, fds1)
-        assert rss1 - rss0 <= 1024, "RSS: %d KiB idle, %d KiB after" % (rss0, rss1)
+        if sanitized():
+            # AddressSanitizer's quarantine keeps freed memory on purpose
+            # (to catch use after free): RSS says nothing about leaks there
+            print("RSS %d -> %d KiB: not checked under AddressSanitizer" % (rss0, rss1))
+        else:
+            assert rss1 - rss0 <= 1024, "RSS: %d KiB idle, %d KiB after" % (rss0, rss1)
 
 
 if __name__ == "__main__":
