@@ -259,6 +259,18 @@ def connect(port, host="127.0.0.1", timeout=10, bind=None):
     return s
 
 
+def read_all(sock, first=b"", chunk=1 << 20, pause=0.0):
+    """Read to EOF (pausing after each read, for a slow client)."""
+    data = bytearray(first)
+    while True:
+        b = sock.recv(chunk)
+        if not b:
+            return bytes(data)
+        data += b
+        if pause:
+            time.sleep(pause)
+
+
 def fetch(port, ack=b"Thank you\0", host="127.0.0.1", bufsize=1 << 20, timeout=20):
     """Read to EOF, send the ack, close; return the bytes."""
     s = connect(port, host, timeout)

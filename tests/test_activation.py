@@ -9,7 +9,7 @@ import sys
 import time
 
 from fdtest import (FDISTD, Daemon, NotifySocket, connect, fetch, file_sha256,
-                    free_port, main, make_file, sha256)
+                    free_port, main, make_file, read_all, sha256)
 
 ACTIVATE = [sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)), "activate.py")]
 
@@ -119,15 +119,10 @@ def test_systemd_socket_activate_two_named_sockets(tmp):
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.02)
-        data = bytearray()
-        while True:
-            chunk = s.recv(1 << 20)
-            if not chunk:
-                break
-            data += chunk
+        data = read_all(s)
         s.sendall(b"Thank you\0")
         s.close()
-        assert sha256(bytes(data)) == file_sha256(b)
+        assert sha256(data) == file_sha256(b)
         notify.wait_for(lambda m: "READY=1" in m.split("\n"))
         assert sha256(fetch(p1)) == file_sha256(a)
         d.proc = proc

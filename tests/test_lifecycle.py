@@ -9,7 +9,7 @@ import threading
 import time
 
 from fdtest import (Daemon, connect, fetch, file_sha256, free_port, main,
-                    make_file, sha256)
+                    make_file, read_all, sha256)
 
 BIG = 64 * 1024 * 1024
 
@@ -65,16 +65,10 @@ def test_sigterm_lets_transfers_in_flight_finish(tmp):
     results = []
 
     def slow_client(s, first):
-        data = bytearray(first)
-        while True:
-            b = s.recv(65536)
-            if not b:
-                break
-            data += b
-            time.sleep(0.002)
+        data = read_all(s, first, chunk=65536, pause=0.002)
         s.sendall(b"Thank you\0")
         s.close()
-        results.append(sha256(bytes(data)))
+        results.append(sha256(data))
 
     with Daemon(tmp, {"s": {"listen": "127.0.0.1:%d" % port, "file": path}}) as d:
         # each client is accepted (has a byte) before the signal
@@ -155,15 +149,10 @@ def test_reload_new_file_keeps_old_for_transfers_in_flight(tmp):
         os.rename(new, live)          # replaced by rename, as admins should
         d.reload()
         assert sha256(fetch(port)) == new_sum
-        data = bytearray(first)
-        while True:
-            b = s.recv(1 << 20)
-            if not b:
-                break
-            data += b
+        data = read_all(s, first)
         s.sendall(b"old one\n")
         s.close()
-        assert sha256(bytes(data)) == old_sum
+        assert sha256(data) == old_sum
         recs = d.wait_records(2)
         by_ack = {r.get("ack"): r for r in recs}
         assert by_ack["old one"]["size"] == str(BIG) and by_ack["old one"]["status"] == "acked"

@@ -7,7 +7,7 @@ import socket
 import time
 
 from fdtest import (Daemon, connect, fetch, file_sha256, free_port,
-                    linger_reset, main, make_file, sha256)
+                    linger_reset, main, make_file, read_all, sha256)
 
 BIG = 64 * 1024 * 1024
 
@@ -18,15 +18,6 @@ def serve(tmp, size=1024 * 1024, **opts):
     share = {"listen": "127.0.0.1:%d" % port, "file": path}
     share.update(opts)
     return Daemon(tmp, {"s": share}), port, path
-
-
-def read_all(s):
-    data = bytearray()
-    while True:
-        b = s.recv(1 << 20)
-        if not b:
-            return bytes(data)
-        data += b
 
 
 def test_never_acks_is_ack_timeout(tmp):

@@ -10,7 +10,7 @@ import threading
 import time
 
 from fdtest import (Daemon, connect, fetch, file_sha256, free_port, main,
-                    make_file, sha256)
+                    make_file, read_all, sha256)
 
 FETCH = os.environ.get("FDIST_FETCH", "build/fdist-fetch")
 
@@ -130,13 +130,8 @@ def test_replaced_file_old_clients_verified_against_old_digest(tmp):
         d.wait_log(r"sha256 %s" % new_sum)
         r = run_fetch("-o", "-", "127.0.0.1:%d" % port)
         assert sha256(r.stdout) == new_sum
-        data = bytearray(first)
-        while True:
-            b = s.recv(1 << 20)
-            if not b:
-                break
-            data += b
-        s.sendall(b"Thank you sha256=" + sha256(bytes(data)).encode() + b"\n")
+        data = read_all(s, first)
+        s.sendall(b"Thank you sha256=" + sha256(data).encode() + b"\n")
         s.close()
         recs = d.wait_records(2)
         assert [(r["verified"], r["sha256"]) for r in recs] == [("yes", new_sum), ("yes", old_sum)], recs
