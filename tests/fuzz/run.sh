@@ -7,7 +7,8 @@
 # (default 15) in case it is slow; new inputs go to a scratch directory,
 # never into the seed corpus.  Prints one line per target and exits 1 if
 # any target crashed, leaked, hung or broke a check; the input that did
-# it is kept as BUILDDIR/tests/fuzz/crash-TARGET-*, its log next to it.
+# it is kept as BUILDDIR/tests/fuzz/TARGET-crash-* (or -leak-, -timeout-),
+# its log as crash-TARGET.log.
 # FUZZ_KNOWN skips the checks of known bugs (see README).
 set -u
 
@@ -56,7 +57,7 @@ for t in $targets; do
 	seed=$here/corpus/$t
 	mkdir -p "$scratch/$t"
 	set -- -runs="$runs" -max_total_time="$maxtime" -timeout=10 \
-	    -print_final_stats=1 -artifact_prefix="$bindir/crash-$t-"
+	    -print_final_stats=1 -artifact_prefix="$bindir/$t-"
 	[ -f "$here/$t.dict" ] && set -- "$@" -dict="$here/$t.dict"
 	set -- "$@" "$scratch/$t"
 	[ -d "$seed" ] && set -- "$@" "$seed"
