@@ -47,8 +47,9 @@ ack_sha256_claim(const unsigned char *ack, size_t len, char hex[65])
 	size_t			 i, j;
 
 	for (i = 0; i + klen + 64 <= len; i++) {
-		if (memcmp(ack + i, key, klen) != 0)
-			continue;
+		if (memcmp(ack + i, key, klen) != 0 ||
+		    (i > 0 && isalnum(ack[i - 1])))
+			continue;	/* "xsha256=" is not the key */
 		for (j = 0; j < 64; j++) {
 			if (!isxdigit(ack[i + klen + j]))
 				break;

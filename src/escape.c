@@ -1,8 +1,9 @@
 /*
  * escape.c: make client bytes safe for a log.  Printable ASCII and valid
  * UTF-8 pass; control bytes, DEL, invalid or overlong UTF-8, C1 controls
- * and the Unicode line separators and bidirectional overrides (which
- * could fake or hide log lines) become backslash escapes.  The result
+ * and the Unicode line separators, bidirectional controls and invisible
+ * characters (which could fake or hide log lines) become backslash
+ * escapes.  The result
  * can be put inside double quotes unambiguously.
  */
 #include <stdio.h>
@@ -54,6 +55,13 @@ escape_utf8_unsafe(const unsigned char *s, size_t n)
 	if (n == 3 && s[0] == 0xe2 && s[1] == 0x81 &&
 	    s[2] >= 0xa6 && s[2] <= 0xa9)
 		return (true);			/* U+2066..U+2069 */
+	if (n == 3 && s[0] == 0xe2 && s[1] == 0x80 &&
+	    (s[2] == 0x8b || s[2] == 0x8e || s[2] == 0x8f))
+		return (true);			/* U+200B, U+200E, U+200F */
+	if (n == 2 && s[0] == 0xd8 && s[1] == 0x9c)
+		return (true);			/* U+061C */
+	if (n == 3 && s[0] == 0xef && s[1] == 0xbb && s[2] == 0xbf)
+		return (true);			/* U+FEFF */
 	return (false);
 }
 

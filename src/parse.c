@@ -190,6 +190,16 @@ listen_seen(const struct listen_addr *list, size_t from, size_t to,
 	return (false);
 }
 
+/*
+ * Only the dotted-quad form is an IPv4 address: getaddrinfo would also
+ * take 127.1, 0x7f.1 or 017.0.0.1 (octal), which nobody means.
+ */
+static bool
+listen_looks_numeric(const char *host)
+{
+	return (host[strspn(host, "0123456789.xX")] == '\0');
+}
+
 /* Resolve a host (numeric unless resolve is set) and add every address. */
 static int
 listen_add_host(struct listen_addr *list, size_t max, size_t *n,
@@ -197,8 +207,16 @@ listen_add_host(struct listen_addr *list, size_t max, size_t *n,
     char *err, size_t errlen)
 {
 	struct addrinfo		 hints, *res, *ai;
+	struct in_addr		 in4;
 	size_t			 first = *n;
 	int			 rv;
+
+	if (!numeric && listen_looks_numeric(host) &&
+	    inet_pton(AF_INET, host, &in4) != 1) {
+		snprintf(err, errlen, "'%s' is not an IPv4 address (use four "
+		    "decimal numbers, like 192.0.2.7)", host);
+		return (-1);
+	}
 
 	memset(&hints, 0, sizeof(hints));
 	hints.ai_family = AF_UNSPEC;
@@ -220,11 +238,24 @@ listen_add_host(struct listen_addr *list, size_t max, size_t *n,
 		return (-1);
 	}
 	for (ai = res; ai != NULL; ai = ai->ai_next) {
-		if (ai->ai_family == AF_INET)
+		if (ai->ai_family == AF_INET && numeric) {
+			snprintf(err, errlen, "'%s' is not an IPv6 address (write "
+			    "IPv4 addresses without brackets)", host);
+			freeaddrinfo(res);
+			return (-1);
+		} else if (ai->ai_family == AF_INET)
 			((struct sockaddr_in *)ai->ai_addr)->sin_port = port;
-		else if (ai->ai_family == AF_INET6)
+		else if (ai->ai_family == AF_INET6) {
+			if (IN6_IS_ADDR_V4MAPPED(&((struct sockaddr_in6 *)
+			    ai->ai_addr)->sin6_addr)) {
+				snprintf(err, errlen, "'%s' is an IPv4-mapped "
+				    "address: listen on the IPv4 address itself",
+				    host);
+				freeaddrinfo(res);
+				return (-1);
+			}
 			((struct sockaddr_in6 *)ai->ai_addr)->sin6_port = port;
-		else
+		} else
 			continue;
 		if (listen_seen(list, first, *n, ai->ai_addr))
 			continue;	/* a name may resolve twice alike */
@@ -330,6 +361,7 @@ static int
 parse_cidr(const char *s, struct cidr *ci, char *err, size_t errlen)
 {
 	char		 host[INET6_ADDRSTRLEN + 1];
+	struct in6_addr	 in6;
 	const char	*slash = strchr(s, '/');
 	size_t		 len = slash ? (size_t)(slash - s) : strlen(s);
 	uint64_t	 prefix;
@@ -354,6 +386,22 @@ parse_cidr(const char *s, struct cidr *ci, char *err, size_t errlen)
 		snprintf(err, errlen, "invalid prefix length in '%s' (0 to %d)",
 		    s, max);
 		return (-1);
+	}
+	/*
+	 * Peers are matched as IPv4 when IPv4-mapped, so a mapped network
+	 * (::ffff:192.0.2.0/120) must be the IPv4 one (192.0.2.0/24).
+	 */
+	memcpy(&in6, ci->ci_addr, sizeof(in6));	/* ci_addr is unaligned */
+	if (ci->ci_family == AF_INET6 && IN6_IS_ADDR_V4MAPPED(&in6)) {
+		if (prefix < 96) {
+			snprintf(err, errlen, "'%s' mixes IPv4-mapped and other "
+			    "IPv6 addresses (use a prefix of 96 or more)", s);
+			return (-1);
+		}
+		memmove(ci->ci_addr, ci->ci_addr + 12, 4);
+		memset(ci->ci_addr + 4, 0, 12);
+		ci->ci_family = AF_INET;
+		prefix -= 96;
 	}
 	ci->ci_prefix = (uint8_t)prefix;
 	/* Keep only the network part: 10.1.2.3/8 is 10.0.0.0/8. */

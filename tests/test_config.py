@@ -116,7 +116,7 @@ def test_durations_sizes_counts_ranges(tmp):
 
 def test_access_lists_and_limits(tmp):
     f = make_file(os.path.join(tmp, "f"), 1)
-    text = ("[fdistd]\ndeny = 192.0.2.66\nallow = 10.0.0.0/8, 127.0.0.0/8\nallow = ::1, 2001:db8::/32\n"
+    text = ("[fdistd]\ndeny = 192.0.2.66, ::ffff:198.51.100.0/120\nallow = 10.0.0.0/8, 127.0.0.0/8\nallow = ::1, 2001:db8::/32\n"
             "max_per_ip = 4\nrate_limit = 2M\n"
             "[a]\nlisten = 127.0.0.1:9000\nfile = %s\nmax_clients = 7\nshare_rate_limit = 10M\n"
             "deny = 10.1.2.3/16\n[b]\nlisten = 127.0.0.1:9001\nfile = %s\nallow = 192.0.2.0/24\nmax_per_ip = 0\n" % (f, f))
@@ -126,7 +126,8 @@ def test_access_lists_and_limits(tmp):
     out = subprocess.run([FDISTD, "-t", "-v", "-c", path], capture_output=True, timeout=20)
     dump = out.stdout.decode()
     assert out.returncode == 0, out
-    assert "allow = 10.0.0.0/8, 127.0.0.0/8, ::1/128, 2001:db8::/32\ndeny = 192.0.2.66/32\n" in dump, dump
+    # an IPv4-mapped network is the IPv4 network (peers are matched unmapped)
+    assert "allow = 10.0.0.0/8, 127.0.0.0/8, ::1/128, 2001:db8::/32\ndeny = 192.0.2.66/32, 198.51.100.0/24\n" in dump, dump
     assert ("[a]\nlisten = 127.0.0.1:9000\nfile = %s\nack_timeout = 30000ms\nsend_timeout = 60000ms\nack_max = 256\n"
             "max_per_ip = 4\nrate_limit = 2097152\nshare_rate_limit = 10485760\nmax_clients = 7\n"
             "allow = 10.0.0.0/8, 127.0.0.0/8, ::1/128, 2001:db8::/32\ndeny = 10.1.0.0/16\n" % f) in dump, dump
@@ -137,6 +138,7 @@ def test_access_lists_and_limits(tmp):
         ("deny = ::1/129", "deny: invalid prefix length in '::1/129' (0 to 128)"),
         ("allow = example.com", "allow: invalid address or network 'example.com' (use an IPv4 or IPv6 address, optionally with /PREFIX)"),
         ("allow = 10.0.0.0/8,", "allow: empty entry in '10.0.0.0/8,'"),
+        ("deny = ::ffff:0:0/95", "deny: '::ffff:0:0/95' mixes IPv4-mapped and other IPv6 addresses (use a prefix of 96 or more)"),
         ("rate_limit = 100", "rate_limit: '100' is out of range (0 for no limit, or 1K to 100G bytes per second)"),
         ("share_rate_limit = fast", "share_rate_limit: invalid size 'fast' (use a whole number, optionally followed by K, M or G)"),
         ("max_per_ip = -1", "max_per_ip: invalid number '-1'"),
@@ -159,6 +161,11 @@ def test_listen_addresses(tmp):
         ("127.0.0.1:1,,127.0.0.1:2", "listen: empty listen address in '127.0.0.1:1,,127.0.0.1:2'"),
         ("[zz::1]:80", "listen: 'zz::1' is not a numeric IPv6 address"),
         ("[localhost]:80", "listen: 'localhost' is not a numeric IPv6 address"),
+        ("127.1:80", "listen: '127.1' is not an IPv4 address (use four decimal numbers, like 192.0.2.7)"),
+        ("017.0.0.1:80", "listen: '017.0.0.1' is not an IPv4 address (use four decimal numbers, like 192.0.2.7)"),
+        ("1:80", "listen: '1' is not an IPv4 address (use four decimal numbers, like 192.0.2.7)"),
+        ("[1.2.3.4]:80", "listen: '1.2.3.4' is not an IPv6 address (write IPv4 addresses without brackets)"),
+        ("[::ffff:1.2.3.4]:80", "listen: '::ffff:1.2.3.4' is an IPv4-mapped address: listen on the IPv4 address itself"),
         (", ".join("*:%d" % p for p in range(1, 10)), "listen: too many listen addresses (at most 16 per share)"),
         ("", "listen: empty listen address in ''"),
     ]

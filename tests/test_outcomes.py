@@ -97,12 +97,16 @@ def test_log_injection_is_escaped(tmp):
             b'\xff\xc0\xaf caf\xc3\xa9\0 after the NUL is not the ack')
     with d:
         fetch(port, ack=evil)
+        fetch(port, ack="zero\u200bwidth \u200e\u200f\u061c\ufeff marks\n".encode())
         fetch(port, ack=b"first line\r\n2026-01-01T00:00:00Z info: transfer share=s status=acked ack=\"forged\"\n")
-        recs = d.wait_records(2)
-        assert len(recs) == 2
-        assert recs[0]["ack"] == ('ok\\x1b[31m red\\r\\x7f\\"quote\\" \\\\back \\xc2\\x85 '
-                                  '\\xe2\\x80\\xa8 \\xe2\\x80\\xae \\xff\\xc0\\xaf caf\u00e9'), recs[0]["ack"]
-        assert recs[1]["ack"] == "first line", recs[1]
+        recs = d.wait_records(3)
+        assert len(recs) == 3
+        acks = sorted(r["ack"] for r in recs)
+        assert acks == sorted([
+            'ok\\x1b[31m red\\r\\x7f\\"quote\\" \\\\back \\xc2\\x85 '
+            '\\xe2\\x80\\xa8 \\xe2\\x80\\xae \\xff\\xc0\\xaf caf\u00e9',
+            "zero\\xe2\\x80\\x8bwidth \\xe2\\x80\\x8e\\xe2\\x80\\x8f\\xd8\\x9c\\xef\\xbb\\xbf marks",
+            "first line"]), acks
         assert "forged" not in d.log()
 
 

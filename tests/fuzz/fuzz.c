@@ -120,13 +120,16 @@ fuzz_utf8_valid(const unsigned char *s, size_t len)
 /*
  * Code points escape_text() promises never to pass through: controls,
  * DEL, C1 controls, U+2028..U+202E (line and paragraph separators,
- * bidirectional embeddings and overrides) and U+2066..U+2069 (isolates).
+ * bidirectional embeddings and overrides), U+2066..U+2069 (isolates),
+ * and the invisible U+200B, U+200E, U+200F, U+061C and U+FEFF.
  */
 bool
 fuzz_codepoint_unsafe(uint32_t cp)
 {
 	return (cp < 0x20 || (cp >= 0x7f && cp <= 0x9f) ||
-	    (cp >= 0x2028 && cp <= 0x202e) || (cp >= 0x2066 && cp <= 0x2069));
+	    (cp >= 0x2028 && cp <= 0x202e) || (cp >= 0x2066 && cp <= 0x2069) ||
+	    cp == 0x200b || cp == 0x200e || cp == 0x200f || cp == 0x061c ||
+	    cp == 0xfeff);
 }
 
 static int

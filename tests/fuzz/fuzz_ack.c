@@ -40,7 +40,8 @@ ref_claim(const unsigned char *s, size_t len, char hex[65])
 	size_t	i, j;
 
 	for (i = 0; i + 7 <= len; i++) {
-		if (memcmp(s + i, "sha256=", 7) != 0)
+		if (memcmp(s + i, "sha256=", 7) != 0 ||
+		    (i > 0 && isalnum(s[i - 1])))	/* not inside a word */
 			continue;
 		for (j = 0; i + 7 + j < len && isxdigit(s[i + 7 + j]); j++)
 			;
