@@ -476,6 +476,11 @@ conn_send(struct conn *c)
 			c->c_off += (uint64_t)n;
 			budget -= (size_t)n;
 			conn_spend(c, (size_t)n);
+			/* Short: the socket is full; a retry would be EAGAIN. */
+			if ((size_t)n < want && c->c_off < sf->sf_size) {
+				conn_wait_writable(c);
+				return;
+			}
 			continue;
 		}
 		if (n == 0) {
