@@ -7,13 +7,20 @@ import subprocess
 from fdtest import FDISTD, Daemon, fetch, free_port, main, make_file
 
 
-def check(tmp, text, mode="w"):
+def check(tmp, text, mode="w", args=()):
     """Run fdistd -t on text; return (exit status, stdout, stderr, path)."""
     path = os.path.join(tmp, "t.ini")
     with open(path, mode) as f:
         f.write(text)
-    out = subprocess.run([FDISTD, "-t", "-c", path], capture_output=True, timeout=20)
+    out = subprocess.run([FDISTD, "-t", *args, "-c", path], capture_output=True, timeout=20)
     return out.returncode, out.stdout.decode(), out.stderr.decode(), path
+
+
+def effective_config(tmp, text):
+    """fdistd -t -v on text: the effective configuration it prints."""
+    rc, out, err, _ = check(tmp, text, args=("-v",))
+    assert rc == 0 and out.endswith("configuration OK\n"), (rc, out, err)
+    return out
 
 
 def expect_error(tmp, text, line, message, mode="w"):
@@ -45,13 +52,7 @@ def test_every_key_units_comments_and_overrides(tmp):
             "shutdown_timeout = 0\nlog = stderr\n\n"
             "[img-1.x_y]\nlisten = *:9001, [::1]:9002, 127.0.0.2:9002\nfile = %s\n"
             "ack_timeout = 1h\n\n[other]\nlisten=localhost:9003\nfile=%s\nack_max=64\n" % (f, f))
-    path = os.path.join(tmp, "t.ini")
-    with open(path, "w") as fp:
-        fp.write(text)
-    out = subprocess.run([FDISTD, "-t", "-v", "-c", path], capture_output=True, timeout=20)
-    assert out.returncode == 0, out
-    dump = out.stdout.decode()
-    assert dump.endswith("configuration OK\n")
+    dump = effective_config(tmp, text)
     assert ("[fdistd]\nack_timeout = 1500ms\nsend_timeout = 120000ms\nack_max = 1024\nmax_per_ip = 0\n"
             "rate_limit = 0\nshare_rate_limit = 0\nmax_clients = 5\nshutdown_timeout = 0ms\nlog = stderr\n") in dump, dump
     assert ("[img-1.x_y]\nlisten = 0.0.0.0:9001, [::]:9001, [::1]:9002, 127.0.0.2:9002\nfile = %s\n"
@@ -61,11 +62,7 @@ def test_every_key_units_comments_and_overrides(tmp):
 
 
 def test_defaults(tmp):
-    path = os.path.join(tmp, "t.ini")
-    with open(path, "w") as fp:
-        fp.write(share(tmp))
-    out = subprocess.run([FDISTD, "-t", "-v", "-c", path], capture_output=True, timeout=20)
-    assert out.stdout.decode().startswith(
+    assert effective_config(tmp, share(tmp)).startswith(
         "[fdistd]\nack_timeout = 30000ms\nsend_timeout = 60000ms\nack_max = 256\nmax_per_ip = 0\n"
         "rate_limit = 0\nshare_rate_limit = 0\nmax_clients = 10000\nshutdown_timeout = 30000ms\nlog = auto\n")
 
@@ -120,12 +117,7 @@ def test_access_lists_and_limits(tmp):
             "max_per_ip = 4\nrate_limit = 2M\n"
             "[a]\nlisten = 127.0.0.1:9000\nfile = %s\nmax_clients = 7\nshare_rate_limit = 10M\n"
             "deny = 10.1.2.3/16\n[b]\nlisten = 127.0.0.1:9001\nfile = %s\nallow = 192.0.2.0/24\nmax_per_ip = 0\n" % (f, f))
-    path = os.path.join(tmp, "t.ini")
-    with open(path, "w") as fp:
-        fp.write(text)
-    out = subprocess.run([FDISTD, "-t", "-v", "-c", path], capture_output=True, timeout=20)
-    dump = out.stdout.decode()
-    assert out.returncode == 0, out
+    dump = effective_config(tmp, text)
     # an IPv4-mapped network is the IPv4 network (peers are matched unmapped)
     assert "allow = 10.0.0.0/8, 127.0.0.0/8, ::1/128, 2001:db8::/32\ndeny = 192.0.2.66/32, 198.51.100.0/24\n" in dump, dump
     assert ("[a]\nlisten = 127.0.0.1:9000\nfile = %s\nack_timeout = 30000ms\nsend_timeout = 60000ms\nack_max = 256\n"
