@@ -143,12 +143,14 @@ fdistd_test(struct config *cf, char *err)
 	return (0);
 }
 
-static void
+/* Serve cf (the server owns it from here) until stopped; the exit status. */
+static int
 fdistd_run(struct config *cf)
 {
 	struct event	*signals[4];
 	char		 err[ERR_MAX];
 	size_t		 i;
+	int		 status = 1;
 
 	/* A client gone mid-sendfile must be an EPIPE, not a signal. */
 	signal(SIGPIPE, SIG_IGN);
@@ -160,8 +162,10 @@ fdistd_run(struct config *cf)
 	signals[2] = fdistd_signal(SIGINT);
 	signals[3] = NULL;
 	digest_init(base);
-	if (server_start(base, cf, err, sizeof(err)) == -1)
-		fatalx("%s", err);
+	if (server_start(base, cf, err, sizeof(err)) == -1) {
+		log_event(LOG_CRIT, NULL, "%s", err);
+		goto out;	/* freed, so a leak checker sees a clean exit */
+	}
 	notify_init(base);
 	log_event(LOG_INFO, MSGID_READY, "fdistd %s ready: %zu share%s, "
 	    "max_clients %u", FDIST_VERSION, cf->cf_nshares,
@@ -172,7 +176,8 @@ fdistd_run(struct config *cf)
 	while (event_base_loop(base, EVLOOP_ONCE) == 0 &&
 	    !event_base_got_break(base))
 		log_flush();
-
+	status = 0;
+out:
 	server_free();
 	digest_free();
 	conn_close_all("shutdown");	/* records still waiting for a digest */
@@ -181,8 +186,10 @@ fdistd_run(struct config *cf)
 		event_free(signals[i]);
 	event_base_free(base);
 	libevent_global_shutdown();
-	log_info("stopped");
+	if (status == 0)
+		log_info("stopped");
 	log_flush();
+	return (status);
 }
 
 int
@@ -241,6 +248,5 @@ main(int argc, char *argv[])
 		fatalx("%s", err);
 	if (!debug_mode)
 		log_set_mode(cf->cf_log);
-	fdistd_run(cf);
-	return (0);
+	return (fdistd_run(cf));
 }

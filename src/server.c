@@ -537,9 +537,8 @@ server_nlisteners(void)
 	return (n);
 }
 
-/* Start serving cf; the server owns it from now on. */
-int
-server_start(struct event_base *base, struct config *cf, char *err,
+static int
+server_begin(struct event_base *base, struct config *cf, char *err,
     size_t errlen)
 {
 	server_base = base;
@@ -562,6 +561,18 @@ server_start(struct event_base *base, struct config *cf, char *err,
 		    PLURAL(server_nlisteners()));
 	}
 	return (server_apply(cf, err, errlen));
+}
+
+/* Start serving cf; the server owns it from now on, even on failure. */
+int
+server_start(struct event_base *base, struct config *cf, char *err,
+    size_t errlen)
+{
+	if (server_begin(base, cf, err, errlen) == -1) {
+		config_free(cf);
+		return (-1);
+	}
+	return (0);
 }
 
 /* Switch to a new, already validated configuration. */
