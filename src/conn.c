@@ -1,10 +1,12 @@
 /*
  * conn.c: one client connection, from accept to its single log record.
  *
- * The daemon sends the share's file with sendfile(2), half-closes, then
- * reads the client's acknowledgement until the client's FIN or the ack
- * deadline.  Whatever happens, conn_close() is the only way out: it
- * removes the events, writes the record, closes and updates the counters.
+ * The daemon sends the share's file with sendfile(2), half-closes, waits
+ * until the client's TCP has every byte, then reads the client's
+ * acknowledgement until its FIN or the ack deadline.  Whatever happens,
+ * conn_close() is the only way out: it removes the events, writes the
+ * record (or parks it until the file's digest is known), closes and
+ * updates the counters.
  */
 #include <sys/types.h>
 #include <sys/ioctl.h>
