@@ -65,6 +65,8 @@ struct config_key {
 			    size_t);
 };
 
+static void	config_vfail(struct config_parse *, int, const char *, va_list)
+		    __attribute__((format(printf, 3, 0)));
 static int	config_fail(struct config_parse *, const char *, ...)
 		    __attribute__((format(printf, 2, 3)));
 static int	config_fail_at(struct config_parse *, int, const char *, ...)
@@ -138,21 +140,38 @@ _Static_assert(NKEYS <= sizeof(((struct config *)0)->cf_key_line) /
 
 #define KEY_IS_SET(set, k)	(((set) & (1U << (k))) != 0)
 
-/* Record the first error, at the line being read. */
+/*
+ * Record the first error as "file:line: message" (no line if 0).  The
+ * message quotes bytes of the file: escape it, so that checking a
+ * hostile file cannot put control sequences on a terminal.
+ */
+static void
+config_vfail(struct config_parse *cp, int line, const char *fmt, va_list ap)
+{
+	char	msg[ERR_MAX], full[ERR_MAX + 64];
+
+	if (cp->cp_failed)
+		return;
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	if (line > 0)
+		snprintf(full, sizeof(full), "%s:%d: %s", cp->cp_cf->cf_path,
+		    line, msg);
+	else
+		snprintf(full, sizeof(full), "%s: %s", cp->cp_cf->cf_path, msg);
+	escape_text(cp->cp_err, cp->cp_errlen, (const unsigned char *)full,
+	    strlen(full));
+	cp->cp_failed = true;
+}
+
+/* The first error, at the line being read; 0 for inih's handler. */
 static int
 config_fail(struct config_parse *cp, const char *fmt, ...)
 {
-	char	msg[ERR_MAX];
 	va_list	ap;
 
-	if (cp->cp_failed)
-		return (0);
 	va_start(ap, fmt);
-	vsnprintf(msg, sizeof(msg), fmt, ap);
+	config_vfail(cp, cp->cp_lineno, fmt, ap);
 	va_end(ap);
-	snprintf(cp->cp_err, cp->cp_errlen, "%s:%d: %s", cp->cp_cf->cf_path,
-	    cp->cp_lineno, msg);
-	cp->cp_failed = true;
 	return (0);
 }
 
@@ -508,23 +527,15 @@ config_handle(void *arg, const char *section, const char *name,
 	return (1);
 }
 
-/* Report an error against a given line rather than the current one. */
+/* The first error, at a given line (0: the file as a whole). */
 static int
 config_fail_at(struct config_parse *cp, int line, const char *fmt, ...)
 {
-	char	msg[ERR_MAX];
 	va_list	ap;
 
 	va_start(ap, fmt);
-	vsnprintf(msg, sizeof(msg), fmt, ap);
+	config_vfail(cp, line, fmt, ap);
 	va_end(ap);
-	if (line > 0)
-		snprintf(cp->cp_err, cp->cp_errlen, "%s:%d: %s",
-		    cp->cp_cf->cf_path, line, msg);
-	else
-		snprintf(cp->cp_err, cp->cp_errlen, "%s: %s",
-		    cp->cp_cf->cf_path, msg);
-	cp->cp_failed = true;
 	return (-1);
 }
 

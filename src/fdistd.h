@@ -20,7 +20,7 @@
 #define SHARE_LISTEN_MAX	16	/* addresses per share */
 #define ACK_MAX_LIMIT		(64 * 1024)
 #define ADDR_STR_MAX		64	/* "[v6]:port" and NUL */
-#define ERR_MAX			256	/* config error messages */
+#define ERR_MAX			512	/* config error messages */
 #define PLURAL(n)		((n) == 1 ? "" : "s")
 
 struct sfile;

@@ -211,6 +211,12 @@ def test_syntax_long_lines_and_bytes(tmp):
     expect_error(tmp, "[s]\nlisten = 127.0.0.1:1\rfile = /x\n", 2, "carriage return inside a line")
 
 
+def test_error_messages_quote_file_bytes_escaped(tmp):
+    # checking a hostile file must not put control sequences on a terminal
+    expect_error(tmp, share(tmp, extra="\x1b]0;pwned\x07\x1b[2J = 1\n"), 4,
+                 "unknown key '\\x1b]0;pwned\\x07\\x1b[2J' in [s]")
+
+
 def test_missing_config_file(tmp):
     out = subprocess.run([FDISTD, "-t", "-c", os.path.join(tmp, "none.ini")], capture_output=True, timeout=20)
     assert out.returncode == 1
