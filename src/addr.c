@@ -76,7 +76,7 @@ addr_equal(const struct sockaddr *a, const struct sockaddr *b)
 }
 
 /* 0.0.0.0 or [::]. */
-bool
+static bool
 addr_is_wildcard(const struct sockaddr *sa)
 {
 	if (sa->sa_family == AF_INET)

@@ -609,7 +609,7 @@ conn_finish(struct conn *c)
 	}
 	addr_format((struct sockaddr *)&c->c_peer, peer, sizeof(peer));
 	tr.tr_share = c->c_share->sh_name;
-	tr.tr_file = sf->sf_path;
+	tr.tr_file = sf->sf_path_log;
 	tr.tr_peer = peer;
 	tr.tr_bytes = c->c_delivered;
 	tr.tr_size = sf->sf_size;

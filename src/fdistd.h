@@ -122,7 +122,6 @@ bool	 acl_allows(const struct acl *, const struct acl *,
 void	 addr_format(const struct sockaddr *, char *, size_t);
 bool	 addr_equal(const struct sockaddr *, const struct sockaddr *);
 bool	 addr_overlaps(const struct sockaddr *, const struct sockaddr *);
-bool	 addr_is_wildcard(const struct sockaddr *);
 
 /* ack.c */
 void	 ack_take(unsigned char *, uint32_t *, size_t, uint32_t, bool *);
@@ -140,7 +139,7 @@ size_t	 escape_text(char *, size_t, const unsigned char *, size_t);
 /* log.c */
 struct transfer_record {
 	const char	*tr_share;
-	const char	*tr_file;
+	const char	*tr_file;	/* escaped already (sf_path_log) */
 	const char	*tr_peer;
 	uint64_t	 tr_bytes;
 	uint64_t	 tr_size;
@@ -156,7 +155,6 @@ struct transfer_record {
 void	 log_init(enum log_mode, int);
 void	 log_flush(void);
 void	 log_set_mode(enum log_mode);
-bool	 log_to_journal(void);
 void	 log_warn(const char *, ...) __attribute__((format(printf, 1, 2)));
 void	 log_warnx(const char *, ...) __attribute__((format(printf, 1, 2)));
 void	 log_info(const char *, ...) __attribute__((format(printf, 1, 2)));
@@ -184,6 +182,7 @@ enum digest_state {
 struct sfile {
 	int		 sf_fd;
 	char		*sf_path;
+	char		*sf_path_log;	/* escaped once, for every record */
 	uint64_t	 sf_size;
 	dev_t		 sf_dev;
 	ino_t		 sf_ino;
@@ -272,12 +271,10 @@ struct server_stats {
 	uint64_t	st_acked;
 	uint64_t	st_failed;
 	uint64_t	st_refused;
-	uint64_t	st_active;
 };
 int		 server_start(struct event_base *, struct config *, char *,
 		    size_t);
 int		 server_reload(struct config *, char *, size_t);
-const struct config *server_config(void);
 void		 server_stop(bool);
 bool		 server_stopping(void);
 void		 server_free(void);

@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 
 #include <errno.h>
+#include <limits.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -117,12 +118,6 @@ log_set_mode(enum log_mode mode)
 		log_journal = log_stderr_is_journal();
 	else
 		log_journal = (mode == LOG_JOURNAL);
-}
-
-bool
-log_to_journal(void)
-{
-	return (log_journal);
 }
 
 /*
@@ -324,8 +319,7 @@ log_transfer(const struct transfer_record *tr)
 	static char	 ack[sizeof("FDIST_ACK=") +
 			    ESCAPE_BUFSIZE(ACK_MAX_LIMIT)];
 	const size_t	 ackoff = sizeof("FDIST_ACK=") - 1;
-	char		 file[ESCAPE_BUFSIZE(256)];
-	char		 ffile[sizeof("FDIST_FILE=") + sizeof(file)];
+	char		 ffile[sizeof("FDIST_FILE=") + ESCAPE_BUFSIZE(PATH_MAX)];
 	char		 f[12][160], msg[512], msgack[201];
 	struct iovec	 iov[16];
 	size_t		 n = 0;
@@ -335,10 +329,8 @@ log_transfer(const struct transfer_record *tr)
 	memcpy(ack, "FDIST_ACK=", ackoff);
 	escape_text(ack + ackoff, sizeof(ack) - ackoff, tr->tr_ack,
 	    tr->tr_acklen);
-	escape_text(file, sizeof(file), (const unsigned char *)tr->tr_file,
-	    strnlen(tr->tr_file, 256));
 	if (!log_journal) {
-		log_transfer_line(tr, file, has_ack ? ack + ackoff : NULL);
+		log_transfer_line(tr, tr->tr_file, has_ack ? ack + ackoff : NULL);
 		return;
 	}
 	/* The human line shows a short ack, cut between escapes. */
@@ -380,7 +372,7 @@ log_transfer(const struct transfer_record *tr)
 	if (tr->tr_reason != NULL)
 		log_field(iov, &n, f[11], sizeof(f[11]), "FDIST_REASON=%s",
 		    tr->tr_reason);
-	log_field(iov, &n, ffile, sizeof(ffile), "FDIST_FILE=%s", file);
+	log_field(iov, &n, ffile, sizeof(ffile), "FDIST_FILE=%s", tr->tr_file);
 	if (has_ack) {
 		iov[n].iov_base = ack;
 		iov[n].iov_len = strlen(ack);

@@ -110,7 +110,8 @@ notify_status(void)
 	st = server_stats();
 	snprintf(status, sizeof(status), "%zu share%s, %" PRIu64 " active, %"
 	    PRIu64 " acked, %" PRIu64 " failed, %" PRIu64 " refused%s",
-	    server_nshares(), PLURAL(server_nshares()), st->st_active, st->st_acked, st->st_failed,
+	    server_nshares(), PLURAL(server_nshares()), (uint64_t)conn_count(),
+	    st->st_acked, st->st_failed,
 	    st->st_refused, server_stopping() ? ", stopping" : "");
 	if (strcmp(status, last_status) == 0)
 		return;

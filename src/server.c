@@ -135,7 +135,7 @@ server_refuse(int fd, const struct sockaddr *peer, const struct share *sh,
 	addr_format(peer, name, sizeof(name));
 	memset(&tr, 0, sizeof(tr));
 	tr.tr_share = sh->sh_name;
-	tr.tr_file = sh->sh_file->sf_path;
+	tr.tr_file = sh->sh_file->sf_path_log;
 	tr.tr_peer = name;
 	tr.tr_size = sh->sh_file->sf_size;
 	tr.tr_status = refusal_status[kind];
@@ -586,12 +586,6 @@ server_reload(struct config *cf, char *err, size_t errlen)
 	return (server_apply(cf, err, errlen));
 }
 
-const struct config *
-server_config(void)
-{
-	return (server_cf);
-}
-
 static void
 server_on_stop_timer(evutil_socket_t fd, short what, void *arg)
 {
@@ -671,7 +665,6 @@ server_free(void)
 const struct server_stats *
 server_stats(void)
 {
-	stats.st_active = conn_count();
 	return (&stats);
 }
 

@@ -21,13 +21,19 @@ sfile_adopt(int fd, const char *path)
 {
 	struct sfile	*sf;
 	struct stat	 st;
+	size_t		 len;
 
 	if (fstat(fd, &st) == -1 || (sf = calloc(1, sizeof(*sf))) == NULL)
 		goto fail;
-	if ((sf->sf_path = strdup(path)) == NULL) {
+	len = strlen(path);
+	if ((sf->sf_path = strdup(path)) == NULL ||
+	    (sf->sf_path_log = malloc(ESCAPE_BUFSIZE(len))) == NULL) {
+		free(sf->sf_path);
 		free(sf);
 		goto fail;
 	}
+	escape_text(sf->sf_path_log, ESCAPE_BUFSIZE(len),
+	    (const unsigned char *)path, len);
 	sf->sf_fd = fd;
 	sf->sf_size = (uint64_t)st.st_size;
 	sf->sf_dev = st.st_dev;
@@ -55,6 +61,7 @@ sfile_unref(struct sfile *sf)
 		return;
 	close(sf->sf_fd);
 	free(sf->sf_path);
+	free(sf->sf_path_log);
 	free(sf);
 }
 

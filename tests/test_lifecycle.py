@@ -3,6 +3,7 @@
 
 import errno
 import os
+import re
 import signal
 import socket
 import threading
@@ -206,6 +207,20 @@ def test_reload_with_port_taken_keeps_old_config(tmp):
             d.reload()
             d.wait_log(r"reload failed, still serving the previous configuration: listen on 127\.0\.0\.1:%d: Address already in use" % pbusy)
             assert len(fetch(pa)) == 100
+
+
+def test_debug_flag_logs_to_stderr_with_state_changes(tmp):
+    """-d sends everything to stderr even where the config says journal;
+    -v -v adds a line per state change of a connection."""
+    path = make_file(os.path.join(tmp, "data"), 5000)
+    port = free_port()
+    with Daemon(tmp, {"s": {"listen": "127.0.0.1:%d" % port, "file": path}},
+                {"log": "journal"}, extra_args=["-d", "-v"]) as d:
+        fetch(port)
+        (rec,) = d.wait_records(1)
+        assert rec["status"] == "acked"
+        d.wait_log(r"127\.0\.0\.1:\d+ \[s\]: sending -> awaiting-ack")
+        assert re.search(r"debug: ", d.log())
 
 
 if __name__ == "__main__":

@@ -110,6 +110,15 @@ def test_log_injection_is_escaped(tmp):
         assert "forged" not in d.log()
 
 
+def test_file_name_is_escaped_in_the_record(tmp):
+    path = make_file(os.path.join(tmp, 'odd "name" \\ here'), 1000)
+    port = free_port()
+    with Daemon(tmp, {"s": {"listen": "127.0.0.1:%d" % port, "file": path}}) as d:
+        fetch(port)
+        (rec,) = d.wait_records(1)
+        assert rec["file"] == path.replace("\\", "\\\\").replace('"', '\\"'), rec["file"]
+
+
 def test_ack_sent_before_reading_counts(tmp):
     d, port, path = serve(tmp, size=8 * 1024 * 1024)
     with d:
