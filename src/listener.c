@@ -170,13 +170,24 @@ listener_inherit(struct event_base *base, struct listener_list *list,
 	return (rv);
 }
 
-/* Serve share sh (a reference is taken) on this listener. */
+/*
+ * Serve share sh (a reference is taken) on this listener.  Accepted
+ * sockets inherit SO_RCVLOWAT = ack_max: a client that writes its ack
+ * and then closes wakes the daemon once, at the FIN, instead of once
+ * per segment; a FIN, a reset or ack_max bytes are always reported, and
+ * the ack deadline still reads whatever has come.
+ */
 void
 listener_attach(struct listener *ls, struct share *sh)
 {
+	int	lowat = (int)sh->sh_limits.lim_ack_max;
+
 	share_ref(sh);
 	share_unref(ls->ls_share);
 	ls->ls_share = sh;
+	if (setsockopt(ls->ls_fd, SOL_SOCKET, SO_RCVLOWAT, &lowat,
+	    sizeof(lowat)) == -1)
+		log_warn("setsockopt SO_RCVLOWAT");
 }
 
 void

@@ -2,9 +2,11 @@
 """Transfers: byte-exact delivery, the ack record, many clients at once."""
 
 import os
+import re
 import socket
 import subprocess
 import threading
+import time
 
 from fdtest import (Daemon, connect, fetch, file_sha256, free_port, main,
                     make_file, sha256)
@@ -55,6 +57,33 @@ def test_textbook_client_binary_unchanged(tmp):
         assert file_sha256(os.path.join(work, "receive.dat")) == file_sha256(path)
         (rec,) = d.wait_records(1)
         assert rec["status"] == "acked" and rec["ack"] == "Thank you", rec
+
+
+def test_ack_then_fin_costs_one_read(tmp):
+    """The daemon is woken for the ack when it is complete (FIN), not per
+    segment: an ack and a FIN 300 ms apart cost the daemon one read()."""
+    path = make_file(os.path.join(tmp, "data"), 4096)
+    port = free_port()
+    with Daemon(tmp, {"s": {"listen": "127.0.0.1:%d" % port, "file": path}}) as d:
+        s = connect(port)
+        while s.recv(65536):
+            pass
+        trace = os.path.join(tmp, "strace")
+        st = subprocess.Popen(["strace", "-qq", "-e", "trace=read", "-o", trace, "-p", str(d.proc.pid)])
+        time.sleep(0.5)                     # attached
+        s.sendall(b"Thank you")
+        time.sleep(0.3)
+        s.sendall(b"\0")
+        time.sleep(0.3)
+        s.close()
+        (rec,) = d.wait_records(1)
+        st.terminate()
+        st.wait(10)
+        assert rec["status"] == "acked" and rec["ack"] == "Thank you", rec
+        with open(trace) as f:
+            reads = [line for line in f if re.match(r"read\(\d+", line)]
+        assert len(reads) == 1, reads
+        assert '"Thank you\\0"' in reads[0], reads
 
 
 def test_200_concurrent_clients_identical_bytes(tmp):
