@@ -65,7 +65,10 @@ static const char lg_help[] =
 "                         adds an ephemeral port range)\n"
 "      --expect-size N    file (body) size; required\n"
 "      --expect-sha256 HEX  file digest; turns on --verify=sha256\n"
-"      --verify size|sha256  what to check of each whole transfer\n"
+"      --verify size|sha256|discard  what to check of each whole\n"
+"                     transfer; discard checks the size and lets the\n"
+"                     kernel drop the bytes (recv MSG_TRUNC), so the\n"
+"                     client copies nothing: what a server can push\n"
 "                         (default: sha256 if a digest is given)\n"
 "      --mix SPEC         NAME=PERCENT,... adding up to 100 (default\n"
 "                         normal=100); see behaviours below\n"
@@ -223,6 +226,8 @@ lg_option_word(int ch, const char *arg)
 			lg_opt.o_verify = LG_VERIFY_SIZE;
 		else if (strcmp(arg, "sha256") == 0)
 			lg_opt.o_verify = LG_VERIFY_SHA256;
+		else if (strcmp(arg, "discard") == 0)
+			lg_opt.o_verify = LG_VERIFY_DISCARD;
 		else
 			break;
 		return (0);
@@ -304,6 +309,8 @@ lg_check(void)
 		why = "--expect-size is required";
 	else if (lg_opt.o_verify == LG_VERIFY_SHA256 && !lg_opt.o_have_sha256)
 		why = "--verify=sha256 needs --expect-sha256";
+	else if (lg_opt.o_verify == LG_VERIFY_DISCARD && lg_opt.o_have_sha256)
+		why = "--verify=discard checks no digest: drop --expect-sha256";
 	else if ((lg_opt.o_mix[LG_STALL] > 0 ||
 	    lg_opt.o_mix[LG_NEVER_ACK] > 0) &&
 	    lg_opt.o_hold_ns >= lg_opt.o_timeout_ns)

@@ -45,7 +45,8 @@ enum lg_proto {
 
 enum lg_verify {
 	LG_VERIFY_SIZE,
-	LG_VERIFY_SHA256
+	LG_VERIFY_SHA256,
+	LG_VERIFY_DISCARD	/* size; the body is dropped in the kernel */
 };
 
 /* How a transfer ended. */

@@ -482,6 +482,25 @@ lg_conn_take(struct lg_conn *c, const unsigned char *p, size_t n)
 	return (0);
 }
 
+/*
+ * --verify=discard: once past the HTTP header, file bytes are counted
+ * and dropped by the kernel (recv MSG_TRUNC on TCP copies nothing), so
+ * the client's memory copy does not bound what a server can push.
+ */
+static bool
+lg_conn_discarding(const struct lg_conn *c)
+{
+	return (lg_opt.o_verify == LG_VERIFY_DISCARD &&
+	    (lg_opt.o_proto != LG_PROTO_HTTP || c->c_hdrdone));
+}
+
+static void
+lg_conn_drop(struct lg_conn *c, size_t n)
+{
+	c->c_wire += n;
+	c->c_rcvd += n;
+}
+
 /* Whether the bytes were the expected file. */
 static enum lg_fail
 lg_conn_verify(struct lg_conn *c)
@@ -604,10 +623,17 @@ lg_conn_read(struct lg_conn *c, bool unpaced)
 			break;
 		if ((want = lg_conn_want(c, taken, unpaced)) == 0)
 			return;
-		n = read(c->c_fd, lg_conn_buf, want);
-		if (n > 0) {
-			if (lg_conn_take(c, lg_conn_buf, (size_t)n) == -1)
+		if (lg_conn_discarding(c)) {
+			n = recv(c->c_fd, lg_conn_buf, want, MSG_TRUNC);
+			if (n > 0)
+				lg_conn_drop(c, (size_t)n);
+		} else {
+			n = read(c->c_fd, lg_conn_buf, want);
+			if (n > 0 &&
+			    lg_conn_take(c, lg_conn_buf, (size_t)n) == -1)
 				return;
+		}
+		if (n > 0) {
 			taken += (size_t)n;
 		} else if (n == 0) {
 			if (!lg_conn_reset_due(c))

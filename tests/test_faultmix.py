@@ -7,6 +7,7 @@ exactly one record whose outcome is the one its behaviour calls for (the
 load client's trace is joined with the records by the client's address),
 and afterwards the daemon's memory and descriptors are back to idle."""
 
+import json
 import os
 import re
 import subprocess
@@ -50,6 +51,33 @@ def wait_idle(d, n, timeout=60):
     recs = d.wait_records(n, timeout=timeout)
     d.notify.wait_for(lambda m: " 0 active," in m, timeout=timeout, start=len(d.notify.messages) - 1)
     return recs
+
+
+def test_loadgen_discard_counts_every_byte(tmp):
+    """--verify=discard (the benchmark's client that copies nothing) still
+    checks the size: right size passes and acks, a wrong one fails."""
+    size = 3 * 1024 * 1024 + 5
+    path = make_file(os.path.join(tmp, "image"), size)
+    port = free_port()
+    with Daemon(tmp, {"d": {"listen": "127.0.0.1:%d" % port, "file": path}}) as d:
+        run = lambda expect: subprocess.run(
+            [LOADGEN, "-c", "2", "-n", "4", "--connect", "127.0.0.1:%d" % port,
+             "--expect-size", str(expect), "--verify=discard", "--json"],
+            capture_output=True, text=True, timeout=60)
+        out = run(size)
+        assert out.returncode == 0, out
+        total = json.loads(out.stdout.strip().splitlines()[-1])["total"]
+        assert total["ok"] == 4 and total["bytes"] == 4 * size, total
+        recs = d.wait_records(4)
+        assert all(r["status"] == "acked" and int(r["bytes"]) == size for r in recs), recs
+        out = run(size + 1)
+        assert out.returncode != 0, out
+        total = json.loads(out.stdout.strip().splitlines()[-1])["total"]
+        assert total["fails"]["size"] == 4, total
+        out = subprocess.run([LOADGEN, "--connect", "127.0.0.1:%d" % port, "--expect-size", "1",
+                              "--verify=discard", "--expect-sha256", "0" * 64],
+                             capture_output=True, text=True, timeout=30)
+        assert out.returncode != 0 and "discard" in out.stderr, out
 
 
 def test_fault_mix_2000_transfers_at_200_clients(tmp):
