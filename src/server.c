@@ -43,7 +43,7 @@ static struct server_stats	 stats;
 static bool			 stopping;
 static bool			 activated;	/* sockets came from systemd */
 static bool			 paused;	/* out of descriptors */
-static bool			 fd_episode;	/* since the last pause */
+static const char		*shortage;	/* of the pause, or NULL */
 static int			 reserve_fd = -1;
 static struct event		*resume_timer;
 static struct event		*stop_timer;
@@ -156,10 +156,10 @@ server_on_resume_timer(evutil_socket_t fd, short what, void *arg)
 }
 
 /*
- * accept() failed for want of descriptors.  A listener left armed would
- * fire again at once and spin: pause them all, retry on a timer, and use
- * the reserve descriptor to reset the oldest waiting client rather than
- * leave it hanging.
+ * accept() failed for want of descriptors or of kernel memory.  A
+ * listener left armed would fire again at once and spin: pause them all,
+ * retry on a timer, and use the reserve descriptor to reset the oldest
+ * waiting client rather than leave it hanging.
  */
 static void
 server_pause(struct listener *ls, int err)
@@ -167,12 +167,14 @@ server_pause(struct listener *ls, int err)
 	struct sockaddr_storage	ss;
 	socklen_t		len = sizeof(ss);
 	int			fd;
+	bool			fds = err == EMFILE || err == ENFILE;
 
-	if (!fd_episode)
+	if (shortage == NULL)
 		log_warnx("accept on %s: %s: pausing new connections (%zu "
-		    "clients; raise LimitNOFILE or lower max_clients)",
-		    ls->ls_name, strerror(err), conn_count());
-	fd_episode = true;
+		    "clients; %s)", ls->ls_name, strerror(err), conn_count(),
+		    fds ? "raise LimitNOFILE or lower max_clients" :
+		    "the system is short of memory");
+	shortage = fds ? "file descriptors" : "memory";
 	paused = true;
 	server_listeners_enable(false);
 	if (reserve_fd != -1) {
@@ -181,7 +183,8 @@ server_pause(struct listener *ls, int err)
 		    SOCK_CLOEXEC);
 		if (fd != -1)
 			server_refuse(fd, (struct sockaddr *)&ss, ls->ls_share,
-			    REFUSED_BUSY, "out of file descriptors");
+			    REFUSED_BUSY, fds ? "out of file descriptors" :
+			    "out of memory");
 		reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
 	}
 	server_timer_add(resume_timer, EMFILE_RETRY_MS);
@@ -233,10 +236,10 @@ server_accept(struct listener *ls)
 			return;
 		}
 		stats.st_accepted++;
-		if (fd_episode) {
-			log_info("accepting again after running out of file "
-			    "descriptors");
-			fd_episode = false;
+		if (shortage != NULL) {
+			log_info("accepting again after running out of %s",
+			    shortage);
+			shortage = NULL;
 		}
 		server_admit(fd, sa, len, ls->ls_share);
 	}

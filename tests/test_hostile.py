@@ -4,6 +4,7 @@ rate limits, and running out of file descriptors."""
 
 import os
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -237,6 +238,30 @@ def test_out_of_file_descriptors_does_not_spin_and_recovers(tmp):
         d.wait_log(r"accepting again after running out of file descriptors")
         recs = d.records()
         assert any(r["status"] == "busy" and r.get("reason") == "out of file descriptors" for r in recs)
+
+
+def test_accept_out_of_memory_is_told_apart(tmp):
+    """accept() failing with ENOBUFS (injected into the real system call by
+    strace) pauses like EMFILE but says memory, not descriptors."""
+    small = make_file(os.path.join(tmp, "g"), 1000)
+    port = free_port()
+    with Daemon(tmp, {"s": {"listen": "127.0.0.1:%d" % port, "file": small}}) as d:
+        st = subprocess.Popen(["strace", "-qq", "-o", "/dev/null", "-e", "trace=accept4",
+                               "-e", "inject=accept4:error=ENOBUFS:when=1", "-p", str(d.proc.pid)])
+        try:
+            time.sleep(0.5)                 # attached
+            first = socket.create_connection(("127.0.0.1", port), timeout=5)
+            (rec,) = d.wait_records(1)
+            assert rec["status"] == "busy" and rec.get("reason") == "out of memory", rec
+            first.close()
+            assert get(port, "127.0.0.1") is not None
+        finally:
+            st.terminate()
+            st.wait(10)
+        d.wait_log(r"accepting again after running out of memory")
+        log = d.log()
+        assert "No buffer space available: pausing new connections" in log, log[-2000:]
+        assert "the system is short of memory" in log and "LimitNOFILE" not in log, log[-2000:]
 
 
 if __name__ == "__main__":
