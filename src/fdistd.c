@@ -69,6 +69,30 @@ fdistd_raise_nofile(const struct config *cf)
 		    (unsigned long long)need);
 }
 
+/*
+ * Settings that are valid but cannot do all they say: a warning, to fp
+ * (-t) or to the log, and the daemon goes on.
+ */
+static void
+fdistd_warn_limits(const struct config *cf, FILE *fp)
+{
+	const struct share_config	*sc;
+	char				 msg[ERR_MAX];
+
+	TAILQ_FOREACH(sc, &cf->cf_shares, sc_entry) {
+		if (sc->sc_max_clients <= cf->cf_max_clients)
+			continue;
+		snprintf(msg, sizeof(msg), "%s:%d: share [%s]: max_clients %u "
+		    "is above the global max_clients %u, which limits it too",
+		    cf->cf_path, sc->sc_line, sc->sc_name, sc->sc_max_clients,
+		    cf->cf_max_clients);
+		if (fp != NULL)
+			fprintf(fp, "fdistd: warning: %s\n", msg);
+		else
+			log_warnx("%s", msg);
+	}
+}
+
 /* SIGHUP: load the file again; keep running on the old one if it fails. */
 static void
 fdistd_reload(void)
@@ -91,6 +115,7 @@ fdistd_reload(void)
 		if (!debug_mode)
 			log_set_mode(cf->cf_log);
 		fdistd_raise_nofile(cf);
+		fdistd_warn_limits(cf, NULL);
 		log_info("reloaded: %zu share%s", cf->cf_nshares,
 		    PLURAL(cf->cf_nshares));
 	}
@@ -136,6 +161,7 @@ fdistd_test(struct config *cf, char *err)
 		fprintf(stderr, "fdistd: %s\n", err);
 		return (1);
 	}
+	fdistd_warn_limits(cf, stderr);
 	if (fdistd_verbose)
 		config_dump(cf, stdout);
 	printf("configuration OK\n");
@@ -155,6 +181,7 @@ fdistd_run(struct config *cf)
 	/* A client gone mid-sendfile must be an EPIPE, not a signal. */
 	signal(SIGPIPE, SIG_IGN);
 	fdistd_raise_nofile(cf);
+	fdistd_warn_limits(cf, NULL);
 	if ((base = event_base_new()) == NULL)
 		fatalx("cannot create the event loop");
 	signals[0] = fdistd_signal(SIGHUP);

@@ -140,6 +140,23 @@ def test_access_lists_and_limits(tmp):
         expect_error(tmp, base + line + "\n", 4, msg)
 
 
+def test_share_max_clients_above_global_warns(tmp):
+    """Valid, but the global limit still applies: a warning with the
+    share's line, from -t and at start-up; none when it fits."""
+    text = "[fdistd]\nmax_clients = 400\n\n" + share(tmp, extra="max_clients = 500\n")
+    rc, out, err, path = check(tmp, text)
+    assert rc == 0 and out == "configuration OK\n", (rc, out, err)
+    assert err == ("fdistd: warning: %s:4: share [s]: max_clients 500 is above the global "
+                   "max_clients 400, which limits it too\n" % path), err
+    rc, out, err, _ = check(tmp, text.replace("500", "400"))
+    assert rc == 0 and err == "", (rc, out, err)
+    port = free_port()
+    d = Daemon(tmp, {"s": {"listen": "127.0.0.1:%d" % port, "file": os.path.join(tmp, "f"),
+                           "max_clients": "500"}}, {"max_clients": "400"})
+    with d:
+        d.wait_log(r"warning: \S+:\d+: share \[s\]: max_clients 500 is above the global max_clients 400")
+
+
 def test_listen_addresses(tmp):
     f = make_file(os.path.join(tmp, "f"), 1)
     hint = "(use HOST:PORT, [IPV6]:PORT or *:PORT)"
