@@ -130,7 +130,8 @@ static const struct config_key config_keys[NKEYS] = {
 	[KEY_SHUTDOWN_TIMEOUT] = { "shutdown_timeout", KEY_GLOBAL,
 	    config_set_shutdown_timeout },
 	[KEY_LOG] = { "log", KEY_GLOBAL, config_set_log },
-	[KEY_LISTEN] = { "listen", KEY_SHARE, config_set_listen },
+	[KEY_LISTEN] = { "listen", KEY_SHARE | KEY_REPEAT,
+	    config_set_listen },
 	[KEY_FILE] = { "file", KEY_SHARE, config_set_file },
 	[KEY_ALLOW] = { "allow", KEY_BOTH | KEY_REPEAT, config_set_allow },
 	[KEY_DENY] = { "deny", KEY_BOTH | KEY_REPEAT, config_set_deny },
@@ -343,13 +344,22 @@ config_set_listen(struct config_parse *cp, const char *value, char *err,
     size_t errlen)
 {
 	struct share_config	*sc = cp->cp_share;
-	size_t			 i;
+	struct listen_addr	 more[SHARE_LISTEN_MAX];
+	size_t			 i, n;
 
-	if (parse_listen(value, sc->sc_listen, SHARE_LISTEN_MAX,
-	    &sc->sc_nlisten, cp->cp_system, err, errlen) == -1)
+	/* Each listen line adds to the share's addresses. */
+	if (parse_listen(value, more, SHARE_LISTEN_MAX, &n, cp->cp_system,
+	    err, errlen) == -1)
 		return (-1);
-	for (i = 0; i < sc->sc_nlisten; i++)
-		sc->sc_listen[i].la_line = cp->cp_lineno;
+	if (n > SHARE_LISTEN_MAX - sc->sc_nlisten) {
+		snprintf(err, errlen, "too many listen addresses (at most %d "
+		    "per share)", SHARE_LISTEN_MAX);
+		return (-1);
+	}
+	for (i = 0; i < n; i++) {
+		more[i].la_line = cp->cp_lineno;
+		sc->sc_listen[sc->sc_nlisten++] = more[i];
+	}
 	return (0);
 }
 
@@ -767,22 +777,71 @@ config_dump_limits(const struct limits *lim, FILE *fp)
 	fprintf(fp, "share_rate_limit = %" PRIu64 "\n", lim->lim_share_rate);
 }
 
+/*
+ * A list key in lines fdistd can read back: a new "key = " line before
+ * an item that would make the line too long, since each line adds.
+ */
+struct config_dump_list {
+	FILE		*dl_fp;
+	const char	*dl_key;
+	size_t		 dl_col;
+};
+
+static void
+config_dump_item(struct config_dump_list *dl, const char *item)
+{
+	size_t	len = strlen(item);
+	int	n;
+
+	if (dl->dl_col != 0 && dl->dl_col + 2 + len > INIH_LINE_MAX - 3) {
+		fputc('\n', dl->dl_fp);
+		dl->dl_col = 0;
+	}
+	if (dl->dl_col == 0)
+		n = fprintf(dl->dl_fp, "%s = %s", dl->dl_key, item);
+	else
+		n = fprintf(dl->dl_fp, ", %s", item);
+	if (n > 0)
+		dl->dl_col += (size_t)n;
+}
+
+static void
+config_dump_end(struct config_dump_list *dl)
+{
+	if (dl->dl_col != 0)
+		fputc('\n', dl->dl_fp);
+}
+
 static void
 config_dump_acl(const char *key, const struct acl *acl, FILE *fp)
 {
-	char	buf[INET6_ADDRSTRLEN];
-	size_t	i;
+	struct config_dump_list	dl = { fp, key, 0 };
+	char			buf[INET6_ADDRSTRLEN], item[INET6_ADDRSTRLEN + 5];
+	size_t			i;
 
-	if (acl->acl_n == 0)
-		return;
-	fprintf(fp, "%s = ", key);
 	for (i = 0; i < acl->acl_n; i++) {
 		inet_ntop(acl->acl_nets[i].ci_family, acl->acl_nets[i].ci_addr,
 		    buf, sizeof(buf));
-		fprintf(fp, "%s%s/%u", i ? ", " : "", buf,
+		snprintf(item, sizeof(item), "%s/%u", buf,
 		    acl->acl_nets[i].ci_prefix);
+		config_dump_item(&dl, item);
 	}
-	fprintf(fp, "\n");
+	config_dump_end(&dl);
+}
+
+static void
+config_dump_listen(const struct share_config *sc, FILE *fp)
+{
+	struct config_dump_list	dl = { fp, "listen", 0 };
+	char			name[ADDR_STR_MAX];
+	size_t			i;
+
+	for (i = 0; i < sc->sc_nlisten; i++) {
+		addr_format((const struct sockaddr *)&sc->sc_listen[i].la_ss,
+		    name, sizeof(name));
+		config_dump_item(&dl, name);
+	}
+	config_dump_end(&dl);
 }
 
 /* Print the effective configuration (fdistd -t -v). */
@@ -791,8 +850,6 @@ config_dump(const struct config *cf, FILE *fp)
 {
 	static const char	*modes[] = { "auto", "journal", "stderr" };
 	const struct share_config *sc;
-	char			 name[ADDR_STR_MAX];
-	size_t			 i;
 
 	fprintf(fp, "[fdistd]\n");
 	config_dump_limits(&cf->cf_limits, fp);
@@ -803,13 +860,9 @@ config_dump(const struct config *cf, FILE *fp)
 	config_dump_acl("allow", &cf->cf_allow, fp);
 	config_dump_acl("deny", &cf->cf_deny, fp);
 	TAILQ_FOREACH(sc, &cf->cf_shares, sc_entry) {
-		fprintf(fp, "\n[%s]\nlisten = ", sc->sc_name);
-		for (i = 0; i < sc->sc_nlisten; i++) {
-			addr_format((const struct sockaddr *)
-			    &sc->sc_listen[i].la_ss, name, sizeof(name));
-			fprintf(fp, "%s%s", i ? ", " : "", name);
-		}
-		fprintf(fp, "\nfile = %s\n", sc->sc_path);
+		fprintf(fp, "\n[%s]\n", sc->sc_name);
+		config_dump_listen(sc, fp);
+		fprintf(fp, "file = %s\n", sc->sc_path);
 		config_dump_limits(&sc->sc_limits, fp);
 		if (sc->sc_max_clients != 0)
 			fprintf(fp, "max_clients = %" PRIu32 "\n",

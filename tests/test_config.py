@@ -76,7 +76,7 @@ def test_unknown_and_misplaced_keys(tmp):
 
 
 def test_duplicates(tmp):
-    expect_error(tmp, share(tmp, extra="\nlisten = 127.0.0.1:9001\n"), 5, "duplicate key 'listen' (first set on line 2)")
+    expect_error(tmp, share(tmp, extra="\nfile = /etc/hostname\n"), 5, "duplicate key 'file' (first set on line 3)")
     expect_error(tmp, "[fdistd]\nlog=auto\n[fdistd]\n" + share(tmp), 3, "duplicate section [fdistd] (first on line 1)")
     expect_error(tmp, share(tmp) + share(tmp, port=9001), 4, "duplicate share [s] (first on line 1)")
 
@@ -180,6 +180,33 @@ def test_listen_addresses(tmp):
     ]
     for value, msg in cases:
         expect_error(tmp, "[s]\nfile = %s\nlisten = %s\n" % (f, value), 3, msg)
+
+
+def test_repeated_lists_and_reloadable_dump(tmp):
+    """listen, allow and deny add on each line, so long lists fit the
+    line limit; -t -v prints them in lines it can read back."""
+    listen = ["[2001:db8:1234:5678::%x]:9000" % i for i in range(1, 15)] + ["127.0.0.1:9000", "127.0.0.2:9000"]
+    nets = ["10.%d.0.0/16" % i for i in range(60)]
+    path = os.path.join(tmp, "f")
+    make_file(path, 10)
+    lines = ["[s]", "file = %s" % path]
+    lines += ["listen = " + ", ".join(listen[i:i + 5]) for i in range(0, 16, 5)]
+    lines += ["allow = " + ", ".join(nets[i:i + 10]) for i in range(0, 60, 10)]
+    text = "\n".join(lines) + "\n"
+    dump = effective_config(tmp, text)
+    got = []
+    for line in dump.splitlines():
+        assert len(line) <= 197, line
+        if line.startswith("listen = "):
+            got += line[len("listen = "):].split(", ")
+    assert got == listen, got
+    assert sum(line.count("/16") for line in dump.splitlines() if line.startswith("allow = ")) == 60
+    again = effective_config(tmp, dump.replace("configuration OK\n", ""))
+    assert again == dump, (again, dump)
+    # the 17th address is one too many, on whichever line it comes
+    line = 1 + len(lines)
+    expect_error(tmp, text + "listen = 127.0.0.3:9000\n", line,
+                 "listen: too many listen addresses (at most 16 per share)")
 
 
 def test_listen_collisions(tmp):
