@@ -166,7 +166,8 @@ void	 fatalx(const char *, ...)
 void	 log_event(int, const char *, const char *, ...)
 	    __attribute__((format(printf, 3, 4)));
 void	 log_transfer(const struct transfer_record *);
-void	 log_refusals(const char *, uint64_t, unsigned int);
+void	 log_refusals(const char *, const char *, const char *, uint64_t,
+	    unsigned int);
 /* Catalog entries (systemd/fdistd.catalog) of daemon events. */
 #define MSGID_READY		"819de2ce009b464d91664758b897bac1"
 #define MSGID_RELOAD_FAILED	"a5ec91e7b0144300bb78128c936fcf5b"

@@ -382,23 +382,30 @@ log_transfer(const struct transfer_record *tr)
 }
 
 /*
- * How many refusals of one status were only counted, in a window, and
- * not logged one by one: with the records, every refusal is accounted.
+ * How many refusals of one share, status and reason were only counted, in
+ * a window, and not logged one by one: with the records, every refusal
+ * is accounted.  share is NULL if its name could not be kept.
  */
 void
-log_refusals(const char *status, uint64_t count, unsigned int window_ms)
+log_refusals(const char *share, const char *status, const char *reason,
+    uint64_t count, unsigned int window_ms)
 {
 	char	ts[48];
 
 	if (!log_journal) {
 		log_timestamp(ts, sizeof(ts));
-		log_line("%s warning: refusals status=%s count=%" PRIu64
-		    " window_ms=%u\n", ts, status, count, window_ms);
+		log_line("%s warning: refusals%s%s status=%s reason=\"%s\" "
+		    "count=%" PRIu64 " window_ms=%u\n", ts,
+		    share != NULL ? " share=" : "", share != NULL ? share : "",
+		    status, reason, count, window_ms);
 		return;
 	}
-	sd_journal_send("MESSAGE=%" PRIu64 " more connections refused (%s) in "
-	    "the last %u ms, not logged one by one", count, status, window_ms,
+	sd_journal_send("MESSAGE=%" PRIu64 " more connections%s%s%s refused "
+	    "(%s: %s) in the last %u ms, not logged one by one", count,
+	    share != NULL ? " to [" : "", share != NULL ? share : "",
+	    share != NULL ? "]" : "", status, reason, window_ms,
 	    "MESSAGE_ID=" MSGID_REFUSALS, "PRIORITY=%d", LOG_WARNING,
 	    "SYSLOG_IDENTIFIER=fdistd", "FDIST_STATUS=%s", status,
-	    "FDIST_COUNT=%" PRIu64, count, NULL);
+	    "FDIST_REASON=%s", reason, "FDIST_COUNT=%" PRIu64, count,
+	    share != NULL ? "FDIST_SHARE=%s" : NULL, share, NULL);
 }

@@ -34,6 +34,42 @@ enum refusal {
 	NREFUSALS
 };
 
+/* Why a client was turned away; each reason belongs to one status. */
+enum refusal_reason {
+	REASON_NOT_ALLOWED,
+	REASON_MAX_CLIENTS,
+	REASON_SHARE_MAX_CLIENTS,
+	REASON_MAX_PER_IP,
+	REASON_NO_DESCRIPTORS,
+	REASON_NO_MEMORY,
+	NREASONS
+};
+
+static const struct {
+	enum refusal	 rr_kind;
+	const char	*rr_text;
+} refusal_reasons[NREASONS] = {
+	[REASON_NOT_ALLOWED] = { REFUSED_DENIED, "not allowed" },
+	[REASON_MAX_CLIENTS] = { REFUSED_BUSY, "max_clients" },
+	[REASON_SHARE_MAX_CLIENTS] = { REFUSED_BUSY, "share max_clients" },
+	[REASON_MAX_PER_IP] = { REFUSED_BUSY, "max_per_ip" },
+	[REASON_NO_DESCRIPTORS] = { REFUSED_BUSY, "out of file descriptors" },
+	[REASON_NO_MEMORY] = { REFUSED_BUSY, "out of memory" },
+};
+
+/*
+ * The refusals of this window that were only counted, by share, so the
+ * summary says which share was flooded and why.  A share's tally is
+ * allocated once per window; out of memory, the counts go to an
+ * unnamed one.
+ */
+struct refusal_tally {
+	TAILQ_ENTRY(refusal_tally) rt_entry;
+	char			rt_share[SHARE_NAME_MAX];
+	uint64_t		rt_count[NREASONS];
+};
+TAILQ_HEAD(refusal_tally_list, refusal_tally);
+
 static struct event_base	*server_base;
 static struct config		*server_cf;
 static struct share_list	 shares = TAILQ_HEAD_INITIALIZER(shares);
@@ -49,7 +85,8 @@ static struct event		*resume_timer;
 static struct event		*stop_timer;
 static struct event		*refusal_timer;
 static uint64_t			 refusals_logged[NREFUSALS];
-static uint64_t			 refusals_unlogged[NREFUSALS];
+static struct refusal_tally_list tallies = TAILQ_HEAD_INITIALIZER(tallies);
+static struct refusal_tally	 tally_unnamed;
 static const char *const	 refusal_status[NREFUSALS] = {
 	[REFUSED_DENIED] = "denied",
 	[REFUSED_BUSY] = "busy",
@@ -78,22 +115,57 @@ server_listeners_enable(bool on)
 	}
 }
 
+static struct refusal_tally *
+server_tally(const char *share)
+{
+	struct refusal_tally	*rt;
+
+	TAILQ_FOREACH(rt, &tallies, rt_entry) {
+		if (strcmp(rt->rt_share, share) == 0)
+			return (rt);
+	}
+	if ((rt = calloc(1, sizeof(*rt))) == NULL)
+		return (&tally_unnamed);
+	snprintf(rt->rt_share, sizeof(rt->rt_share), "%s", share);
+	TAILQ_INSERT_TAIL(&tallies, rt, rt_entry);
+	return (rt);
+}
+
+static void
+server_log_tally(struct refusal_tally *rt, const char *share)
+{
+	int	i;
+
+	for (i = 0; i < NREASONS; i++) {
+		if (rt->rt_count[i] == 0)
+			continue;
+		log_refusals(share, refusal_status[refusal_reasons[i].rr_kind],
+		    refusal_reasons[i].rr_text, rt->rt_count[i],
+		    REFUSAL_WINDOW_MS);
+		rt->rt_count[i] = 0;
+	}
+}
+
 /*
- * Summarise the refusals that were only counted; returns whether the
- * window saw any refusal at all.
+ * Summarise the refusals that were only counted, one record per share
+ * and reason; returns whether the window saw any refusal at all.
  */
 static bool
 server_log_refusals(void)
 {
-	bool	busy_window = false;
-	int	i;
+	struct refusal_tally	*rt;
+	bool			 busy_window = false;
+	int			 i;
 
+	while ((rt = TAILQ_FIRST(&tallies)) != NULL) {
+		TAILQ_REMOVE(&tallies, rt, rt_entry);
+		server_log_tally(rt, rt->rt_share);
+		free(rt);
+	}
+	server_log_tally(&tally_unnamed, NULL);
 	for (i = 0; i < NREFUSALS; i++) {
-		if (refusals_unlogged[i] > 0)
-			log_refusals(refusal_status[i], refusals_unlogged[i],
-			    REFUSAL_WINDOW_MS);
 		busy_window = busy_window || refusals_logged[i] > 0;
-		refusals_logged[i] = refusals_unlogged[i] = 0;
+		refusals_logged[i] = 0;
 	}
 	return (busy_window);
 }
@@ -116,10 +188,11 @@ server_on_refusal_timer(evutil_socket_t fd, short what, void *arg)
  */
 static void
 server_refuse(int fd, const struct sockaddr *peer, const struct share *sh,
-    enum refusal kind, const char *reason)
+    enum refusal_reason reason)
 {
 	struct transfer_record	tr;
 	struct linger		lg = { 1, 0 };
+	enum refusal		kind = refusal_reasons[reason].rr_kind;
 	char			name[ADDR_STR_MAX];
 
 	setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
@@ -128,7 +201,7 @@ server_refuse(int fd, const struct sockaddr *peer, const struct share *sh,
 	if (!evtimer_pending(refusal_timer, NULL))
 		server_timer_add(refusal_timer, REFUSAL_WINDOW_MS);
 	if (refusals_logged[kind] >= REFUSAL_RECORDS) {
-		refusals_unlogged[kind]++;
+		server_tally(sh->sh_name)->rt_count[reason]++;
 		return;
 	}
 	refusals_logged[kind]++;
@@ -139,7 +212,7 @@ server_refuse(int fd, const struct sockaddr *peer, const struct share *sh,
 	tr.tr_peer = name;
 	tr.tr_size = sh->sh_file->sf_size;
 	tr.tr_status = refusal_status[kind];
-	tr.tr_reason = reason;
+	tr.tr_reason = refusal_reasons[reason].rr_text;
 	log_transfer(&tr);
 }
 
@@ -183,8 +256,7 @@ server_pause(struct listener *ls, int err)
 		    SOCK_CLOEXEC);
 		if (fd != -1)
 			server_refuse(fd, (struct sockaddr *)&ss, ls->ls_share,
-			    REFUSED_BUSY, fds ? "out of file descriptors" :
-			    "out of memory");
+			    fds ? REASON_NO_DESCRIPTORS : REASON_NO_MEMORY);
 		reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
 	}
 	server_timer_add(resume_timer, EMFILE_RETRY_MS);
@@ -198,16 +270,16 @@ server_admit(int fd, const struct sockaddr *sa, socklen_t len,
 	uint32_t	per_ip = sh->sh_limits.lim_max_per_ip;
 
 	if (!acl_allows(&sh->sh_allow, &sh->sh_deny, &server_cf->cf_deny, sa))
-		server_refuse(fd, sa, sh, REFUSED_DENIED, "not allowed");
+		server_refuse(fd, sa, sh, REASON_NOT_ALLOWED);
 	else if (conn_count() >= server_cf->cf_max_clients)
-		server_refuse(fd, sa, sh, REFUSED_BUSY, "max_clients");
+		server_refuse(fd, sa, sh, REASON_MAX_CLIENTS);
 	else if (sh->sh_max_clients != 0 &&
 	    sh->sh_state->ss_active >= sh->sh_max_clients)
-		server_refuse(fd, sa, sh, REFUSED_BUSY, "share max_clients");
+		server_refuse(fd, sa, sh, REASON_SHARE_MAX_CLIENTS);
 	else if (per_ip != 0 && share_ip_clients(sh, sa) >= per_ip)
-		server_refuse(fd, sa, sh, REFUSED_BUSY, "max_per_ip");
+		server_refuse(fd, sa, sh, REASON_MAX_PER_IP);
 	else if (conn_new(server_base, fd, sa, len, sh) == -1)
-		server_refuse(fd, sa, sh, REFUSED_BUSY, "out of memory");
+		server_refuse(fd, sa, sh, REASON_NO_MEMORY);
 }
 
 /* Accept the clients waiting on a listener. */

@@ -200,7 +200,30 @@ def test_refusal_summary_is_written_at_stop(tmp):
         d.wait_records(10)
         assert d.stop() == 0           # within the same second
         h.close()
-        assert "refusals status=busy count=15 window_ms=1000" in d.log(), d.log()[-2000:]
+        assert 'refusals share=s status=busy reason="share max_clients" count=15 window_ms=1000' in d.log(), \
+            d.log()[-2000:]
+
+
+def test_refusal_summaries_name_the_share_and_reason(tmp):
+    """Two shares flooded in one second, one over its limit, one denying
+    the host: the summaries say which share and why, and with the records
+    they account for every refused connection."""
+    path = make_file(os.path.join(tmp, "f"), BIG)
+    pa, pb = free_port(), free_port()
+    with Daemon(tmp, {"a": {"listen": "127.0.0.1:%d" % pa, "file": path, "max_clients": "1"},
+                      "b": {"listen": "127.0.0.1:%d" % pb, "file": path, "deny": "127.0.0.0/8"}}) as d:
+        h = hold(pa, "127.0.0.1")
+        for _ in range(14):
+            assert get(pa, "127.0.0.1") is None
+            assert get(pb, "127.0.0.1") is None
+        h.close()
+        d.wait_log(r'refusals share=a status=busy reason="share max_clients" count=4 window_ms=1000')
+        d.wait_log(r'refusals share=b status=denied reason="not allowed" count=4 window_ms=1000')
+        recs = d.wait_records(21)
+        busy = [r for r in recs if r["status"] == "busy"]
+        denied = [r for r in recs if r["status"] == "denied"]
+        assert len(busy) == 10 and all(r["share"] == "a" for r in busy), busy
+        assert len(denied) == 10 and all(r["share"] == "b" for r in denied), denied
 
 
 def cpu_seconds(pid):

@@ -10,6 +10,7 @@ back.  Nothing of the host's journal is touched.
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -96,6 +97,28 @@ def test_reload_failure_event_and_log_journal_key(tmp):
         fetch(port)
         (rec,) = journal("FDIST_SHARE=k")
         assert rec["FDIST_STATUS"] == "acked"
+
+
+def test_refusal_summary_fields(tmp):
+    """Past ten refusals a second, a summary with the share, status,
+    reason and count, under its catalog id."""
+    path = make_file(os.path.join(tmp, "data"), 10)
+    port = free_port()
+    with Daemon(tmp, {"flood": {"listen": "127.0.0.1:%d" % port, "file": path, "deny": "127.0.0.1"}},
+                {"log": "journal"}) as d:
+        for _ in range(13):                 # each one reset, maybe during connect()
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+                    assert s.recv(10) == b""
+            except ConnectionResetError:
+                pass
+        (summary,) = journal("MESSAGE_ID=7bb3f058988248d99412e299d3580d60")
+        assert summary["FDIST_SHARE"] == "flood" and summary["FDIST_STATUS"] == "denied", summary
+        assert summary["FDIST_REASON"] == "not allowed" and summary["FDIST_COUNT"] == "3", summary
+        assert summary["PRIORITY"] == "4"
+        assert summary["MESSAGE"] == ("3 more connections to [flood] refused (denied: not allowed) "
+                                      "in the last 1000 ms, not logged one by one"), summary
+        assert len(journal("FDIST_SHARE=flood", "FDIST_STATUS=denied", want=11)) == 11
 
 
 def test_no_record_is_dropped_under_a_burst(tmp):

@@ -49,7 +49,7 @@ def test_max_clients_refuses_with_reset_then_recovers(tmp):
         # ten records a second, the other fifteen counted in a summary
         busy = d.wait_records(10)
         assert all(r["status"] == "busy" and r["reason"] == "max_clients" and r["bytes"] == "0" for r in busy)
-        d.wait_log(r"refusals status=busy count=15 window_ms=1000")
+        d.wait_log(r'refusals share=s status=busy reason="max_clients" count=15 window_ms=1000')
         d.notify.wait_for(lambda m: "25 refused" in m)
         for h in holders:
             h.close()
