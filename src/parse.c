@@ -200,6 +200,19 @@ listen_looks_numeric(const char *host)
 	return (host[strspn(host, "0123456789.xX")] == '\0');
 }
 
+/*
+ * A zone on an address that is not link-local: the kernel ignores it at
+ * bind(), so "[2001:db8::1%eth0]" and "[2001:db8::1%eth1]" would pass the
+ * collision check and then collide.
+ */
+static bool
+listen_stray_zone(const struct sockaddr_in6 *sin6)
+{
+	return (sin6->sin6_scope_id != 0 &&
+	    !IN6_IS_ADDR_LINKLOCAL(&sin6->sin6_addr) &&
+	    !IN6_IS_ADDR_MC_LINKLOCAL(&sin6->sin6_addr));
+}
+
 /* Resolve a host (numeric unless resolve is set) and add every address. */
 static int
 listen_add_host(struct listen_addr *list, size_t max, size_t *n,
@@ -251,6 +264,13 @@ listen_add_host(struct listen_addr *list, size_t max, size_t *n,
 				snprintf(err, errlen, "'%s' is an IPv4-mapped "
 				    "address: listen on the IPv4 address itself",
 				    host);
+				freeaddrinfo(res);
+				return (-1);
+			}
+			if (listen_stray_zone((struct sockaddr_in6 *)
+			    ai->ai_addr)) {
+				snprintf(err, errlen, "'%s': a zone is only for "
+				    "link-local addresses (fe80::/10)", host);
 				freeaddrinfo(res);
 				return (-1);
 			}

@@ -175,6 +175,9 @@ def test_listen_addresses(tmp):
         ("1:80", "listen: '1' is not an IPv4 address (use four decimal numbers, like 192.0.2.7)"),
         ("[1.2.3.4]:80", "listen: '1.2.3.4' is not an IPv6 address (write IPv4 addresses without brackets)"),
         ("[::ffff:1.2.3.4]:80", "listen: '::ffff:1.2.3.4' is an IPv4-mapped address: listen on the IPv4 address itself"),
+        # the kernel ignores a zone on other addresses: two would collide at bind
+        ("[2001:db8::1%1]:80, [2001:db8::1%2]:80",
+         "listen: '2001:db8::1%1': a zone is only for link-local addresses (fe80::/10)"),
         (", ".join("*:%d" % p for p in range(1, 10)), "listen: too many listen addresses (at most 16 per share)"),
         ("", "listen: empty listen address in ''"),
     ]
