@@ -130,6 +130,36 @@ def test_ack_sent_before_reading_counts(tmp):
         assert rec["status"] == "acked" and rec["ack"] == "early bird", rec
 
 
+def test_ack_without_fin_is_read_at_the_deadline(tmp):
+    """A client that sends its ack and keeps the connection open: the ack
+    (shorter than ack_max, so no wake-up before) is read at ack_timeout."""
+    d, port, path = serve(tmp, ack_timeout="400ms")
+    with d:
+        s = connect(port)
+        assert sha256(read_all(s)) == file_sha256(path)
+        s.sendall(b"Thank you\0")
+        t0 = time.monotonic()
+        (rec,) = d.wait_records(1, timeout=5)
+        waited = time.monotonic() - t0
+        s.close()
+        assert rec["status"] == "acked" and rec["ack"] == "Thank you", rec
+        assert 0.3 < waited < 2.5, waited
+
+
+def test_ack_then_reset_is_acked(tmp):
+    """The ack, then a reset instead of a FIN: the ack still counts."""
+    d, port, path = serve(tmp)
+    with d:
+        s = connect(port)
+        assert sha256(read_all(s)) == file_sha256(path)
+        s.sendall(b"got it\n")
+        time.sleep(0.1)
+        linger_reset(s)
+        s.close()
+        (rec,) = d.wait_records(1)
+        assert rec["status"] == "acked" and rec["ack"] == "got it", rec
+
+
 def test_half_closed_client_still_gets_whole_file(tmp):
     d, port, path = serve(tmp, size=8 * 1024 * 1024)
     with d:
