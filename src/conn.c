@@ -156,6 +156,33 @@ conn_on_eof(struct conn *c)
 }
 
 /*
+ * One read of what the client sent: into the ack until it is complete,
+ * then into drain, never kept.  *room is what the read asked for.
+ */
+static ssize_t
+conn_read_ack(struct conn *c, size_t *room)
+{
+	unsigned char	*dst;
+	ssize_t		 n;
+
+	if (c->c_ack_done) {
+		dst = drain;
+		*room = sizeof(drain);
+	} else {
+		dst = c->c_ack + c->c_acklen;
+		*room = c->c_share->sh_limits.lim_ack_max - c->c_acklen;
+	}
+	n = read(c->c_fd, dst, *room);
+	if (n > 0) {
+		c->c_rcvd += (uint64_t)n;
+		if (dst != drain)
+			ack_take(c->c_ack, &c->c_acklen, (size_t)n,
+			    c->c_share->sh_limits.lim_ack_max, &c->c_ack_done);
+	}
+	return (n);
+}
+
+/*
  * Read what the client sent; returns -1 if the connection was closed.
  * A short read has emptied the queue, so there is no point reading
  * again; if epoll has also reported the FIN (EV_CLOSED), that was the
@@ -164,26 +191,13 @@ conn_on_eof(struct conn *c)
 static int
 conn_receive(struct conn *c, bool fin_seen)
 {
-	unsigned char	*dst;
-	size_t		 room;
-	ssize_t		 n;
-	int		 i;
+	size_t	room;
+	ssize_t	n;
+	int	i;
 
 	for (i = 0; i < READS_PER_EVENT; i++) {
-		if (c->c_ack_done) {
-			dst = drain;
-			room = sizeof(drain);
-		} else {
-			dst = c->c_ack + c->c_acklen;
-			room = c->c_share->sh_limits.lim_ack_max - c->c_acklen;
-		}
-		n = read(c->c_fd, dst, room);
+		n = conn_read_ack(c, &room);
 		if (n > 0) {
-			c->c_rcvd += (uint64_t)n;
-			if (dst != drain)
-				ack_take(c->c_ack, &c->c_acklen, (size_t)n,
-				    c->c_share->sh_limits.lim_ack_max,
-				    &c->c_ack_done);
 			if ((size_t)n == room)
 				continue;
 			return (fin_seen ? conn_on_eof(c) : 0);
@@ -551,20 +565,28 @@ conn_new(struct event_base *base, int fd, const struct sockaddr *peer,
 	bucket_init(&c->c_bucket, sh->sh_limits.lim_rate);
 	TAILQ_INSERT_TAIL(&conns, c, c_entry);
 	nconns++;
-	/* Bytes sent before EOF are kept as the ack; never let them stall. */
+	/*
+	 * Bytes sent before EOF are kept as the ack: read when they reach
+	 * ack_max (SO_RCVLOWAT), at the FIN, a reset or the end.
+	 */
 	event_add(&c->c_rev, NULL);
 	conn_send(c);
 	return (0);
 }
 
-/* Read what is left so close() does not answer unread bytes with RST. */
+/*
+ * Read what is left: the ack so far, which SO_RCVLOWAT may have left
+ * unread, counts on every ending; and close() should not answer unread
+ * bytes with a reset when it means a FIN.
+ */
 static void
 conn_drain(struct conn *c)
 {
+	size_t	room;
 	int	i;
 
 	for (i = 0; i < READS_PER_EVENT; i++) {
-		if (read(c->c_fd, drain, sizeof(drain)) <= 0)
+		if (conn_read_ack(c, &room) <= 0)
 			return;
 	}
 }
@@ -639,19 +661,18 @@ conn_close(struct conn *c, const char *status)
 	event_del(&c->c_wev);
 	event_del(&c->c_tev);
 	share_client_remove(c->c_share, (struct sockaddr *)&c->c_peer);
+	if (!c->c_peer_eof)
+		conn_drain(c);
 	if (c->c_state != CONN_AWAITING_ACK &&
 	    conn_delivered(c) < c->c_share->sh_file->sf_size)
 		conn_abort(c);
-	else {
-		if (!c->c_peer_eof)
-			conn_drain(c);
+	else if (strcmp(status, "aborted") == 0) {
 		/*
 		 * The client's TCP had the whole file: a reset now, even one
 		 * that beat our half-close, is a client gone without (or
 		 * after) its ack, not a transfer cut short.
 		 */
-		if (strcmp(status, "aborted") == 0)
-			status = conn_ack_outcome(c);
+		status = conn_ack_outcome(c);
 	}
 	if (c->c_state == CONN_SENDING)
 		c->c_share->sh_state->ss_sending--;

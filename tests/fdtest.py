@@ -249,6 +249,23 @@ class Daemon:
             self.stderr = None
 
 
+def strace_attach(pid, *args, timeout=10):
+    """strace (with args) attached to a running process; returns once the
+    kernel shows it as the tracer, not after a guessed delay."""
+    st = subprocess.Popen(["strace", "-qq", *args, "-p", str(pid)])
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with open("/proc/%d/status" % pid) as f:
+            if re.search(r"^TracerPid:\s+%d$" % st.pid, f.read(), re.M):
+                time.sleep(0.05)            # past the attach's own stop
+                return st
+        if st.poll() is not None:
+            raise AssertionError("strace exited with %d" % st.returncode)
+        time.sleep(0.01)
+    st.kill()
+    raise AssertionError("strace did not attach to %d" % pid)
+
+
 def connect(port, host="127.0.0.1", timeout=10, bind=None):
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     s = socket.socket(family, socket.SOCK_STREAM)

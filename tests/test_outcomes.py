@@ -7,7 +7,8 @@ import socket
 import time
 
 from fdtest import (Daemon, connect, fetch, file_sha256, free_port,
-                    linger_reset, main, make_file, read_all, sha256)
+                    linger_reset, main, make_file, read_all, sha256,
+                    strace_attach)
 
 BIG = 64 * 1024 * 1024
 
@@ -137,13 +138,18 @@ def test_ack_without_fin_is_read_at_the_deadline(tmp):
     with d:
         s = connect(port)
         assert sha256(read_all(s)) == file_sha256(path)
+        trace = os.path.join(tmp, "strace")
+        st = strace_attach(d.proc.pid, "-ttt", "-e", "trace=read", "-o", trace)
+        sent = time.time()
         s.sendall(b"Thank you\0")
-        t0 = time.monotonic()
         (rec,) = d.wait_records(1, timeout=5)
-        waited = time.monotonic() - t0
+        st.terminate()
+        st.wait(10)
         s.close()
         assert rec["status"] == "acked" and rec["ack"] == "Thank you", rec
-        assert 0.3 < waited < 2.5, waited
+        with open(trace) as f:
+            (got,) = [float(line.split()[0]) for line in f if '"Thank you\\0"' in line]
+        assert 0.25 < got - sent < 2.5, got - sent
 
 
 def test_ack_then_reset_is_acked(tmp):
@@ -259,6 +265,37 @@ def test_stop_ends_stalled_transfer_as_shutdown(tmp):
         (rec,) = d.records()
         assert rec["status"] == "shutdown", rec
 
+
+
+def test_early_ack_is_kept_when_the_transfer_fails(tmp):
+    """An ack shorter than ack_max waits unread in the socket
+    (SO_RCVLOWAT); an ending that is not its FIN still reads and logs it:
+    a reset mid-transfer, and a stop while the client holds on."""
+    d, port, _ = serve(tmp, size=BIG)
+    with d:
+        s = connect(port)
+        s.sendall(b"early\n")
+        assert s.recv(65536)
+        time.sleep(0.1)
+        linger_reset(s)
+        s.close()
+        (rec,) = d.wait_records(1)
+        assert rec["status"] == "aborted" and rec.get("ack") == "early", rec
+    tmp2 = os.path.join(tmp, "second")
+    os.mkdir(tmp2)
+    path = make_file(os.path.join(tmp2, "small"), 1000)
+    port = free_port()
+    with Daemon(tmp2, {"h": {"listen": "127.0.0.1:%d" % port, "file": path}},
+                {"shutdown_timeout": "300ms"}) as d2:
+        s = connect(port)
+        assert len(read_all(s)) == 1000
+        s.sendall(b"Thank you\0")
+        time.sleep(0.2)
+        assert d2.stop() == 0
+        s.close()
+        recs = [r for r in d2.records() if r["share"] == "h"]
+        assert len(recs) == 1 and recs[0]["status"] == "shutdown", recs
+        assert recs[0].get("ack") == "Thank you", recs
 
 if __name__ == "__main__":
     main(globals())
