@@ -252,9 +252,10 @@ config_set_max_clients(struct config_parse *cp, const char *value,
 		    CLIENTS_MAX);
 		return (-1);
 	}
-	if (cp->cp_share != NULL)
+	if (cp->cp_share != NULL) {
 		cp->cp_share->sc_max_clients = (uint32_t)n;
-	else
+		cp->cp_share->sc_max_clients_line = cp->cp_lineno;
+	} else
 		cp->cp_cf->cf_max_clients = (uint32_t)n;
 	return (0);
 }

@@ -74,6 +74,7 @@ struct share_config {
 	size_t			 sc_nlisten;
 	struct limits		 sc_limits;
 	uint32_t		 sc_max_clients;	/* 0: only the global */
+	int			 sc_max_clients_line;
 	struct acl		 sc_allow;
 	struct acl		 sc_deny;
 	unsigned int		 sc_keys_set;	/* bit per key table entry */

@@ -242,12 +242,14 @@ server_pause(struct listener *ls, int err)
 	int			fd;
 	bool			fds = err == EMFILE || err == ENFILE;
 
-	if (shortage == NULL)
+	/* The first failure of an episode names it. */
+	if (shortage == NULL) {
 		log_warnx("accept on %s: %s: pausing new connections (%zu "
 		    "clients; %s)", ls->ls_name, strerror(err), conn_count(),
 		    fds ? "raise LimitNOFILE or lower max_clients" :
 		    "the system is short of memory");
-	shortage = fds ? "file descriptors" : "memory";
+		shortage = fds ? "file descriptors" : "memory";
+	}
 	paused = true;
 	server_listeners_enable(false);
 	if (reserve_fd != -1) {

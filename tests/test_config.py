@@ -146,7 +146,7 @@ def test_share_max_clients_above_global_warns(tmp):
     text = "[fdistd]\nmax_clients = 400\n\n" + share(tmp, extra="max_clients = 500\n")
     rc, out, err, path = check(tmp, text)
     assert rc == 0 and out == "configuration OK\n", (rc, out, err)
-    assert err == ("fdistd: warning: %s:4: share [s]: max_clients 500 is above the global "
+    assert err == ("fdistd: warning: %s:7: share [s]: max_clients 500 is above the global "
                    "max_clients 400, which limits it too\n" % path), err
     rc, out, err, _ = check(tmp, text.replace("500", "400"))
     assert rc == 0 and err == "", (rc, out, err)
@@ -155,6 +155,10 @@ def test_share_max_clients_above_global_warns(tmp):
                            "max_clients": "500"}}, {"max_clients": "400"})
     with d:
         d.wait_log(r"warning: \S+:\d+: share \[s\]: max_clients 500 is above the global max_clients 400")
+        d.shares["s"]["max_clients"] = "600"
+        d.write_config()
+        d.reload()
+        d.wait_log(r"warning: \S+:\d+: share \[s\]: max_clients 600 is above the global max_clients 400")
 
 
 def test_listen_addresses(tmp):

@@ -60,14 +60,17 @@ def test_loadgen_discard_counts_every_byte(tmp):
     path = make_file(os.path.join(tmp, "image"), size)
     port = free_port()
     with Daemon(tmp, {"d": {"listen": "127.0.0.1:%d" % port, "file": path}}) as d:
-        run = lambda expect: subprocess.run(
-            [LOADGEN, "-c", "2", "-n", "4", "--connect", "127.0.0.1:%d" % port,
+        run = lambda expect, wrap=(): subprocess.run(
+            [*wrap, LOADGEN, "-c", "2", "-n", "4", "--connect", "127.0.0.1:%d" % port,
              "--expect-size", str(expect), "--verify=discard", "--json"],
             capture_output=True, text=True, timeout=60)
-        out = run(size)
+        trace = os.path.join(tmp, "strace")
+        out = run(size, ["strace", "-qq", "-f", "-e", "trace=recvfrom", "-o", trace])
         assert out.returncode == 0, out
         total = json.loads(out.stdout.strip().splitlines()[-1])["total"]
         assert total["ok"] == 4 and total["bytes"] == 4 * size, total
+        with open(trace) as f:
+            assert "MSG_TRUNC" in f.read()      # the bytes were dropped, not read
         recs = d.wait_records(4)
         assert all(r["status"] == "acked" and int(r["bytes"]) == size for r in recs), recs
         out = run(size + 1)

@@ -4,13 +4,12 @@ rate limits, and running out of file descriptors."""
 
 import os
 import socket
-import subprocess
 import sys
 import threading
 import time
 
 from fdtest import (Daemon, connect, file_sha256, free_port, main, make_file,
-                    sha256)
+                    sha256, strace_attach)
 
 ACTIVATE = [sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)), "activate.py")]
 BIG = 64 * 1024 * 1024
@@ -269,10 +268,9 @@ def test_accept_out_of_memory_is_told_apart(tmp):
     small = make_file(os.path.join(tmp, "g"), 1000)
     port = free_port()
     with Daemon(tmp, {"s": {"listen": "127.0.0.1:%d" % port, "file": small}}) as d:
-        st = subprocess.Popen(["strace", "-qq", "-o", "/dev/null", "-e", "trace=accept4",
-                               "-e", "inject=accept4:error=ENOBUFS:when=1", "-p", str(d.proc.pid)])
+        st = strace_attach(d.proc.pid, "-o", "/dev/null", "-e", "trace=accept4",
+                           "-e", "inject=accept4:error=ENOBUFS:when=1")
         try:
-            time.sleep(0.5)                 # attached
             first = socket.create_connection(("127.0.0.1", port), timeout=5)
             (rec,) = d.wait_records(1)
             assert rec["status"] == "busy" and rec.get("reason") == "out of memory", rec

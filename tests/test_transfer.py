@@ -9,7 +9,7 @@ import threading
 import time
 
 from fdtest import (Daemon, connect, fetch, file_sha256, free_port, main,
-                    make_file, sha256)
+                    make_file, sha256, strace_attach)
 
 SEED_CLIENT = os.environ.get("SEED_CLIENT", "build/tests/file_client")
 
@@ -69,8 +69,7 @@ def test_ack_then_fin_costs_one_read(tmp):
         while s.recv(65536):
             pass
         trace = os.path.join(tmp, "strace")
-        st = subprocess.Popen(["strace", "-qq", "-e", "trace=read", "-o", trace, "-p", str(d.proc.pid)])
-        time.sleep(0.5)                     # attached
+        st = strace_attach(d.proc.pid, "-e", "trace=read", "-o", trace)
         s.sendall(b"Thank you")
         time.sleep(0.3)
         s.sendall(b"\0")
