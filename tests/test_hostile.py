@@ -132,7 +132,9 @@ def test_rate_limit_per_client(tmp):
         s.sendall(b"Thank you\0")
         s.close()
         assert h.hexdigest() == file_sha256(path)
-        assert 4.5 <= took <= 5.5, took
+        # never faster than the limit; the upper bound catches a limiter
+        # that under-delivers, with room for a loaded 2-core machine
+        assert 4.5 <= took <= 6.5, took
         assert worst <= rate / 20 + 64 * 1024, "%d bytes ahead of the rate" % worst
         d.wait_records(1)
 
@@ -150,7 +152,9 @@ def test_share_rate_limit_is_shared_by_its_clients(tmp):
             t.join(30)
         took = time.monotonic() - t0
         assert all(r is not None and sha256(r[1]) == file_sha256(path) for r in results)
-        assert 4.5 <= took <= 5.5, took
+        # never faster than the limit; the upper bound catches a limiter
+        # that under-delivers, with room for a loaded 2-core machine
+        assert 4.5 <= took <= 6.5, took
         # smooth, not one client after another: each took most of the time
         assert min(r[0] for r in results) > 3.5, [r[0] for r in results]
         d.wait_records(4)
