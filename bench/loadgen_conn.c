@@ -494,13 +494,6 @@ lg_conn_discarding(const struct lg_conn *c)
 	    (lg_opt.o_proto != LG_PROTO_HTTP || c->c_hdrdone));
 }
 
-static void
-lg_conn_drop(struct lg_conn *c, size_t n)
-{
-	c->c_wire += n;
-	c->c_rcvd += n;
-}
-
 /* Whether the bytes were the expected file. */
 static enum lg_fail
 lg_conn_verify(struct lg_conn *c)
@@ -623,17 +616,13 @@ lg_conn_read(struct lg_conn *c, bool unpaced)
 			break;
 		if ((want = lg_conn_want(c, taken, unpaced)) == 0)
 			return;
-		if (lg_conn_discarding(c)) {
-			n = recv(c->c_fd, lg_conn_buf, want, MSG_TRUNC);
-			if (n > 0)
-				lg_conn_drop(c, (size_t)n);
-		} else {
-			n = read(c->c_fd, lg_conn_buf, want);
-			if (n > 0 &&
-			    lg_conn_take(c, lg_conn_buf, (size_t)n) == -1)
-				return;
-		}
+		/* Discarded bytes are only counted: no header, no digest. */
+		n = lg_conn_discarding(c) ?
+		    recv(c->c_fd, lg_conn_buf, want, MSG_TRUNC) :
+		    read(c->c_fd, lg_conn_buf, want);
 		if (n > 0) {
+			if (lg_conn_take(c, lg_conn_buf, (size_t)n) == -1)
+				return;
 			taken += (size_t)n;
 		} else if (n == 0) {
 			if (!lg_conn_reset_due(c))

@@ -141,6 +141,19 @@ _Static_assert(NKEYS <= sizeof(((struct config *)0)->cf_key_line) /
 
 #define KEY_IS_SET(set, k)	(((set) & (1U << (k))) != 0)
 
+/* The key's index in config_keys, or NKEYS if there is no such key. */
+static int
+config_key_index(const char *name)
+{
+	int	i;
+
+	for (i = 0; i < NKEYS; i++) {
+		if (strcmp(config_keys[i].k_name, name) == 0)
+			break;
+	}
+	return (i);
+}
+
 /*
  * Record the first error as "file:line: message" (no line if 0).  The
  * message quotes bytes of the file: escape it, so that checking a
@@ -252,10 +265,9 @@ config_set_max_clients(struct config_parse *cp, const char *value,
 		    CLIENTS_MAX);
 		return (-1);
 	}
-	if (cp->cp_share != NULL) {
+	if (cp->cp_share != NULL)
 		cp->cp_share->sc_max_clients = (uint32_t)n;
-		cp->cp_share->sc_max_clients_line = cp->cp_lineno;
-	} else
+	else
 		cp->cp_cf->cf_max_clients = (uint32_t)n;
 	return (0);
 }
@@ -511,11 +523,7 @@ config_handle(void *arg, const char *section, const char *name,
 	if (!cp->cp_in_section)
 		return (config_fail(cp, "'%s' is outside any section (put "
 		    "global settings under [fdistd])", name));
-	for (i = 0; i < NKEYS; i++) {
-		if (strcmp(config_keys[i].k_name, name) == 0)
-			break;
-	}
-	if (i == NKEYS)
+	if ((i = config_key_index(name)) == NKEYS)
 		return (config_fail(cp, "unknown key '%s' in [%s]", name,
 		    cp->cp_share ? cp->cp_share->sc_name : "fdistd"));
 	k = &config_keys[i];
@@ -843,6 +851,17 @@ config_dump_listen(const struct share_config *sc, FILE *fp)
 		config_dump_item(&dl, name);
 	}
 	config_dump_end(&dl);
+}
+
+/* The line a share set a key on (the last, for a list), or 0. */
+int
+config_share_key_line(const struct share_config *sc, const char *key)
+{
+	int	i = config_key_index(key);
+
+	if (i == NKEYS || !KEY_IS_SET(sc->sc_keys_set, i))
+		return (0);
+	return (sc->sc_key_line[i]);
 }
 
 /* Print the effective configuration (fdistd -t -v). */

@@ -84,7 +84,7 @@ fdistd_warn_limits(const struct config *cf, FILE *fp)
 			continue;
 		snprintf(msg, sizeof(msg), "%s:%d: share [%s]: max_clients %u "
 		    "is above the global max_clients %u, which limits it too",
-		    cf->cf_path, sc->sc_max_clients_line, sc->sc_name,
+		    cf->cf_path, config_share_key_line(sc, "max_clients"), sc->sc_name,
 		    sc->sc_max_clients, cf->cf_max_clients);
 		if (fp != NULL)
 			fprintf(fp, "fdistd: warning: %s\n", msg);

@@ -74,7 +74,6 @@ struct share_config {
 	size_t			 sc_nlisten;
 	struct limits		 sc_limits;
 	uint32_t		 sc_max_clients;	/* 0: only the global */
-	int			 sc_max_clients_line;
 	struct acl		 sc_allow;
 	struct acl		 sc_deny;
 	unsigned int		 sc_keys_set;	/* bit per key table entry */
@@ -104,6 +103,8 @@ struct config	*config_load_stream(FILE *, const char *, bool, char *,
 		    size_t);
 void		 config_free(struct config *);
 void		 config_dump(const struct config *, FILE *);
+int		 config_share_key_line(const struct share_config *,
+		    const char *);
 
 /* parse.c: strict value parsers; each returns 0 or -1 with a message. */
 int	 parse_duration_ms(const char *, uint64_t *, char *, size_t);
