@@ -332,6 +332,25 @@ conn_check_flush(struct conn *c)
 		c->c_poll_ms *= 2;
 }
 
+/*
+ * Let the kernel delay its ACK of the client's ack text.  A client closes
+ * right after its ack, and the ACK of its FIN then covers both: one packet
+ * fewer per transfer, which on loopback is also the client's CPU.  This is
+ * a state of the socket, not a setting accepted sockets could inherit, so
+ * it is set here, before the FIN lets the client answer.  An ack sent in
+ * pieces waits for one delayed ACK at most: when that timer fires, the
+ * kernel goes back to quick ACKs by itself.
+ */
+static void
+conn_delay_acks(struct conn *c)
+{
+	int	off = 0;
+
+	if (setsockopt(c->c_fd, IPPROTO_TCP, TCP_QUICKACK, &off,
+	    sizeof(off)) == -1)
+		log_debug("setsockopt TCP_QUICKACK: %s", strerror(errno));
+}
+
 /* The whole file is handed to the kernel: half-close, then flush. */
 static void
 conn_sent(struct conn *c)
@@ -340,6 +359,7 @@ conn_sent(struct conn *c)
 		event_del(&c->c_wev);
 		c->c_wev_armed = false;
 	}
+	conn_delay_acks(c);
 	if (shutdown(c->c_fd, SHUT_WR) == -1) {
 		log_debug("shutdown: %s", strerror(errno));
 		conn_close(c, "aborted");

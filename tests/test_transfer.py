@@ -88,6 +88,36 @@ def test_ack_then_fin_costs_one_read(tmp):
         assert conn_reads == [ack], reads
 
 
+
+def tcp_segs_in_and_state(s):
+    """tcpi_segs_in and tcpi_state of a socket (struct tcp_info, linux/tcp.h)."""
+    info = s.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 144)
+    return int.from_bytes(info[140:144], "little"), info[0]
+
+
+def test_ack_and_fin_answered_by_one_packet(tmp):
+    """The daemon delays its ACK of the ack text: the client's FIN follows
+    at once, and one ACK answers both (a packet fewer per transfer)."""
+    path = make_file(os.path.join(tmp, "data"), 4096)
+    port = free_port()
+    with Daemon(tmp, {"s": {"listen": "127.0.0.1:%d" % port, "file": path}}) as d:
+        for _ in range(3):
+            s = connect(port)
+            while s.recv(65536):
+                pass
+            before, _ = tcp_segs_in_and_state(s)
+            s.sendall(b"Thank you\0")
+            s.shutdown(socket.SHUT_WR)
+            deadline = time.monotonic() + 10
+            while tcp_segs_in_and_state(s)[1] != 7:  # TCP_CLOSE: our FIN is acked
+                assert time.monotonic() < deadline, "FIN never acknowledged"
+                time.sleep(0.001)
+            after, _ = tcp_segs_in_and_state(s)
+            s.close()
+            assert after - before == 1, (before, after)
+        recs = d.wait_records(3)
+        assert [r["status"] for r in recs] == ["acked"] * 3, recs
+
 def test_200_concurrent_clients_identical_bytes(tmp):
     path = make_file(os.path.join(tmp, "data"), 4 * 1024 * 1024 + 11)
     want = file_sha256(path)
