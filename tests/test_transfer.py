@@ -101,22 +101,31 @@ def test_ack_and_fin_answered_by_one_packet(tmp):
     path = make_file(os.path.join(tmp, "data"), 4096)
     port = free_port()
     with Daemon(tmp, {"s": {"listen": "127.0.0.1:%d" % port, "file": path}}) as d:
-        for _ in range(3):
+        counted = tries = 0
+        while counted < 3:
+            tries += 1
+            assert tries <= 20, "never sent the ack and the FIN within 20 ms"
             s = connect(port)
             while s.recv(65536):
                 pass
             before, _ = tcp_segs_in_and_state(s)
+            t0 = time.monotonic()
             s.sendall(b"Thank you\0")
             s.shutdown(socket.SHUT_WR)
+            gap = time.monotonic() - t0
             deadline = time.monotonic() + 10
             while tcp_segs_in_and_state(s)[1] != 7:  # TCP_CLOSE: our FIN is acked
                 assert time.monotonic() < deadline, "FIN never acknowledged"
                 time.sleep(0.001)
             after, _ = tcp_segs_in_and_state(s)
             s.close()
-            assert after - before == 1, (before, after)
-        recs = d.wait_records(3)
-        assert [r["status"] for r in recs] == ["acked"] * 3, recs
+            # a client stalled past the kernel's delayed-ACK time (40 ms)
+            # rightly gets an ACK of its ack first: not counted
+            if gap < 0.02:
+                assert after - before == 1, (before, after)
+                counted += 1
+        recs = d.wait_records(tries)
+        assert [r["status"] for r in recs] == ["acked"] * tries, recs
 
 def test_200_concurrent_clients_identical_bytes(tmp):
     path = make_file(os.path.join(tmp, "data"), 4 * 1024 * 1024 + 11)
