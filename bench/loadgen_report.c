@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "addr.h"
 #include "loadgen.h"
 
 /*
@@ -154,26 +155,14 @@ lg_report_trace(int fd, enum lg_behaviour b, enum lg_outcome outcome,
 {
 	static const char	*outcomes[] = { "ok", "refused", "failed" };
 	struct sockaddr_storage	 ss;
-	struct sockaddr_in	*sin = (struct sockaddr_in *)&ss;
-	struct sockaddr_in6	*sin6 = (struct sockaddr_in6 *)&ss;
 	socklen_t		 len = sizeof(ss);
-	char			 host[INET6_ADDRSTRLEN];
-	char			 peer[INET6_ADDRSTRLEN + 8];
+	char			 peer[ADDR_STR_MAX];
 
 	if (lg_report_tracefp == NULL)
 		return;
-	memset(&ss, 0, sizeof(ss));
-	if (fd < 0 || getsockname(fd, (struct sockaddr *)&ss, &len) == -1)
-		ss.ss_family = AF_UNSPEC;
-	if (ss.ss_family == AF_INET) {
-		inet_ntop(AF_INET, &sin->sin_addr, host, sizeof(host));
-		snprintf(peer, sizeof(peer), "%s:%u", host,
-		    ntohs(sin->sin_port));
-	} else if (ss.ss_family == AF_INET6) {
-		inet_ntop(AF_INET6, &sin6->sin6_addr, host, sizeof(host));
-		snprintf(peer, sizeof(peer), "[%s]:%u", host,
-		    ntohs(sin6->sin6_port));
-	} else
+	if (fd >= 0 && getsockname(fd, (struct sockaddr *)&ss, &len) == 0)
+		addr_format((struct sockaddr *)&ss, peer, sizeof(peer));
+	else
 		strcpy(peer, "-");
 	fprintf(lg_report_tracefp, "peer=%s behaviour=%s outcome=%s fail=%s "
 	    "bytes=%" PRIu64 " usec=%" PRId64 "\n", peer, lg_behaviour_name(b),

@@ -16,10 +16,12 @@
 
 #include <event2/event.h>
 
+#include "addr.h"
+#include "parse.h"
+
 #define SHARE_NAME_MAX		64	/* bytes, including the NUL */
 #define SHARE_LISTEN_MAX	16	/* addresses per share */
 #define ACK_MAX_LIMIT		(64 * 1024)
-#define ADDR_STR_MAX		64	/* "[v6]:port" and NUL */
 #define ERR_MAX			512	/* config error messages */
 #define PLURAL(n)		((n) == 1 ? "" : "s")
 
@@ -107,9 +109,6 @@ int		 config_share_key_line(const struct share_config *,
 		    const char *);
 
 /* parse.c: strict value parsers; each returns 0 or -1 with a message. */
-int	 parse_duration_ms(const char *, uint64_t *, char *, size_t);
-int	 parse_size(const char *, uint64_t *, char *, size_t);
-int	 parse_count(const char *, uint64_t *, char *, size_t);
 int	 parse_listen(const char *, struct listen_addr *, size_t, size_t *,
 	    bool, char *, size_t);
 int	 parse_share_name(const char *, char *, size_t);
@@ -120,9 +119,7 @@ bool	 acl_match(const struct acl *, const struct sockaddr *);
 bool	 acl_allows(const struct acl *, const struct acl *,
 	    const struct acl *, const struct sockaddr *);
 
-/* addr.c */
-void	 addr_format(const struct sockaddr *, char *, size_t);
-bool	 addr_equal(const struct sockaddr *, const struct sockaddr *);
+/* addr.c: see addr.h */
 bool	 addr_overlaps(const struct sockaddr *, const struct sockaddr *);
 
 /* ack.c */
@@ -286,7 +283,6 @@ void		 server_conn_released(void);
 void		 server_count_outcome(bool);
 const struct server_stats *server_stats(void);
 size_t		 server_nshares(void);
-uint32_t	 server_max_clients(void);
 
 /* conn.c: one client connection. */
 int		 conn_new(struct event_base *, int, const struct sockaddr *,

@@ -19,6 +19,7 @@
 #include <openssl/evp.h>
 
 #include "fetch.h"
+#include "parse.h"
 
 #ifndef FDIST_VERSION
 #define FDIST_VERSION		"0.1.0"
@@ -163,36 +164,21 @@ fetch_now(void)
 	return ((int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000);
 }
 
-/* Parse N, Nms, Ns, Nm or Nh into milliseconds, 1 ms to 24 h. */
+/*
+ * A duration as the configuration reads it (parse_duration_ms: N, Nms, Ns,
+ * Nm or Nh), in milliseconds, 1 ms to 24 h.
+ */
 static int
 fetch_parse_duration(const char *s, int *ms)
 {
-	static const struct {
-		const char	*unit;
-		long long	 mult;
-	} units[] = {
-		{ "", 1000 }, { "ms", 1 }, { "s", 1000 }, { "m", 60 * 1000 },
-		{ "h", 3600 * 1000 }
-	};
-	char		*ep;
-	long long	 n;
-	size_t		 i;
+	char		err[128];
+	uint64_t	v;
 
-	if (*s < '0' || *s > '9')
+	if (parse_duration_ms(s, &v, err, sizeof(err)) == -1 || v < 1 ||
+	    v > FETCH_TIMEOUT_MAX)
 		return (-1);
-	errno = 0;
-	n = strtoll(s, &ep, 10);
-	if (errno != 0)
-		return (-1);
-	for (i = 0; i < sizeof(units) / sizeof(units[0]); i++) {
-		if (strcmp(ep, units[i].unit) != 0)
-			continue;
-		if (n < 1 || n > FETCH_TIMEOUT_MAX / units[i].mult)
-			return (-1);
-		*ms = (int)(n * units[i].mult);
-		return (0);
-	}
-	return (-1);
+	*ms = (int)v;
+	return (0);
 }
 
 /* Accept 64 hex digits in either case; store them in lowercase. */

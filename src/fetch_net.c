@@ -17,13 +17,13 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "addr.h"
 #include "fetch.h"
 
 /* Connection failures listed when every address fails. */
 #define FETCH_NET_REPORT	8
 
 static int	fetch_net_wait(int, short, int);
-static void	fetch_net_addrstr(const struct addrinfo *, char *, size_t);
 static int	fetch_net_connect_one(const struct addrinfo *, int);
 
 /*
@@ -116,23 +116,6 @@ fetch_net_resolve(const char *host, const char *port, int numeric,
 	return (0);
 }
 
-/* Format an address as "192.0.2.1:80" or "[2001:db8::1]:80" for messages. */
-static void
-fetch_net_addrstr(const struct addrinfo *ai, char *buf, size_t len)
-{
-	char	host[NI_MAXHOST], serv[NI_MAXSERV];
-
-	if (getnameinfo(ai->ai_addr, ai->ai_addrlen, host, sizeof(host),
-	    serv, sizeof(serv), NI_NUMERICHOST | NI_NUMERICSERV) != 0) {
-		snprintf(buf, len, "(unknown address)");
-		return;
-	}
-	if (ai->ai_family == AF_INET6)
-		snprintf(buf, len, "[%s]:%s", host, serv);
-	else
-		snprintf(buf, len, "%s:%s", host, serv);
-}
-
 /*
  * Wait until fd is ready for events or timeout_ms passes (-1: forever).
  * Returns 0 when ready, -1 with errno ETIMEDOUT or the poll error.
@@ -209,14 +192,14 @@ fetch_net_connect(struct addrinfo *res, int timeout_ms, int *fdp)
 		int			 error;
 	}			 failed[FETCH_NET_REPORT];
 	struct addrinfo		*ai;
-	char			 addr[NI_MAXHOST + NI_MAXSERV + 4];
+	char			 addr[ADDR_STR_MAX];
 	size_t			 i, n = 0, more = 0;
 
 	for (ai = res; ai != NULL; ai = ai->ai_next) {
 		if ((*fdp = fetch_net_connect_one(ai, timeout_ms)) != -1)
 			return (FETCH_OK);
 		if (errno == ECONNRESET) {
-			fetch_net_addrstr(ai, addr, sizeof(addr));
+			addr_format(ai->ai_addr, addr, sizeof(addr));
 			fetch_warnx("%s: refused by the server (connection "
 			    "reset before any data)", addr);
 			return (FETCH_ERESET);
@@ -228,7 +211,7 @@ fetch_net_connect(struct addrinfo *res, int timeout_ms, int *fdp)
 			more++;
 	}
 	for (i = 0; i < n; i++) {
-		fetch_net_addrstr(failed[i].ai, addr, sizeof(addr));
+		addr_format(failed[i].ai->ai_addr, addr, sizeof(addr));
 		errno = failed[i].error;
 		fetch_warn("connect to %s", addr);
 	}
