@@ -400,14 +400,14 @@ config_section(struct config_parse *cp, const char *line)
 	struct config		*cf = cp->cp_cf;
 	struct share_config	*sc;
 	char			 name[128], err[ERR_MAX];
-	const char		*end = strchr(line, ']');
+	const char		*end = strchr(line, ']'), *after;
 	size_t			 len;
 
 	if (end == NULL)
 		return (config_fail(cp, "syntax error: missing ']' in section "
 		    "header"));
-	if (end[1 + strspn(end + 1, " \t")] != '\0' &&
-	    strchr(";#", end[1 + strspn(end + 1, " \t")]) == NULL)
+	after = end + 1 + strspn(end + 1, " \t");
+	if (*after != '\0' && strchr(";#", *after) == NULL)
 		return (config_fail(cp, "syntax error: text after ']' in "
 		    "section header"));
 	line++;

@@ -683,7 +683,9 @@ conn_close(struct conn *c, const char *status)
 	share_client_remove(c->c_share, (struct sockaddr *)&c->c_peer);
 	if (!c->c_peer_eof)
 		conn_drain(c);
+	/* c_delivered only grows: ask the kernel only if it is short. */
 	if (c->c_state != CONN_AWAITING_ACK &&
+	    c->c_delivered < c->c_share->sh_file->sf_size &&
 	    conn_delivered(c) < c->c_share->sh_file->sf_size)
 		conn_abort(c);
 	else if (strcmp(status, "aborted") == 0) {

@@ -207,7 +207,6 @@ fdistd_run(struct config *cf)
 out:
 	server_free();
 	digest_free();
-	conn_close_all("shutdown");	/* records still waiting for a digest */
 	notify_free();
 	for (i = 0; signals[i] != NULL; i++)
 		event_free(signals[i]);

@@ -652,14 +652,13 @@ server_start(struct event_base *base, struct config *cf, char *err,
 	return (0);
 }
 
-/* Switch to a new, already validated configuration. */
+/*
+ * Switch to a new, already validated configuration (never while stopping:
+ * fdistd_reload() ignores SIGHUP then).
+ */
 int
 server_reload(struct config *cf, char *err, size_t errlen)
 {
-	if (stopping) {
-		snprintf(err, errlen, "the daemon is stopping");
-		return (-1);
-	}
 	return (server_apply(cf, err, errlen));
 }
 

@@ -146,7 +146,10 @@ share_ip_clients(struct share *sh, const struct sockaddr *sa)
 	return (icp != NULL && *icp != NULL ? (*icp)->ic_clients : 0);
 }
 
-/* Count a new client (its address too, with max_per_ip); -1: no memory. */
+/*
+ * Count a new client and its address, always: a reload may bring in a
+ * max_per_ip that must count the clients already connected.  -1: no memory.
+ */
 int
 share_client_add(struct share *sh, const struct sockaddr *sa)
 {
