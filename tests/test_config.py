@@ -135,9 +135,21 @@ def test_access_lists_and_limits(tmp):
         ("share_rate_limit = fast", "share_rate_limit: invalid size 'fast' (use a whole number, optionally followed by K, M or G)"),
         ("max_per_ip = -1", "max_per_ip: invalid number '-1'"),
         ("max_clients = 0", "max_clients: '0' is out of range (1 to 1000000)"),
+        ("rate_limit = 101G", "rate_limit: '101G' is out of range (0 for no limit, or 1K to 100G bytes per second)"),
+        ("max_per_ip = 1000001", "max_per_ip: '1000001' is out of range (0 for no limit, or up to 1000000)"),
     ]
     for line, msg in bad:
         expect_error(tmp, base + line + "\n", 4, msg)
+    # the upper bounds themselves are fine
+    rc, out, err, _ = check(tmp, base + "rate_limit = 100G\nmax_per_ip = 1000000\n")
+    assert rc == 0, (rc, out, err)
+    # 64 networks per list, over repeated lines; the 65th is refused on its line
+    nets = ["10.0.%d.0/24" % i for i in range(65)]
+    lists = "".join("allow = %s\n" % ", ".join(nets[i:i + 13]) for i in range(0, 52, 13))
+    rc, out, err, _ = check(tmp, base + lists + "allow = " + ", ".join(nets[52:64]) + "\n")
+    assert rc == 0, (rc, out, err)
+    expect_error(tmp, base + lists + "allow = " + ", ".join(nets[52:]) + "\n", 8,
+                 "allow: too many networks (at most 64 per list)")
 
 
 def test_share_max_clients_above_global_warns(tmp):

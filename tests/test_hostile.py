@@ -104,6 +104,26 @@ def test_max_per_ip_and_share_max_clients(tmp):
         assert get(pb, "127.0.0.6") is not None
 
 
+def test_reload_applies_new_limits_and_lists_to_clients_already_in(tmp):
+    """A reload's max_per_ip counts the clients connected before it, and a
+    new deny refuses the next client at once."""
+    path = make_file(os.path.join(tmp, "f"), BIG)
+    port = free_port()
+    share = {"listen": "127.0.0.1:%d" % port, "file": path}
+    with Daemon(tmp, {"s": dict(share)}) as d:
+        held = [hold(port, "127.0.0.2")]
+        d.write_config({"s": dict(share, max_per_ip="1", deny="127.0.0.3")})
+        d.reload()
+        assert get(port, "127.0.0.2") is None       # its one slot is taken
+        assert get(port, "127.0.0.3") is None       # newly denied
+        held.append(hold(port, "127.0.0.4"))        # others still served
+        recs = d.wait_records(2)
+        assert [(r["peer"].rsplit(":", 1)[0], r["status"], r.get("reason")) for r in recs] == [
+            ("127.0.0.2", "busy", "max_per_ip"), ("127.0.0.3", "denied", "not allowed")], recs
+        for s in held:
+            s.close()
+
+
 def timed_get(port, results, i):
     t0 = time.monotonic()
     data = get(port, "127.0.0.1")

@@ -60,6 +60,14 @@ def test_max_clients_refuses_with_reset_then_recovers(tmp):
 
 
 def test_sigterm_lets_transfers_in_flight_finish(tmp):
+    stop_lets_transfers_finish(tmp, signal.SIGTERM)
+
+
+def test_sigint_stops_the_same_and_sighup_while_stopping_is_ignored(tmp):
+    stop_lets_transfers_finish(tmp, signal.SIGINT, then_sighup=True)
+
+
+def stop_lets_transfers_finish(tmp, stop_signal, then_sighup=False):
     path = make_file(os.path.join(tmp, "data"), 16 * 1024 * 1024)
     port = free_port()
     want = file_sha256(path)
@@ -76,9 +84,12 @@ def test_sigterm_lets_transfers_in_flight_finish(tmp):
         threads = [threading.Thread(target=slow_client, args=stalled_client(port)) for _ in range(3)]
         for t in threads:
             t.start()
-        d.signal(signal.SIGTERM)
+        d.signal(stop_signal)
         d.notify.wait_for(lambda m: "STOPPING=1" in m)
         d.wait_log(r"stopping: 3 transfers in flight")
+        if then_sighup:
+            d.signal(signal.SIGHUP)
+            d.wait_log(r"info: stopping: reload ignored")
         # no new connections once stopping
         try:
             connect(port, timeout=2).close()
@@ -92,6 +103,11 @@ def test_sigterm_lets_transfers_in_flight_finish(tmp):
         recs = d.records()
         assert [r["status"] for r in recs] == ["acked"] * 3, recs
         assert "stopped" in d.log()
+        if then_sighup:
+            after = d.notify.messages[[i for i, m in enumerate(d.notify.messages)
+                                       if "STOPPING=1" in m][0]:]
+            assert not [m for m in after if "RELOADING=1" in m or "READY=1" in m], after
+            assert "reload failed" not in d.log()
 
 
 def test_second_sigterm_ends_transfers_now(tmp):

@@ -36,6 +36,26 @@ def test_never_acks_is_ack_timeout(tmp):
         assert 0.2 < waited < 2.5, waited
 
 
+def test_partial_ack_is_in_the_ack_timeout_record(tmp):
+    """An ack never ended (no NUL, LF or FIN) is logged as far as it came."""
+    d, port, path = serve(tmp, ack_timeout="300ms")
+    with d:
+        s = connect(port)
+        assert sha256(read_all(s)) == file_sha256(path)
+        s.sendall(b"Thank")
+        (rec,) = d.wait_records(1, timeout=5)
+        s.close()
+        assert rec["status"] == "ack-timeout" and rec["ack"] == "Thank", rec
+
+
+def test_empty_ack_is_acked(tmp):
+    d, port, path = serve(tmp)
+    with d:
+        assert sha256(fetch(port, ack=b"\0")) == file_sha256(path)
+        (rec,) = d.wait_records(1)
+        assert rec["status"] == "acked" and rec["ack"] == "", rec
+
+
 def test_close_without_ack_is_no_ack(tmp):
     d, port, path = serve(tmp)
     with d:
@@ -265,6 +285,23 @@ def test_stop_ends_stalled_transfer_as_shutdown(tmp):
         (rec,) = d.records()
         assert rec["status"] == "shutdown", rec
 
+
+
+def test_stop_with_shutdown_timeout_0_does_not_wait(tmp):
+    path = make_file(os.path.join(tmp, "data"), BIG)
+    port = free_port()
+    with Daemon(tmp, {"s": {"listen": "127.0.0.1:%d" % port, "file": path}},
+                {"shutdown_timeout": "0"}) as d:
+        s = connect(port)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        s.recv(1)
+        t0 = time.monotonic()
+        assert d.stop() == 0
+        took = time.monotonic() - t0
+        s.close()
+        (rec,) = d.records()
+        assert rec["status"] == "shutdown", rec
+        assert took < 1, took
 
 
 def test_early_ack_is_kept_when_the_transfer_fails(tmp):
