@@ -270,28 +270,13 @@ def test_reset_after_all_was_queued_is_aborted_with_delivered_bytes(tmp):
         assert got <= int(rec["bytes"]) < size, rec
 
 
-def test_stop_ends_stalled_transfer_as_shutdown(tmp):
+def stop_with_a_stalled_client(tmp, shutdown_timeout):
+    """Stop while a client stalls mid-file: its record, and how long the
+    stop took."""
     path = make_file(os.path.join(tmp, "data"), BIG)
     port = free_port()
     with Daemon(tmp, {"s": {"listen": "127.0.0.1:%d" % port, "file": path}},
-                {"shutdown_timeout": "300ms"}) as d:
-        s = connect(port)
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
-        s.recv(1)
-        t0 = time.monotonic()
-        assert d.stop() == 0
-        assert time.monotonic() - t0 < 5
-        s.close()
-        (rec,) = d.records()
-        assert rec["status"] == "shutdown", rec
-
-
-
-def test_stop_with_shutdown_timeout_0_does_not_wait(tmp):
-    path = make_file(os.path.join(tmp, "data"), BIG)
-    port = free_port()
-    with Daemon(tmp, {"s": {"listen": "127.0.0.1:%d" % port, "file": path}},
-                {"shutdown_timeout": "0"}) as d:
+                {"shutdown_timeout": shutdown_timeout}) as d:
         s = connect(port)
         s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
         s.recv(1)
@@ -300,8 +285,19 @@ def test_stop_with_shutdown_timeout_0_does_not_wait(tmp):
         took = time.monotonic() - t0
         s.close()
         (rec,) = d.records()
-        assert rec["status"] == "shutdown", rec
-        assert took < 1, took
+        return rec, took
+
+
+def test_stop_ends_stalled_transfer_as_shutdown(tmp):
+    rec, took = stop_with_a_stalled_client(tmp, "300ms")
+    assert rec["status"] == "shutdown", rec
+    assert took < 5, took
+
+
+def test_stop_with_shutdown_timeout_0_does_not_wait(tmp):
+    rec, took = stop_with_a_stalled_client(tmp, "0")
+    assert rec["status"] == "shutdown", rec
+    assert took < 1, took
 
 
 def test_early_ack_is_kept_when_the_transfer_fails(tmp):
