@@ -444,7 +444,7 @@ fetch_ack(struct fetch *f, const char *what)
 		fetch_warnx("acknowledgement too long");
 		return;
 	}
-	if (fetch_net_send(f->f_sock, msg, len, f->f_timeout) == -1 ||
+	if (fetch_net_write_all(f->f_sock, msg, len, f->f_timeout) == -1 ||
 	    fetch_net_finish(f->f_sock, f->f_timeout) == -1)
 		fetch_warn("%s: acknowledgement not confirmed", f->f_target);
 }

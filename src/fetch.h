@@ -38,7 +38,7 @@ int	fetch_net_resolve(const char *, const char *, int,
 	    struct addrinfo **);
 int	fetch_net_connect(struct addrinfo *, int, int *);
 ssize_t	fetch_net_read(int, void *, size_t, int);
-int	fetch_net_send(int, const void *, size_t, int);
+int	fetch_net_write_all(int, const void *, size_t, int);
 int	fetch_net_finish(int, int);
 
 /* fetch_out.c */

@@ -242,15 +242,18 @@ fetch_net_read(int fd, void *buf, size_t len, int timeout_ms)
 	}
 }
 
-/* Send all of buf; the timeout applies to each wait for buffer space. */
+/*
+ * Write all of buf to a socket or a file; the timeout (-1: none) applies to
+ * each wait for buffer space. SIGPIPE is ignored, so a closed peer is EPIPE.
+ */
 int
-fetch_net_send(int fd, const void *buf, size_t len, int timeout_ms)
+fetch_net_write_all(int fd, const void *buf, size_t len, int timeout_ms)
 {
 	const char	*p = buf;
 	ssize_t		 n;
 
 	while (len > 0) {
-		n = send(fd, p, len, MSG_NOSIGNAL);
+		n = write(fd, p, len);
 		if (n >= 0) {
 			p += n;
 			len -= n;

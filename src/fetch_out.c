@@ -8,7 +8,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
-#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -186,30 +185,11 @@ fail:
 int
 fetch_out_write(struct fetch_out *out, const void *buf, size_t len)
 {
-	const char	*p = buf;
-	struct pollfd	 pfd;
-	ssize_t		 n;
-
-	while (len > 0) {
-		n = write(out->out_fd, p, len);
-		if (n >= 0) {
-			p += n;
-			len -= n;
-			continue;
-		}
-		if (errno == EINTR)
-			continue;
-		if (errno == EAGAIN || errno == EWOULDBLOCK) {
-			pfd.fd = out->out_fd;
-			pfd.events = POLLOUT;
-			poll(&pfd, 1, -1);
-			continue;
-		}
-		fetch_warn("%s", out->out_part != NULL ? out->out_part :
-		    strcmp(out->out_path, "-") == 0 ? "stdout" : out->out_path);
-		return (-1);
-	}
-	return (0);
+	if (fetch_net_write_all(out->out_fd, buf, len, -1) == 0)
+		return (0);
+	fetch_warn("%s", out->out_part != NULL ? out->out_part :
+	    strcmp(out->out_path, "-") == 0 ? "stdout" : out->out_path);
+	return (-1);
 }
 
 /* fsync a directory so a rename inside it survives a crash. */

@@ -199,6 +199,36 @@ def run_all(c, tmp, server):
     c.check("default stdout", r.returncode == 0 and r.stdout == payload,
             r.stderr)
 
+    # A nonblocking stdout pipe whose reader is slow: fetch waits for room
+    # instead of failing with EAGAIN.
+    s = server(payload)
+    rfd, wfd = os.pipe()
+    os.set_blocking(wfd, False)
+    p = subprocess.Popen([os.environ["FDIST_FETCH"], "-q",
+                          "127.0.0.1:%d" % s.port], stdout=wfd,
+                         stderr=subprocess.PIPE)
+    os.close(wfd)
+    time.sleep(0.3)
+    with os.fdopen(rfd, "rb") as reader:
+        got = reader.read()
+    err = p.communicate(timeout=WAIT)[1]
+    s.finish()
+    c.check("nonblocking stdout exit", p.returncode == 0, err)
+    c.check("nonblocking stdout bytes", got == payload, len(got))
+
+    # A stdout whose reader went away: an error and exit 6, not SIGPIPE,
+    # and no ack for bytes nobody kept.
+    s = server(payload)
+    rfd, wfd = os.pipe()
+    os.close(rfd)
+    r = subprocess.run([os.environ["FDIST_FETCH"], "127.0.0.1:%d" % s.port],
+                       stdout=wfd, stderr=subprocess.PIPE, timeout=WAIT)
+    os.close(wfd)
+    s.finish()
+    c.check("closed stdout exit", r.returncode == 6, (r.returncode, r.stderr))
+    c.check("closed stdout message", b"stdout" in r.stderr, r.stderr)
+    c.check("closed stdout no ack", not s.ack, s.ack)
+
     # An empty file is a valid share.
     s = server(b"")
     r = fetch(["-o", out, "127.0.0.1:%d" % s.port])
