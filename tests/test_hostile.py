@@ -159,6 +159,23 @@ def test_rate_limit_per_client(tmp):
         d.wait_records(1)
 
 
+def test_send_timeout_does_not_run_while_waiting_for_the_rate(tmp):
+    # 2K/s: the 16K burst goes at once, then the daemon waits 2 s for a
+    # quarter of the burst while the client reads everything promptly.
+    # That wait is the daemon's, not a stalled client: no send-timeout.
+    path = make_file(os.path.join(tmp, "f"), 20 * 1024)
+    port = free_port()
+    with Daemon(tmp, {"r": {"listen": "127.0.0.1:%d" % port, "file": path,
+                            "rate_limit": "2K", "send_timeout": "300ms"}}) as d:
+        t0 = time.monotonic()
+        data = get(port, "127.0.0.1")
+        took = time.monotonic() - t0
+        (rec,) = d.wait_records(1)
+        assert rec["status"] == "acked" and sha256(data) == file_sha256(path), rec
+        assert took >= 1.8, took
+        assert int(rec["duration_usec"]) >= 1800000, rec
+
+
 def test_share_rate_limit_is_shared_by_its_clients(tmp):
     path = make_file(os.path.join(tmp, "f"), 10 * 1024 * 1024 // 4)
     port = free_port()
