@@ -92,7 +92,7 @@ static const char lg_help[] =
 "                         peer= records; costs a system call each\n"
 "  -h, --help             this text\n"
 "\n"
-"Sizes take K, M, G or T (binary); SECS take up to three decimals.\n"
+"Sizes take K, M or G (binary); SECS take up to three decimals.\n"
 "\n"
 "Behaviours:\n"
 "  normal        read to EOF, verify, send the ack, close; a reset in\n"

@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "loadgen.h"
+#include "parse.h"
 
 static const char *lg_parse_names[LG_NBEHAVIOURS] = {
 	[LG_NORMAL] = "normal",
@@ -50,16 +51,15 @@ lg_parse_digits(const char *s, char **end, uint64_t *out)
 	return (0);
 }
 
-/* A whole number from min to max. */
+/* A whole number from min to max, read as the daemon reads its counts. */
 int
 lg_parse_count(const char *opt, const char *s, uint64_t min, uint64_t max,
     uint64_t *out)
 {
-	char		*end;
+	char		 err[128];
 	uint64_t	 n;
 
-	if (lg_parse_digits(s, &end, &n) == -1 || *end != '\0' ||
-	    n < min || n > max) {
+	if (parse_count(s, &n, err, sizeof(err)) == -1 || n < min || n > max) {
 		fprintf(stderr, "%s: %s: %s must be a number from %llu to "
 		    "%llu\n", LG_PROGNAME, s, opt, (unsigned long long)min,
 		    (unsigned long long)max);
@@ -69,43 +69,17 @@ lg_parse_count(const char *opt, const char *s, uint64_t min, uint64_t max,
 	return (0);
 }
 
-/* Bytes, with an optional binary K, M, G or T suffix. */
+/* Bytes, with an optional binary K, M or G, read as the daemon does. */
 int
 lg_parse_size(const char *opt, const char *s, uint64_t *out)
 {
-	char		*end;
-	uint64_t	 n, mult = 1;
+	char	err[128];
 
-	if (lg_parse_digits(s, &end, &n) == -1)
-		goto bad;
-	switch (*end) {
-	case '\0':
-		break;
-	case 'K': case 'k':
-		mult = 1ULL << 10;
-		break;
-	case 'M': case 'm':
-		mult = 1ULL << 20;
-		break;
-	case 'G': case 'g':
-		mult = 1ULL << 30;
-		break;
-	case 'T': case 't':
-		mult = 1ULL << 40;
-		break;
-	default:
-		goto bad;
+	if (parse_size(s, out, err, sizeof(err)) == -1) {
+		fprintf(stderr, "%s: %s: %s\n", LG_PROGNAME, opt, err);
+		return (-1);
 	}
-	if (mult != 1 && end[1] != '\0')
-		goto bad;
-	if (n > UINT64_MAX / mult)
-		goto bad;
-	*out = n * mult;
 	return (0);
-bad:
-	fprintf(stderr, "%s: %s: %s must be a byte count, optionally with "
-	    "K, M, G or T\n", LG_PROGNAME, s, opt);
-	return (-1);
 }
 
 /* Seconds with up to three decimals ("2", "0.5"), more than zero. */
@@ -173,31 +147,22 @@ lg_parse_host(const char *host, size_t len, struct lg_addr *a)
 int
 lg_parse_target(const char *s, struct lg_addr *a)
 {
-	const char	*colon;
-	char		*end;
-	uint64_t	 port;
+	char		host[INET6_ADDRSTRLEN];
+	uint16_t	port;
+	bool		bracketed;
 
-	colon = strrchr(s, ':');
-	if (colon == NULL || (s[0] != '[' &&
-	    memchr(s, ':', (size_t)(colon - s)) != NULL) ||
-	    (s[0] == '[' && colon[-1] != ']'))
-		goto bad;
-	if (lg_parse_digits(colon + 1, &end, &port) == -1 || *end != '\0' ||
-	    port < 1 || port > 65535)
-		goto bad;
-	if (lg_parse_host(s, (size_t)(colon - s), a) == -1)
-		goto bad;
+	if (parse_host_port(s, host, sizeof(host), &port, &bracketed) != 0 ||
+	    lg_parse_host(host, strlen(host), a) == -1 ||
+	    (bracketed && a->a_ss.ss_family != AF_INET6)) {
+		fprintf(stderr, "%s: %s: --connect takes IPV4:PORT or "
+		    "[IPV6]:PORT\n", LG_PROGNAME, s);
+		return (-1);
+	}
 	if (a->a_ss.ss_family == AF_INET)
-		((struct sockaddr_in *)&a->a_ss)->sin_port =
-		    htons((uint16_t)port);
+		((struct sockaddr_in *)&a->a_ss)->sin_port = htons(port);
 	else
-		((struct sockaddr_in6 *)&a->a_ss)->sin6_port =
-		    htons((uint16_t)port);
+		((struct sockaddr_in6 *)&a->a_ss)->sin6_port = htons(port);
 	return (0);
-bad:
-	fprintf(stderr, "%s: %s: --connect takes IPV4:PORT or [IPV6]:PORT\n",
-	    LG_PROGNAME, s);
-	return (-1);
 }
 
 /* A source address without a port: the kernel picks one per connect. */

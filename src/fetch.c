@@ -454,18 +454,11 @@ static int
 fetch_run(struct fetch *f)
 {
 	struct addrinfo	*res = NULL;
-	char		*host = NULL, *port = NULL;
 	char		 what[3 * FETCH_HEXLEN + 64];
-	int		 numeric, rv;
+	int		 rv;
 
-	if (fetch_net_split(f->f_target, &host, &port, &numeric) == -1) {
-		rv = FETCH_EUSAGE;
+	if ((rv = fetch_net_resolve(f->f_target, &res)) != FETCH_OK)
 		goto out;
-	}
-	if (fetch_net_resolve(host, port, numeric, &res) == -1) {
-		rv = FETCH_ECONNECT;
-		goto out;
-	}
 	/* Open the output first: a local problem should not cost a transfer. */
 	if ((f->f_out = fetch_out_open(f->f_output)) == NULL) {
 		rv = FETCH_ELOCAL;
@@ -515,8 +508,6 @@ out:
 	f->f_out = NULL;
 	if (res != NULL)
 		freeaddrinfo(res);
-	free(host);
-	free(port);
 	return (rv);
 }
 

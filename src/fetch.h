@@ -33,9 +33,7 @@ void	fetch_warnx(const char *, ...)
 int64_t	fetch_now(void);
 
 /* fetch_net.c */
-int	fetch_net_split(const char *, char **, char **, int *);
-int	fetch_net_resolve(const char *, const char *, int,
-	    struct addrinfo **);
+int	fetch_net_resolve(const char *, struct addrinfo **);
 int	fetch_net_connect(struct addrinfo *, int, int *);
 ssize_t	fetch_net_read(int, void *, size_t, int);
 int	fetch_net_write_all(int, const void *, size_t, int);

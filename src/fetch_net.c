@@ -19,6 +19,7 @@
 
 #include "addr.h"
 #include "fetch.h"
+#include "parse.h"
 
 /* Connection failures listed when every address fails. */
 #define FETCH_NET_REPORT	8
@@ -27,71 +28,35 @@ static int	fetch_net_wait(int, short, int);
 static int	fetch_net_connect_one(const struct addrinfo *, int);
 
 /*
- * Split "host:port" or "[v6addr]:port". Sets *numeric when the host was
- * bracketed, so it is never sent to a resolver.
+ * Resolve "HOST:PORT" or "[ADDR]:PORT" to every address; the caller tries
+ * them in order.  A bracketed host is an address, never sent to a resolver.
+ * Returns FETCH_OK, FETCH_EUSAGE for a malformed target or FETCH_ECONNECT.
  */
 int
-fetch_net_split(const char *target, char **host, char **port, int *numeric)
-{
-	const char	*colon, *end, *h;
-	char		*ep;
-	size_t		 hlen;
-	long long	 n;
-
-	*host = *port = NULL;
-	*numeric = 0;
-	if (target[0] == '[') {
-		end = strchr(target, ']');
-		if (end == NULL || end[1] != ':')
-			goto bad;
-		h = target + 1;
-		hlen = end - h;
-		colon = end + 1;
-		*numeric = 1;
-	} else {
-		colon = strrchr(target, ':');
-		if (colon == NULL)
-			goto bad;
-		if (memchr(target, ':', colon - target) != NULL) {
-			fetch_warnx("%s: write IPv6 addresses as [ADDR]:PORT",
-			    target);
-			return (-1);
-		}
-		h = target;
-		hlen = colon - target;
-	}
-	if (hlen == 0)
-		goto bad;
-
-	errno = 0;
-	n = strtoll(colon + 1, &ep, 10);
-	if (colon[1] < '0' || colon[1] > '9' || *ep != '\0' || errno != 0 ||
-	    n < 1 || n > 65535) {
-		fetch_warnx("%s: port must be a number from 1 to 65535",
-		    target);
-		return (-1);
-	}
-	if ((*host = strndup(h, hlen)) == NULL ||
-	    (*port = strdup(colon + 1)) == NULL) {
-		fetch_warn("strdup");
-		free(*host);
-		*host = NULL;
-		return (-1);
-	}
-	return (0);
-
-bad:
-	fetch_warnx("%s: expected HOST:PORT or [ADDR]:PORT", target);
-	return (-1);
-}
-
-/* Resolve every address of host; the caller tries them in order. */
-int
-fetch_net_resolve(const char *host, const char *port, int numeric,
-    struct addrinfo **res)
+fetch_net_resolve(const char *target, struct addrinfo **res)
 {
 	struct addrinfo	hints;
+	char		host[256], port[8];
+	uint16_t	portnum;
+	bool		bracketed;
 	int		error;
+
+	switch (parse_host_port(target, host, sizeof(host), &portnum,
+	    &bracketed)) {
+	case 0:
+		break;
+	case PARSE_HP_BARE_V6:
+		fetch_warnx("%s: write IPv6 addresses as [ADDR]:PORT", target);
+		return (FETCH_EUSAGE);
+	case PARSE_HP_PORT:
+		fetch_warnx("%s: port must be a number from 1 to 65535",
+		    target);
+		return (FETCH_EUSAGE);
+	default:
+		fetch_warnx("%s: expected HOST:PORT or [ADDR]:PORT", target);
+		return (FETCH_EUSAGE);
+	}
+	snprintf(port, sizeof(port), "%u", portnum);
 
 	/*
 	 * No AI_ADDRCONFIG: glibc ignores loopback addresses when deciding
@@ -102,18 +67,18 @@ fetch_net_resolve(const char *host, const char *port, int numeric,
 	hints.ai_family = AF_UNSPEC;
 	hints.ai_socktype = SOCK_STREAM;
 	hints.ai_protocol = IPPROTO_TCP;
-	hints.ai_flags = AI_NUMERICSERV | (numeric ? AI_NUMERICHOST : 0);
+	hints.ai_flags = AI_NUMERICSERV | (bracketed ? AI_NUMERICHOST : 0);
 
 	error = getaddrinfo(host, port, &hints, res);
 	if (error == EAI_SYSTEM) {
 		fetch_warn("%s", host);
-		return (-1);
+		return (FETCH_ECONNECT);
 	}
 	if (error != 0) {
 		fetch_warnx("%s: %s", host, gai_strerror(error));
-		return (-1);
+		return (FETCH_ECONNECT);
 	}
-	return (0);
+	return (FETCH_OK);
 }
 
 /*

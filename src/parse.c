@@ -289,39 +289,63 @@ listen_add_host(struct listen_addr *list, size_t max, size_t *n,
 	return (0);
 }
 
-/* Split "HOST:PORT", "[V6]:PORT" or "*:PORT" and add its addresses. */
+/*
+ * Split "HOST:PORT" or "[IPV6]:PORT": the host, without brackets, goes to
+ * host (hostlen bytes with the NUL), and *bracketed says it had them, so
+ * that it is taken as an address and never looked up.  Returns 0 or one
+ * of the PARSE_HP_ errors.
+ */
+int
+parse_host_port(const char *s, char *host, size_t hostlen, uint16_t *port,
+    bool *bracketed)
+{
+	const char	*colon, *hstart, *hend, *rest;
+	uint64_t	 n;
+
+	*bracketed = s[0] == '[';
+	if (*bracketed) {
+		hstart = s + 1;
+		hend = strchr(hstart, ']');
+		if (hend == NULL || hend[1] != ':')
+			return (PARSE_HP_FORM);
+		colon = hend + 1;
+	} else {
+		if ((colon = strrchr(s, ':')) == NULL)
+			return (PARSE_HP_FORM);
+		hstart = s;
+		hend = colon;
+		if (memchr(hstart, ':', (size_t)(hend - hstart)) != NULL)
+			return (PARSE_HP_BARE_V6);
+	}
+	if (hend == hstart || (size_t)(hend - hstart) >= hostlen)
+		return (PARSE_HP_FORM);
+	rest = parse_digits(colon + 1, &n);
+	if (rest == NULL || *rest != '\0' || n == 0 || n > 65535)
+		return (PARSE_HP_PORT);
+	memcpy(host, hstart, (size_t)(hend - hstart));
+	host[hend - hstart] = '\0';
+	*port = (uint16_t)n;
+	return (0);
+}
+
+/* "HOST:PORT", "[V6]:PORT" or "*:PORT": add its addresses. */
 static int
 listen_add_item(const char *item, struct listen_addr *list, size_t max,
     size_t *n, bool resolve, char *err, size_t errlen)
 {
 	char		 host[256];
-	const char	*colon, *hstart, *hend;
-	uint64_t	 port;
-	bool		 bracketed = false;
+	uint16_t	 port;
+	bool		 bracketed;
 
-	if (item[0] == '[') {
-		hstart = item + 1;
-		hend = strchr(hstart, ']');
-		if (hend == NULL || hend[1] != ':')
-			goto bad;
-		colon = hend + 1;
-		bracketed = true;
-	} else {
-		colon = strrchr(item, ':');
-		if (colon == NULL)
-			goto bad;
-		hstart = item;
-		hend = colon;
-		if (memchr(hstart, ':', (size_t)(hend - hstart)) != NULL)
-			goto bad;	/* a bare IPv6 address needs brackets */
-	}
-	if (hend == hstart || (size_t)(hend - hstart) >= sizeof(host))
-		goto bad;
-	memcpy(host, hstart, (size_t)(hend - hstart));
-	host[hend - hstart] = '\0';
-	if (parse_count(colon + 1, &port, err, errlen) == -1 || port == 0 ||
-	    port > 65535) {
+	switch (parse_host_port(item, host, sizeof(host), &port, &bracketed)) {
+	case 0:
+		break;
+	case PARSE_HP_PORT:
 		snprintf(err, errlen, "invalid port in '%s' (1 to 65535)", item);
+		return (-1);
+	default:
+		snprintf(err, errlen, "invalid listen address '%s' (use "
+		    "HOST:PORT, [IPV6]:PORT or *:PORT)", item);
 		return (-1);
 	}
 	if (!bracketed && strcmp(host, "*") == 0)
@@ -329,10 +353,6 @@ listen_add_item(const char *item, struct listen_addr *list, size_t max,
 		    errlen));
 	return (listen_add_host(list, max, n, host, htons(port), bracketed,
 	    resolve, err, errlen));
-bad:
-	snprintf(err, errlen, "invalid listen address '%s' (use HOST:PORT, "
-	    "[IPV6]:PORT or *:PORT)", item);
-	return (-1);
 }
 
 /*

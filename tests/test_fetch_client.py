@@ -376,6 +376,14 @@ def run_all(c, tmp, server):
         r = fetch(["-o", out] + args)
         c.check("usage %r" % args, r.returncode == 1,
                 (r.returncode, r.stderr))
+    # Each kind of malformed target is named as such.
+    for target, says in (("::1:80", b"write IPv6 addresses as [ADDR]:PORT"),
+                         ("h:http", b"port must be a number from 1 to 65535"),
+                         ("[::1]80", b"expected HOST:PORT or [ADDR]:PORT"),
+                         (":80", b"expected HOST:PORT or [ADDR]:PORT")):
+        r = fetch(["-o", out, target])
+        c.check("target %s" % target, r.returncode == 1 and says in r.stderr,
+                (r.returncode, r.stderr))
     r = fetch(["--help"])
     c.check("help", r.returncode == 0 and b"Exit status" in r.stdout)
     r = fetch(["-V"])
