@@ -356,6 +356,39 @@ listen_add_item(const char *item, struct listen_addr *list, size_t max,
 }
 
 /*
+ * Copy the entry of the comma-separated list s that starts at *p into item,
+ * blanks around it removed, and move *p past it; NULL after the last one.
+ * An empty entry, or one of itemsize bytes or more, is an error naming
+ * what the entries are.
+ */
+static int
+parse_list_next(const char *s, const char **p, char *item, size_t itemsize,
+    const char *what, char *err, size_t errlen)
+{
+	const char	*start = *p, *end;
+	size_t		 len;
+
+	while (*start == ' ' || *start == '\t')
+		start++;
+	end = start + strcspn(start, ",");
+	len = (size_t)(end - start);
+	while (len > 0 && (start[len - 1] == ' ' || start[len - 1] == '\t'))
+		len--;
+	if (len == 0) {
+		snprintf(err, errlen, "empty %s in '%s'", what, s);
+		return (-1);
+	}
+	if (len >= itemsize) {
+		snprintf(err, errlen, "%s too long in '%s'", what, s);
+		return (-1);
+	}
+	memcpy(item, start, len);
+	item[len] = '\0';
+	*p = *end == '\0' ? NULL : end + 1;
+	return (0);
+}
+
+/*
  * A comma-separated list of listen addresses.  Host names are looked up
  * only if resolve is set (never while fuzzing, say).
  */
@@ -363,37 +396,18 @@ int
 parse_listen(const char *s, struct listen_addr *list, size_t max, size_t *n,
     bool resolve, char *err, size_t errlen)
 {
-	char	 item[300];
-	size_t	 len;
-	const char *p = s, *end;
+	char		 item[300];
+	const char	*p = s;
 
 	*n = 0;
-	for (;;) {
-		while (*p == ' ' || *p == '\t')
-			p++;
-		end = strchr(p, ',');
-		if (end == NULL)
-			end = p + strlen(p);
-		len = (size_t)(end - p);
-		while (len > 0 && (p[len - 1] == ' ' || p[len - 1] == '\t'))
-			len--;
-		if (len == 0) {
-			snprintf(err, errlen, "empty listen address in '%s'", s);
-			return (-1);
-		}
-		if (len >= sizeof(item)) {
-			snprintf(err, errlen, "listen address too long");
-			return (-1);
-		}
-		memcpy(item, p, len);
-		item[len] = '\0';
-		if (listen_add_item(item, list, max, n, resolve, err,
+	while (p != NULL) {
+		if (parse_list_next(s, &p, item, sizeof(item),
+		    "listen address", err, errlen) == -1 ||
+		    listen_add_item(item, list, max, n, resolve, err,
 		    errlen) == -1)
 			return (-1);
-		if (*end == '\0')
-			return (0);
-		p = end + 1;
 	}
+	return (0);
 }
 
 /* "192.0.2.0/24", "2001:db8::/32", or one address (a full-length prefix). */
@@ -465,34 +479,21 @@ int
 parse_acl(const char *s, struct acl *acl, char *err, size_t errlen)
 {
 	char		 item[INET6_ADDRSTRLEN + 8];
-	const char	*p = s, *end;
-	size_t		 len;
+	const char	*p = s;
 
-	for (;;) {
-		while (*p == ' ' || *p == '\t')
-			p++;
-		end = p + strcspn(p, ",");
-		len = (size_t)(end - p);
-		while (len > 0 && (p[len - 1] == ' ' || p[len - 1] == '\t'))
-			len--;
-		if (len == 0 || len >= sizeof(item)) {
-			snprintf(err, errlen, len ? "network too long in '%s'" :
-			    "empty entry in '%s'", s);
+	while (p != NULL) {
+		if (parse_list_next(s, &p, item, sizeof(item), "network", err,
+		    errlen) == -1)
 			return (-1);
-		}
 		if (acl->acl_n >= ACL_MAX) {
 			snprintf(err, errlen, "too many networks (at most %d "
 			    "per list)", ACL_MAX);
 			return (-1);
 		}
-		memcpy(item, p, len);
-		item[len] = '\0';
 		if (parse_cidr(item, &acl->acl_nets[acl->acl_n], err,
 		    errlen) == -1)
 			return (-1);
 		acl->acl_n++;
-		if (*end == '\0')
-			return (0);
-		p = end + 1;
 	}
+	return (0);
 }
