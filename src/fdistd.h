@@ -13,6 +13,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <syslog.h>
 
 #include <event2/event.h>
 
@@ -155,15 +156,16 @@ void	 log_init(enum log_mode, int);
 void	 log_flush(void);
 void	 log_set_mode(enum log_mode);
 void	 log_warn(const char *, ...) __attribute__((format(printf, 1, 2)));
-void	 log_warnx(const char *, ...) __attribute__((format(printf, 1, 2)));
-void	 log_info(const char *, ...) __attribute__((format(printf, 1, 2)));
-void	 log_debug(const char *, ...) __attribute__((format(printf, 1, 2)));
 void	 fatal(const char *, ...)
 	    __attribute__((format(printf, 1, 2), noreturn));
 void	 fatalx(const char *, ...)
 	    __attribute__((format(printf, 1, 2), noreturn));
 void	 log_event(int, const char *, const char *, ...)
 	    __attribute__((format(printf, 3, 4)));
+/* Messages without a catalog entry. */
+#define log_warnx(...)	log_event(LOG_WARNING, NULL, __VA_ARGS__)
+#define log_info(...)	log_event(LOG_INFO, NULL, __VA_ARGS__)
+#define log_debug(...)	log_event(LOG_DEBUG, NULL, __VA_ARGS__)
 void	 log_transfer(const struct transfer_record *);
 void	 log_refusals(const char *, const char *, const char *, uint64_t,
 	    unsigned int);

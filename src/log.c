@@ -201,36 +201,6 @@ log_warn(const char *fmt, ...)
 	va_end(ap);
 }
 
-void
-log_warnx(const char *fmt, ...)
-{
-	va_list	ap;
-
-	va_start(ap, fmt);
-	log_vemit(LOG_WARNING, 0, NULL, fmt, ap);
-	va_end(ap);
-}
-
-void
-log_info(const char *fmt, ...)
-{
-	va_list	ap;
-
-	va_start(ap, fmt);
-	log_vemit(LOG_INFO, 0, NULL, fmt, ap);
-	va_end(ap);
-}
-
-void
-log_debug(const char *fmt, ...)
-{
-	va_list	ap;
-
-	va_start(ap, fmt);
-	log_vemit(LOG_DEBUG, 0, NULL, fmt, ap);
-	va_end(ap);
-}
-
 /* A daemon event with an entry in systemd/fdistd.catalog. */
 void
 log_event(int priority, const char *msgid, const char *fmt, ...)
