@@ -68,7 +68,7 @@ struct conn {
 	struct timespec		 c_start;
 	struct timespec		 c_deadline;	/* of the ack */
 	struct timespec		 c_end;
-	const char		*c_status;	/* once released */
+	enum outcome		 c_status;	/* once released */
 	struct sockaddr_storage	 c_peer;
 	unsigned char		 c_ack[];	/* ack_max bytes */
 };
@@ -80,7 +80,7 @@ static struct conn_list		parked = TAILQ_HEAD_INITIALIZER(parked);
 /* Where bytes past the ack go: read, never kept. */
 static unsigned char		drain[64 * 1024];
 
-static void	conn_close(struct conn *, const char *);
+static void	conn_close(struct conn *, enum outcome);
 static void	conn_send(struct conn *);
 static void	conn_check_flush(struct conn *);
 
@@ -131,10 +131,10 @@ conn_usec_between(const struct timespec *a, const struct timespec *b)
 }
 
 /* The outcome of a client that finished after the whole file. */
-static const char *
+static enum outcome
 conn_ack_outcome(const struct conn *c)
 {
-	return (c->c_rcvd > 0 ? "acked" : "no-ack");
+	return (c->c_rcvd > 0 ? OUTCOME_ACKED : OUTCOME_NO_ACK);
 }
 
 /* The client's FIN; returns -1 if the connection is done with. */
@@ -209,7 +209,7 @@ conn_receive(struct conn *c, bool fin_seen)
 		log_debug("read: %s", strerror(errno));
 		/* A reset before every byte was delivered is an abort. */
 		conn_close(c, c->c_state == CONN_AWAITING_ACK ?
-		    conn_ack_outcome(c) : "aborted");
+		    conn_ack_outcome(c) : OUTCOME_ABORTED);
 		return (-1);
 	}
 	return (0);
@@ -229,14 +229,16 @@ conn_on_readable(evutil_socket_t fd, short what, void *arg)
 		return;
 	/* Read first: an ack may have come in with the deadline. */
 	if (what & EV_TIMEOUT) {
-		conn_close(c, c->c_ack_done ? "acked" : "ack-timeout");
+		conn_close(c, c->c_ack_done ? OUTCOME_ACKED :
+		    OUTCOME_ACK_TIMEOUT);
 		return;
 	}
 	/* The deadline is for the whole ack, not for each byte of it. */
 	clock_gettime(CLOCK_MONOTONIC, &now);
 	left = conn_usec_between(&now, &c->c_deadline);
 	if (left <= 0) {
-		conn_close(c, c->c_ack_done ? "acked" : "ack-timeout");
+		conn_close(c, c->c_ack_done ? OUTCOME_ACKED :
+		    OUTCOME_ACK_TIMEOUT);
 		return;
 	}
 	tv.tv_sec = (time_t)(left / 1000000);
@@ -323,7 +325,7 @@ conn_check_flush(struct conn *c)
 		c->c_progress = now;
 	else if ((uint64_t)conn_usec_between(&c->c_progress, &now) >=
 	    c->c_share->sh_limits.lim_send_timeout_ms * 1000) {
-		conn_close(c, "send-timeout");
+		conn_close(c, OUTCOME_SEND_TIMEOUT);
 		return;
 	}
 	tv = conn_timeval_ms(c->c_poll_ms);
@@ -362,7 +364,7 @@ conn_sent(struct conn *c)
 	conn_delay_acks(c);
 	if (shutdown(c->c_fd, SHUT_WR) == -1) {
 		log_debug("shutdown: %s", strerror(errno));
-		conn_close(c, "aborted");
+		conn_close(c, OUTCOME_ABORTED);
 		return;
 	}
 	if (conn_all_delivered(c)) {
@@ -523,7 +525,7 @@ conn_send(struct conn *c)
 			log_warnx("%s: file shrank to %llu bytes while being "
 			    "sent (replace files by rename, then reload)",
 			    sf->sf_path, (unsigned long long)c->c_off);
-			conn_close(c, "file-changed");
+			conn_close(c, OUTCOME_FILE_CHANGED);
 			return;
 		}
 		if (errno == EAGAIN) {
@@ -533,7 +535,7 @@ conn_send(struct conn *c)
 		if (errno == EINTR)
 			continue;
 		log_debug("sendfile: %s", strerror(errno));
-		conn_close(c, "aborted");
+		conn_close(c, OUTCOME_ABORTED);
 		return;
 	}
 	conn_sent(c);
@@ -547,7 +549,7 @@ conn_on_writable(evutil_socket_t fd, short what, void *arg)
 	(void)fd;
 	/* Writable with the deadline is progress, not a timeout. */
 	if ((what & EV_TIMEOUT) && !(what & EV_WRITE)) {
-		conn_close(c, "send-timeout");
+		conn_close(c, OUTCOME_SEND_TIMEOUT);
 		return;
 	}
 	conn_send(c);
@@ -634,10 +636,10 @@ conn_finish(struct conn *c)
 	struct transfer_record	 tr;
 	struct sfile		*sf = c->c_share->sh_file;
 	char			 peer[ADDR_STR_MAX], claim[65];
-	const char		*status = c->c_status;
+	enum outcome		 status = c->c_status;
 
 	memset(&tr, 0, sizeof(tr));
-	if (strcmp(status, "acked") == 0 &&
+	if (status == OUTCOME_ACKED &&
 	    ack_sha256_claim(c->c_ack, c->c_acklen, claim)) {
 		tr.tr_sha256 = sf->sf_sha256;
 		if (sf->sf_digest != DIGEST_READY)
@@ -646,7 +648,7 @@ conn_finish(struct conn *c)
 			tr.tr_verified = "yes";
 		else {
 			tr.tr_verified = "no";
-			status = "ack-mismatch";
+			status = OUTCOME_ACK_MISMATCH;
 		}
 	}
 	addr_format((struct sockaddr *)&c->c_peer, peer, sizeof(peer));
@@ -662,7 +664,7 @@ conn_finish(struct conn *c)
 	tr.tr_acklen = c->c_acklen;
 	tr.tr_ack_bytes = c->c_rcvd;
 	log_transfer(&tr);
-	server_count_outcome(strcmp(status, "acked") == 0);
+	server_count_outcome(status == OUTCOME_ACKED);
 	share_unref(c->c_share);
 	free(c);
 }
@@ -673,7 +675,7 @@ conn_finish(struct conn *c)
  * until conn_digest_known(); the client is not kept waiting either way.
  */
 static void
-conn_close(struct conn *c, const char *status)
+conn_close(struct conn *c, enum outcome status)
 {
 	char	claim[65];
 
@@ -688,7 +690,7 @@ conn_close(struct conn *c, const char *status)
 	    c->c_delivered < c->c_share->sh_file->sf_size &&
 	    conn_delivered(c) < c->c_share->sh_file->sf_size)
 		conn_abort(c);
-	else if (strcmp(status, "aborted") == 0) {
+	else if (status == OUTCOME_ABORTED) {
 		/*
 		 * The client's TCP had the whole file: a reset now, even one
 		 * that beat our half-close, is a client gone without (or
@@ -705,7 +707,7 @@ conn_close(struct conn *c, const char *status)
 	TAILQ_REMOVE(&conns, c, c_entry);
 	nconns--;
 	if (c->c_share->sh_file->sf_digest == DIGEST_PENDING &&
-	    strcmp(status, "acked") == 0 &&
+	    status == OUTCOME_ACKED &&
 	    ack_sha256_claim(c->c_ack, c->c_acklen, claim))
 		TAILQ_INSERT_TAIL(&parked, c, c_entry);
 	else
@@ -730,7 +732,7 @@ conn_digest_known(struct sfile *sf)
 
 /* End every connection now (the daemon is stopping). */
 void
-conn_close_all(const char *status)
+conn_close_all(enum outcome status)
 {
 	struct conn	*c;
 

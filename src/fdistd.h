@@ -137,6 +137,19 @@ size_t	 escape_text(char *, size_t, const unsigned char *, size_t);
 #define ESCAPE_BUFSIZE(n)	((n) * 4 + 1)
 
 /* log.c */
+/* How a transfer ended: the status of its record, listed in fdistd(8). */
+enum outcome {
+	OUTCOME_ACKED,
+	OUTCOME_ACK_MISMATCH,
+	OUTCOME_NO_ACK,
+	OUTCOME_ACK_TIMEOUT,
+	OUTCOME_ABORTED,
+	OUTCOME_SEND_TIMEOUT,
+	OUTCOME_FILE_CHANGED,
+	OUTCOME_SHUTDOWN,
+	OUTCOME_DENIED,
+	OUTCOME_BUSY
+};
 struct transfer_record {
 	const char	*tr_share;
 	const char	*tr_file;	/* escaped already (sf_path_log) */
@@ -144,7 +157,7 @@ struct transfer_record {
 	uint64_t	 tr_bytes;
 	uint64_t	 tr_size;
 	uint64_t	 tr_duration_usec;
-	const char	*tr_status;
+	enum outcome	 tr_status;
 	const unsigned char *tr_ack;
 	size_t		 tr_acklen;
 	uint64_t	 tr_ack_bytes;	/* everything the client sent */
@@ -167,7 +180,7 @@ void	 log_event(int, const char *, const char *, ...)
 #define log_info(...)	log_event(LOG_INFO, NULL, __VA_ARGS__)
 #define log_debug(...)	log_event(LOG_DEBUG, NULL, __VA_ARGS__)
 void	 log_transfer(const struct transfer_record *);
-void	 log_refusals(const char *, const char *, const char *, uint64_t,
+void	 log_refusals(const char *, enum outcome, const char *, uint64_t,
 	    unsigned int);
 /* Catalog entries (systemd/fdistd.catalog) of daemon events. */
 #define MSGID_READY		"819de2ce009b464d91664758b897bac1"
@@ -289,7 +302,7 @@ size_t		 server_nshares(void);
 /* conn.c: one client connection. */
 int		 conn_new(struct event_base *, int, const struct sockaddr *,
 		    socklen_t, struct share *);
-void		 conn_close_all(const char *);
+void		 conn_close_all(enum outcome);
 void		 conn_digest_known(struct sfile *);
 size_t		 conn_count(void);
 

@@ -256,20 +256,33 @@ log_field(struct iovec *iov, size_t *n, char *buf, size_t len,
 	(*n)++;
 }
 
+static const char *const outcome_names[] = {
+	[OUTCOME_ACKED] = "acked",
+	[OUTCOME_ACK_MISMATCH] = "ack-mismatch",
+	[OUTCOME_NO_ACK] = "no-ack",
+	[OUTCOME_ACK_TIMEOUT] = "ack-timeout",
+	[OUTCOME_ABORTED] = "aborted",
+	[OUTCOME_SEND_TIMEOUT] = "send-timeout",
+	[OUTCOME_FILE_CHANGED] = "file-changed",
+	[OUTCOME_SHUTDOWN] = "shutdown",
+	[OUTCOME_DENIED] = "denied",
+	[OUTCOME_BUSY] = "busy",
+};
+
 /* The record as one key=value line on stderr. */
 static void
 log_transfer_line(const struct transfer_record *tr, const char *file,
     const char *ack)
 {
 	char	ts[48];
-	bool	acked = strcmp(tr->tr_status, "acked") == 0;
+	bool	acked = tr->tr_status == OUTCOME_ACKED;
 
 	log_timestamp(ts, sizeof(ts));
 	log_line("%s %s: transfer share=%s peer=%s file=\"%s\" "
 	    "bytes=%" PRIu64 " size=%" PRIu64 " duration_usec=%" PRIu64
 	    " status=%s%s%s%s%s%s%s%s%s%s%s\n", ts, acked ? "info" : "warning",
 	    tr->tr_share, tr->tr_peer, file, tr->tr_bytes, tr->tr_size,
-	    tr->tr_duration_usec, tr->tr_status,
+	    tr->tr_duration_usec, outcome_names[tr->tr_status],
 	    tr->tr_reason ? " reason=\"" : "",
 	    tr->tr_reason ? tr->tr_reason : "", tr->tr_reason ? "\"" : "",
 	    ack ? " ack=\"" : "", ack ? ack : "", ack ? "\"" : "",
@@ -293,7 +306,8 @@ log_transfer(const struct transfer_record *tr)
 	char		 f[12][160], msg[512], msgack[201];
 	struct iovec	 iov[16];
 	size_t		 n = 0;
-	bool		 acked = strcmp(tr->tr_status, "acked") == 0;
+	const char	*status = outcome_names[tr->tr_status];
+	bool		 acked = tr->tr_status == OUTCOME_ACKED;
 	bool		 has_ack = tr->tr_ack_bytes > 0;
 
 	memcpy(ack, "FDIST_ACK=", ackoff);
@@ -307,12 +321,12 @@ log_transfer(const struct transfer_record *tr)
 	escape_text(msgack, sizeof(msgack), tr->tr_ack, tr->tr_acklen);
 	if (tr->tr_reason != NULL)
 		log_field(iov, &n, msg, sizeof(msg), "MESSAGE=%s [%s] %s: "
-		    "refused (%s)", tr->tr_peer, tr->tr_share, tr->tr_status,
+		    "refused (%s)", tr->tr_peer, tr->tr_share, status,
 		    tr->tr_reason);
 	else
 		log_field(iov, &n, msg, sizeof(msg), "MESSAGE=%s [%s] %s: %"
 		    PRIu64 "/%" PRIu64 " bytes in %" PRIu64 ".%03" PRIu64
-		    " s%s%s%s", tr->tr_peer, tr->tr_share, tr->tr_status,
+		    " s%s%s%s", tr->tr_peer, tr->tr_share, status,
 		    tr->tr_bytes, tr->tr_size, tr->tr_duration_usec / 1000000,
 		    tr->tr_duration_usec / 1000 % 1000,
 		    has_ack ? ", ack \"" : "", has_ack ? msgack : "",
@@ -332,7 +346,7 @@ log_transfer(const struct transfer_record *tr)
 	log_field(iov, &n, f[7], sizeof(f[7]), "FDIST_DURATION_USEC=%" PRIu64,
 	    tr->tr_duration_usec);
 	log_field(iov, &n, f[8], sizeof(f[8]), "FDIST_STATUS=%s",
-	    tr->tr_status);
+	    status);
 	if (tr->tr_verified != NULL) {
 		log_field(iov, &n, f[9], sizeof(f[9]), "FDIST_VERIFIED=%s",
 		    tr->tr_verified);
@@ -357,9 +371,11 @@ log_transfer(const struct transfer_record *tr)
  * is accounted.  share is NULL if its name could not be kept.
  */
 void
-log_refusals(const char *share, const char *status, const char *reason,
+log_refusals(const char *share, enum outcome outcome, const char *reason,
     uint64_t count, unsigned int window_ms)
 {
+	const char	*status = outcome_names[outcome];
+
 	char	ts[48];
 
 	if (!log_journal) {

@@ -87,9 +87,9 @@ static struct event		*refusal_timer;
 static uint64_t			 refusals_logged[NREFUSALS];
 static struct refusal_tally_list tallies = TAILQ_HEAD_INITIALIZER(tallies);
 static struct refusal_tally	 tally_unnamed;
-static const char *const	 refusal_status[NREFUSALS] = {
-	[REFUSED_DENIED] = "denied",
-	[REFUSED_BUSY] = "busy",
+static const enum outcome	 refusal_outcome[NREFUSALS] = {
+	[REFUSED_DENIED] = OUTCOME_DENIED,
+	[REFUSED_BUSY] = OUTCOME_BUSY,
 };
 
 static void
@@ -139,7 +139,7 @@ server_log_tally(struct refusal_tally *rt, const char *share)
 	for (i = 0; i < NREASONS; i++) {
 		if (rt->rt_count[i] == 0)
 			continue;
-		log_refusals(share, refusal_status[refusal_reasons[i].rr_kind],
+		log_refusals(share, refusal_outcome[refusal_reasons[i].rr_kind],
 		    refusal_reasons[i].rr_text, rt->rt_count[i],
 		    REFUSAL_WINDOW_MS);
 		rt->rt_count[i] = 0;
@@ -211,7 +211,7 @@ server_refuse(int fd, const struct sockaddr *peer, const struct share *sh,
 	tr.tr_file = sh->sh_file->sf_path_log;
 	tr.tr_peer = name;
 	tr.tr_size = sh->sh_file->sf_size;
-	tr.tr_status = refusal_status[kind];
+	tr.tr_status = refusal_outcome[kind];
 	tr.tr_reason = refusal_reasons[reason].rr_text;
 	log_transfer(&tr);
 }
@@ -670,7 +670,7 @@ server_on_stop_timer(evutil_socket_t fd, short what, void *arg)
 	(void)arg;
 	log_warnx("shutdown_timeout reached: ending %zu transfer%s",
 	    conn_count(), PLURAL(conn_count()));
-	conn_close_all("shutdown");
+	conn_close_all(OUTCOME_SHUTDOWN);
 	event_base_loopbreak(server_base);
 }
 
@@ -693,7 +693,7 @@ server_stop(bool now)
 		    PLURAL(conn_count()));
 	}
 	if (now || server_cf->cf_shutdown_timeout_ms == 0)
-		conn_close_all("shutdown");
+		conn_close_all(OUTCOME_SHUTDOWN);
 	if (conn_count() == 0) {
 		event_base_loopbreak(server_base);
 		return;
@@ -719,7 +719,7 @@ server_free(void)
 {
 	struct listener	*ls;
 
-	conn_close_all("shutdown");
+	conn_close_all(OUTCOME_SHUTDOWN);
 	server_log_refusals();		/* a window cut short by the stop */
 	while ((ls = TAILQ_FIRST(&listeners)) != NULL) {
 		TAILQ_REMOVE(&listeners, ls, ls_entry);
