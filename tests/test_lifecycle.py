@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Lifecycle: limits, signals, reload and the service manager protocol."""
 
+import ctypes
 import errno
 import os
 import re
@@ -209,6 +210,50 @@ def test_reload_adds_removes_and_keeps_listeners(tmp):
         d.wait_log(r"no longer listening on 127\.0\.0\.1:%d" % pb)
         recs = d.wait_records(2)
         assert sorted((r["share"], r["size"]) for r in recs) == [("a", "2000"), ("c", "1000")]
+
+
+def daemon_listener(pid, port):
+    """A duplicate of the daemon's listening socket on port (pidfd_getfd)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    pidfd = os.pidfd_open(pid)
+    try:
+        for name in os.listdir("/proc/%d/fd" % pid):
+            if not os.readlink("/proc/%d/fd/%s" % (pid, name)).startswith("socket:"):
+                continue
+            fd = libc.syscall(438, pidfd, int(name), 0)   # pidfd_getfd
+            if fd < 0:
+                raise OSError(ctypes.get_errno(), "pidfd_getfd")
+            s = socket.socket(fileno=fd)
+            if (s.family in (socket.AF_INET, socket.AF_INET6) and
+                    s.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN) and
+                    s.getsockname()[1] == port):
+                return s
+            s.close()
+    finally:
+        os.close(pidfd)
+    raise AssertionError("no listener on port %d" % port)
+
+
+def test_reload_sets_the_new_ack_max_as_the_kept_listeners_rcvlowat(tmp):
+    """Accepted sockets inherit SO_RCVLOWAT = ack_max from their listener,
+    so a listener kept over a reload must take the share's new ack_max."""
+    path = make_file(os.path.join(tmp, "f"), 1000)
+    port = free_port()
+    share = {"listen": "127.0.0.1:%d" % port, "file": path, "ack_max": "64"}
+    with Daemon(tmp, {"s": share}) as d:
+        before = daemon_listener(d.proc.pid, port)
+        assert before.getsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT) == 64
+        d.write_config({"s": dict(share, ack_max="1K")})
+        d.reload()
+        after = daemon_listener(d.proc.pid, port)
+        # the same socket, kept, with the new low-water mark
+        assert os.fstat(after.fileno()).st_ino == os.fstat(before.fileno()).st_ino
+        assert after.getsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT) == 1024
+        before.close()
+        after.close()
+        assert len(fetch(port, ack=b"x" * 300)) == 1000
+        (rec,) = d.wait_records(1)
+        assert rec["status"] == "acked" and rec["ack"] == "x" * 300, rec
 
 
 def test_reload_with_port_taken_keeps_old_config(tmp):
