@@ -81,6 +81,26 @@ def test_allow_list_is_default_deny_and_ipv4_mapped_peers_match_ipv4_rules(tmp):
             ("127.0.0.2", "acked"), ("127.0.0.3", "denied"), ("[::1]", "denied")], recs
 
 
+def test_max_per_ip_counts_an_ipv4_client_once_on_ipv4_and_dual_stack_sockets(tmp):
+    # The same IPv4 client reaches one share through an IPv4 socket and, as
+    # ::ffff:127.0.0.2, through a dual-stack [::] socket: one address.
+    path = make_file(os.path.join(tmp, "f"), BIG)
+    p4, p6 = free_port(), free_port()
+    with Daemon(tmp, {"m": {"listen": "127.0.0.1:%d, [::]:%d" % (p4, p6), "file": path,
+                            "max_per_ip": "1"}},
+                launcher=ACTIVATE + ["127.0.0.1:%d=m" % p4, "dual:[::]:%d=m" % p6, "--"]) as d:
+        held = hold(p4, "127.0.0.2")
+        assert get(p6, "127.0.0.2") is None                 # the same address, mapped
+        other = hold(p6, "127.0.0.3")                       # another address is fine
+        (rec,) = d.wait_records(1)
+        assert (rec["peer"].rsplit(":", 1)[0], rec["status"], rec["reason"]) == \
+            ("127.0.0.2", "busy", "max_per_ip"), rec
+        held.close()
+        other.close()
+        d.wait_records(3)
+        assert get(p6, "127.0.0.2") is not None             # its count dropped with it
+
+
 def test_max_per_ip_and_share_max_clients(tmp):
     path = make_file(os.path.join(tmp, "f"), BIG)
     small = make_file(os.path.join(tmp, "g"), 1000)
