@@ -52,6 +52,9 @@ fetch_net_resolve(const char *target, struct addrinfo **res)
 		fetch_warnx("%s: port must be a number from 1 to 65535",
 		    target);
 		return (FETCH_EUSAGE);
+	case PARSE_HP_LONG:
+		fetch_warnx("%.40s...: host name too long", target);
+		return (FETCH_EUSAGE);
 	default:
 		fetch_warnx("%s: expected HOST:PORT or [ADDR]:PORT", target);
 		return (FETCH_EUSAGE);

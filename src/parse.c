@@ -317,8 +317,10 @@ parse_host_port(const char *s, char *host, size_t hostlen, uint16_t *port,
 		if (memchr(hstart, ':', (size_t)(hend - hstart)) != NULL)
 			return (PARSE_HP_BARE_V6);
 	}
-	if (hend == hstart || (size_t)(hend - hstart) >= hostlen)
+	if (hend == hstart)
 		return (PARSE_HP_FORM);
+	if ((size_t)(hend - hstart) >= hostlen)
+		return (PARSE_HP_LONG);
 	rest = parse_digits(colon + 1, &n);
 	if (rest == NULL || *rest != '\0' || n == 0 || n > 65535)
 		return (PARSE_HP_PORT);

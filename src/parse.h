@@ -15,6 +15,7 @@
 #define PARSE_HP_FORM		(-1)	/* not HOST:PORT or [IPV6]:PORT */
 #define PARSE_HP_BARE_V6	(-2)	/* an IPv6 address without brackets */
 #define PARSE_HP_PORT		(-3)	/* the port is not 1 to 65535 */
+#define PARSE_HP_LONG		(-4)	/* the host does not fit the buffer */
 
 int	 parse_duration_ms(const char *, uint64_t *, char *, size_t);
 int	 parse_size(const char *, uint64_t *, char *, size_t);

@@ -380,7 +380,8 @@ def run_all(c, tmp, server):
     for target, says in (("::1:80", b"write IPv6 addresses as [ADDR]:PORT"),
                          ("h:http", b"port must be a number from 1 to 65535"),
                          ("[::1]80", b"expected HOST:PORT or [ADDR]:PORT"),
-                         (":80", b"expected HOST:PORT or [ADDR]:PORT")):
+                         (":80", b"expected HOST:PORT or [ADDR]:PORT"),
+                         ("h" * 300 + ":80", b"host name too long")):
         r = fetch(["-o", out, target])
         c.check("target %s" % target, r.returncode == 1 and says in r.stderr,
                 (r.returncode, r.stderr))
