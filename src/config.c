@@ -357,22 +357,14 @@ config_set_listen(struct config_parse *cp, const char *value, char *err,
     size_t errlen)
 {
 	struct share_config	*sc = cp->cp_share;
-	struct listen_addr	 more[SHARE_LISTEN_MAX];
-	size_t			 i, n;
+	size_t			 i = sc->sc_nlisten;
 
 	/* Each listen line adds to the share's addresses. */
-	if (parse_listen(value, more, SHARE_LISTEN_MAX, &n, cp->cp_system,
-	    err, errlen) == -1)
+	if (parse_listen(value, sc->sc_listen, SHARE_LISTEN_MAX,
+	    &sc->sc_nlisten, cp->cp_system, err, errlen) == -1)
 		return (-1);
-	if (n > SHARE_LISTEN_MAX - sc->sc_nlisten) {
-		snprintf(err, errlen, "too many listen addresses (at most %d "
-		    "per share)", SHARE_LISTEN_MAX);
-		return (-1);
-	}
-	for (i = 0; i < n; i++) {
-		more[i].la_line = cp->cp_lineno;
-		sc->sc_listen[sc->sc_nlisten++] = more[i];
-	}
+	for (; i < sc->sc_nlisten; i++)
+		sc->sc_listen[i].la_line = cp->cp_lineno;
 	return (0);
 }
 

@@ -9,8 +9,8 @@
 #include <sys/stat.h>
 
 #include <errno.h>
-#include <limits.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -375,8 +375,7 @@ log_refusals(const char *share, enum outcome outcome, const char *reason,
     uint64_t count, unsigned int window_ms)
 {
 	const char	*status = outcome_names[outcome];
-
-	char	ts[48];
+	char		 ts[48];
 
 	if (!log_journal) {
 		log_timestamp(ts, sizeof(ts));

@@ -391,7 +391,8 @@ parse_list_next(const char *s, const char **p, char *item, size_t itemsize,
 }
 
 /*
- * A comma-separated list of listen addresses.  Host names are looked up
+ * A comma-separated list of listen addresses, appended to the *n already
+ * in list, as parse_acl() appends networks.  Host names are looked up
  * only if resolve is set (never while fuzzing, say).
  */
 int
@@ -401,7 +402,6 @@ parse_listen(const char *s, struct listen_addr *list, size_t max, size_t *n,
 	char		 item[300];
 	const char	*p = s;
 
-	*n = 0;
 	while (p != NULL) {
 		if (parse_list_next(s, &p, item, sizeof(item),
 		    "listen address", err, errlen) == -1 ||

@@ -195,6 +195,7 @@ check_list(const struct listen_addr *list, size_t n, size_t max,
 		    sizeof(name));
 		if (!format_keeps((const struct sockaddr *)&list[i].la_ss))
 			continue;
+		m = 0;
 		FUZZ_CHECK(parse_listen(name, one, SHARE_LISTEN_MAX, &m, false,
 		    err, sizeof(err)) == 0, "'%s' does not parse back: %s",
 		    name, err);
@@ -217,6 +218,7 @@ check_listen(const char *s, size_t smallmax)
 	int			 rv, rvs, rvi, allok = 1;
 
 	err[0] = '\0';
+	n = 0;
 	rv = parse_listen(s, full, SHARE_LISTEN_MAX, &n, false, err,
 	    sizeof(err));
 	check_err(rv, err, sizeof(err), "parse_listen");
@@ -227,6 +229,7 @@ check_listen(const char *s, size_t smallmax)
 		k = comma ? (size_t)(comma - p) : strlen(p);
 		item = strndup(p, k);
 		err[0] = '\0';
+		m = 0;
 		rvi = parse_listen(item, part, SHARE_LISTEN_MAX, &m, false, err,
 		    sizeof(err));
 		check_err(rvi, err, sizeof(err), "parse_listen(item)");
@@ -255,6 +258,7 @@ check_listen(const char *s, size_t smallmax)
 	/* With room for fewer: the same, or "too many". */
 	small = malloc(smallmax * sizeof(*small));
 	err[0] = '\0';
+	m = 0;
 	rvs = parse_listen(s, small, smallmax, &m, false, err, sizeof(err));
 	check_err(rvs, err, sizeof(err), "parse_listen(small max)");
 	if (rv == 0 && n <= smallmax) {
