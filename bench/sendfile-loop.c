@@ -37,13 +37,16 @@
 #define EVENTS		256
 #define ACK_MAX		64	/* fdistd's default ack_max */
 
+/* An epoll event points at one of these two; the first member tells which. */
 struct served {
+	int	 listener;	/* 1 */
 	int	 lfd;
 	int	 ffd;
 	off_t	 size;
 };
 
 struct client {
+	int		 listener;	/* 0 */
 	int		 fd;
 	struct served	*sv;
 	off_t		 off;
@@ -145,6 +148,7 @@ serve(const char *portstr, const char *path, struct served *sv)
 		return (-1);
 	}
 	sv->size = st.st_size;
+	sv->listener = 1;
 	memset(&sin, 0, sizeof(sin));
 	sin.sin_family = AF_INET;
 	sin.sin_port = htons((uint16_t)port);
@@ -165,13 +169,6 @@ serve(const char *portstr, const char *path, struct served *sv)
 		return (-1);
 	}
 	return (0);
-}
-
-static int
-is_listener(void *ptr)
-{
-	return ((struct served *)ptr >= served &&
-	    (struct served *)ptr < served + MAX_FILES);
 }
 
 int
@@ -198,7 +195,7 @@ main(int argc, char *argv[])
 	for (;;) {
 		n = epoll_wait(epfd, events, EVENTS, -1);
 		for (i = 0; i < n; i++) {
-			if (is_listener(events[i].data.ptr)) {
+			if (*(int *)events[i].data.ptr) {
 				accept_clients(events[i].data.ptr);
 				continue;
 			}
