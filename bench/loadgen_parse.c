@@ -115,11 +115,12 @@ bad:
 
 /* A numeric address: IPv4, IPv6, or IPv6 in brackets. */
 static int
-lg_parse_host(const char *host, size_t len, struct lg_addr *a)
+lg_parse_host(const char *host, struct lg_addr *a)
 {
 	struct sockaddr_in	*sin = (struct sockaddr_in *)&a->a_ss;
 	struct sockaddr_in6	*sin6 = (struct sockaddr_in6 *)&a->a_ss;
 	char			 buf[INET6_ADDRSTRLEN];
+	size_t			 len = strlen(host);
 
 	if (len >= 2 && host[0] == '[' && host[len - 1] == ']') {
 		host++;
@@ -152,7 +153,7 @@ lg_parse_target(const char *s, struct lg_addr *a)
 	bool		bracketed;
 
 	if (parse_host_port(s, host, sizeof(host), &port, &bracketed) != 0 ||
-	    lg_parse_host(host, strlen(host), a) == -1 ||
+	    lg_parse_host(host, a) == -1 ||
 	    (bracketed && a->a_ss.ss_family != AF_INET6)) {
 		fprintf(stderr, "%s: %s: --connect takes IPV4:PORT or "
 		    "[IPV6]:PORT\n", LG_PROGNAME, s);
@@ -169,7 +170,7 @@ lg_parse_target(const char *s, struct lg_addr *a)
 int
 lg_parse_bind(const char *s, struct lg_addr *a)
 {
-	if (lg_parse_host(s, strlen(s), a) == -1) {
+	if (lg_parse_host(s, a) == -1) {
 		fprintf(stderr, "%s: %s: --bind takes a numeric IPv4 or IPv6 "
 		    "address\n", LG_PROGNAME, s);
 		return (-1);

@@ -84,8 +84,8 @@ fdistd_warn_limits(const struct config *cf, FILE *fp)
 			continue;
 		snprintf(msg, sizeof(msg), "%s:%d: share [%s]: max_clients %u "
 		    "is above the global max_clients %u, which limits it too",
-		    cf->cf_path, config_share_key_line(sc, "max_clients"), sc->sc_name,
-		    sc->sc_max_clients, cf->cf_max_clients);
+		    cf->cf_path, config_share_key_line(sc, "max_clients"),
+		    sc->sc_name, sc->sc_max_clients, cf->cf_max_clients);
 		if (fp != NULL)
 			fprintf(fp, "fdistd: warning: %s\n", msg);
 		else
@@ -107,7 +107,7 @@ fdistd_reload(void)
 	notify_reloading();
 	log_info("reloading %s", config_path);
 	cf = config_load(config_path, true, err, sizeof(err));
-	if (cf == NULL || server_reload(cf, err, sizeof(err)) == -1) {
+	if (cf == NULL || server_apply(cf, err, sizeof(err)) == -1) {
 		log_event(LOG_WARNING, MSGID_RELOAD_FAILED, "reload failed, "
 		    "still serving the previous configuration: %s", err);
 		config_free(cf);

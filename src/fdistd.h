@@ -289,7 +289,7 @@ struct server_stats {
 };
 int		 server_start(struct event_base *, struct config *, char *,
 		    size_t);
-int		 server_reload(struct config *, char *, size_t);
+int		 server_apply(struct config *, char *, size_t);
 void		 server_stop(bool);
 bool		 server_stopping(void);
 void		 server_free(void);

@@ -268,6 +268,8 @@ static const char *const outcome_names[] = {
 	[OUTCOME_DENIED] = "denied",
 	[OUTCOME_BUSY] = "busy",
 };
+_Static_assert(sizeof(outcome_names) / sizeof(outcome_names[0]) ==
+    OUTCOME_BUSY + 1, "every outcome has a name");
 
 /* The record as one key=value line on stderr. */
 static void

@@ -559,11 +559,13 @@ server_take_listeners(const struct config *cf, const struct share_config *sc,
 }
 
 /*
- * Switch to configuration cf, keeping every listener whose address did
- * not change.  Nothing is touched unless every new listener could be
- * opened.  Clients in flight keep their share, and so their file.
+ * Switch to configuration cf, at start or on reload, keeping every
+ * listener whose address did not change.  Nothing is touched unless every
+ * new listener could be opened.  Clients in flight keep their share, and
+ * so their file.  Never called while stopping: fdistd_reload() ignores
+ * SIGHUP then.
  */
-static int
+int
 server_apply(struct config *cf, char *err, size_t errlen)
 {
 	struct listener_list	 fresh = TAILQ_HEAD_INITIALIZER(fresh);
@@ -650,16 +652,6 @@ server_start(struct event_base *base, struct config *cf, char *err,
 		return (-1);
 	}
 	return (0);
-}
-
-/*
- * Switch to a new, already validated configuration (never while stopping:
- * fdistd_reload() ignores SIGHUP then).
- */
-int
-server_reload(struct config *cf, char *err, size_t errlen)
-{
-	return (server_apply(cf, err, errlen));
 }
 
 static void
