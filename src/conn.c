@@ -40,6 +40,8 @@
  */
 #define FLUSH_POLL_MIN_MS	10
 #define FLUSH_POLL_MAX_MS	500
+/* tcpi_state of a connection that is over (TCP_CLOSE; not in linux/tcp.h). */
+#define TCPI_STATE_CLOSED	7
 
 enum conn_state {
 	CONN_SENDING,		/* file bytes remain: EV_WRITE when full */
@@ -62,6 +64,7 @@ struct conn {
 	struct bucket		 c_bucket;	/* rate_limit */
 	bool			 c_wev_armed;
 	bool			 c_peer_eof;	/* the client sent its FIN */
+	bool			 c_gone;	/* reset, or TCP gave up */
 	bool			 c_ack_done;	/* NUL, LF or ack_max seen */
 	uint32_t		 c_acklen;
 	uint64_t		 c_rcvd;	/* all bytes the client sent */
@@ -83,6 +86,7 @@ static unsigned char		drain[64 * 1024];
 static void	conn_close(struct conn *, enum outcome);
 static void	conn_send(struct conn *);
 static void	conn_check_flush(struct conn *);
+static void	conn_watch_reset(struct conn *);
 
 static const char *
 conn_state_name(enum conn_state state)
@@ -149,6 +153,7 @@ conn_on_eof(struct conn *c)
 	/* A half-closed client may still read: keep sending. */
 	event_del(&c->c_rev);
 	if (c->c_state == CONN_FLUSHING) {
+		conn_watch_reset(c);
 		conn_check_flush(c);
 		return (-1);
 	}
@@ -248,7 +253,8 @@ conn_on_readable(evutil_socket_t fd, short what, void *arg)
 
 /*
  * How many file bytes the client's TCP has acknowledged.  TCP_INFO keeps
- * the count even after a reset, when the send queue is already gone.
+ * the count even after a reset, when the send queue is already gone, and
+ * says whether the connection is over (c_gone).
  */
 static uint64_t
 conn_delivered(struct conn *c)
@@ -256,11 +262,14 @@ conn_delivered(struct conn *c)
 	struct tcp_info	ti;
 	socklen_t	len = sizeof(ti);
 
-	if (getsockopt(c->c_fd, IPPROTO_TCP, TCP_INFO, &ti, &len) == 0 &&
-	    len >= offsetof(struct tcp_info, tcpi_bytes_acked) +
-	    sizeof(ti.tcpi_bytes_acked) && ti.tcpi_bytes_acked > c->c_delivered)
+	if (getsockopt(c->c_fd, IPPROTO_TCP, TCP_INFO, &ti, &len) == -1 ||
+	    len < offsetof(struct tcp_info, tcpi_bytes_acked) +
+	    sizeof(ti.tcpi_bytes_acked))
+		return (c->c_delivered);
+	if (ti.tcpi_bytes_acked > c->c_delivered)
 		c->c_delivered = ti.tcpi_bytes_acked < c->c_off ?
 		    ti.tcpi_bytes_acked : c->c_off;	/* the FIN counts one */
+	c->c_gone = ti.tcpi_state == TCPI_STATE_CLOSED;
 	return (c->c_delivered);
 }
 
@@ -305,6 +314,22 @@ conn_flushed(struct conn *c)
 }
 
 /*
+ * Is flushing over: has the client's TCP taken everything, or is the
+ * connection gone without it (a reset is an abort, as while sending)?
+ */
+static bool
+conn_flush_over(struct conn *c)
+{
+	if (conn_all_delivered(c))
+		conn_flushed(c);
+	else if (c->c_gone)
+		conn_close(c, OUTCOME_ABORTED);
+	else
+		return (false);
+	return (true);
+}
+
+/*
  * Has the client's TCP taken everything?  No ack is due before: a slow
  * reader behind big socket buffers is still receiving the file.  No
  * progress for send_timeout is a send-timeout, as while sending.
@@ -316,10 +341,8 @@ conn_check_flush(struct conn *c)
 	struct timeval	tv;
 	uint64_t	before = c->c_delivered;
 
-	if (conn_all_delivered(c)) {
-		conn_flushed(c);
+	if (conn_flush_over(c))
 		return;
-	}
 	clock_gettime(CLOCK_MONOTONIC, &now);
 	if (c->c_delivered > before)
 		c->c_progress = now;
@@ -332,6 +355,33 @@ conn_check_flush(struct conn *c)
 	evtimer_add(&c->c_tev, &tv);
 	if (c->c_poll_ms < FLUSH_POLL_MAX_MS)
 		c->c_poll_ms *= 2;
+}
+
+static void
+conn_on_reset(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	conn_flush_over(arg);
+}
+
+/*
+ * Flushing after the client's FIN: its socket stays readable for good,
+ * so a level-triggered read event would fire without end, and the flush
+ * poll alone would see a reset only at its next look, up to half a
+ * second later.  Edge-triggered, the read event fires once now and again
+ * at a reset (EPOLLERR).  Nothing else is armed on the socket while
+ * flushing, as libevent requires of an edge-triggered event.
+ */
+static void
+conn_watch_reset(struct conn *c)
+{
+	struct event_base	*base = event_get_base(&c->c_rev);
+
+	event_del(&c->c_rev);
+	event_assign(&c->c_rev, base, c->c_fd, EV_READ | EV_ET | EV_PERSIST,
+	    conn_on_reset, c);
+	event_add(&c->c_rev, NULL);
 }
 
 /*
@@ -374,6 +424,8 @@ conn_sent(struct conn *c)
 	conn_set_state(c, CONN_FLUSHING);
 	clock_gettime(CLOCK_MONOTONIC, &c->c_progress);
 	c->c_poll_ms = FLUSH_POLL_MIN_MS;
+	if (c->c_peer_eof)
+		conn_watch_reset(c);
 	conn_check_flush(c);
 }
 

@@ -274,6 +274,30 @@ def test_reset_after_all_was_queued_is_aborted_with_delivered_bytes(tmp):
         assert got <= int(rec["bytes"]) < size, rec
 
 
+
+def test_reset_after_half_close_while_flushing_is_aborted_at_once(tmp):
+    """A client that acks and half-closes first, then resets with the file
+    still in the buffers (nc ... | head -c 4096): the daemon has stopped
+    reading after that FIN, and must still see the reset at once, not at
+    send_timeout."""
+    size = 2 * 1024 * 1024           # fits in the socket buffers
+    d, port, _ = serve(tmp, size=size, send_timeout="20s")
+    with d:
+        s = connect(port)
+        s.sendall(b"thank you\n")
+        s.shutdown(socket.SHUT_WR)
+        got = len(s.recv(65536))
+        time.sleep(0.5)             # queued it all, and polling slowly
+        linger_reset(s)
+        s.close()
+        t0 = time.monotonic()
+        (rec,) = d.wait_records(1, timeout=15)
+        waited = time.monotonic() - t0
+        assert rec["status"] == "aborted", rec
+        assert got <= int(rec["bytes"]) < size, rec
+        assert rec["ack"] == "thank you", rec
+        assert waited < 0.3, waited
+
 def stop_with_a_stalled_client(tmp, shutdown_timeout):
     """Stop while a client stalls mid-file: its record, and how long the
     stop took."""
