@@ -114,12 +114,12 @@ digest_finish(struct digest_job *dj)
 	if (dj->dj_error == 0) {
 		memcpy(sf->sf_sha256, dj->dj_hex, sizeof(sf->sf_sha256));
 		sf->sf_digest = DIGEST_READY;
-		log_info("%s: sha256 %s (%.1f s)", sf->sf_path, sf->sf_sha256,
+		log_info("%s: sha256 %s (%.1f s)", sf->sf_path_log, sf->sf_sha256,
 		    secs);
 	} else {
 		sf->sf_digest = DIGEST_FAILED;
 		if (dj->dj_error != ECANCELED)
-			log_warnx("%s: cannot compute sha256: %s", sf->sf_path,
+			log_warnx("%s: cannot compute sha256: %s", sf->sf_path_log,
 			    dj->dj_error > 0 ? strerror(dj->dj_error) :
 			    "libcrypto error");
 	}
@@ -163,7 +163,7 @@ digest_start(struct sfile *sf)
 	sf->sf_digest = DIGEST_PENDING;
 	if ((dj = calloc(1, sizeof(*dj))) == NULL) {
 		sf->sf_digest = DIGEST_FAILED;
-		log_warn("%s: sha256", sf->sf_path);
+		log_warn("%s: sha256", sf->sf_path_log);
 		return;
 	}
 	dj->dj_file = sfile_ref(sf);
@@ -177,12 +177,28 @@ digest_start(struct sfile *sf)
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	if (rv != 0) {
 		sf->sf_digest = DIGEST_FAILED;
-		log_warnx("%s: sha256: %s", sf->sf_path, strerror(rv));
+		log_warnx("%s: sha256: %s", sf->sf_path_log, strerror(rv));
 		sfile_unref(sf);
 		free(dj);
 		return;
 	}
 	TAILQ_INSERT_TAIL(&jobs, dj, dj_entry);
+}
+
+/*
+ * Stop hashing files nothing serves any more (a reload replaced them, or
+ * failed after opening them): the job's is their last reference.  A file
+ * still sent to a client keeps its worker, whose digest checks the ack.
+ */
+void
+digest_prune(void)
+{
+	struct digest_job	*dj;
+
+	TAILQ_FOREACH(dj, &jobs, dj_entry) {
+		if (dj->dj_file->sf_refs == 1)
+			atomic_store(&dj->dj_cancel, true);
+	}
 }
 
 /* At exit: stop the workers and wait for them. */

@@ -130,6 +130,7 @@ bool	 ack_sha256_claim(const unsigned char *, size_t, char [65]);
 /* digest.c: SHA-256 of served files, off the event loop. */
 void	 digest_init(struct event_base *);
 void	 digest_start(struct sfile *);
+void	 digest_prune(void);
 void	 digest_free(void);
 
 /* escape.c */
@@ -197,7 +198,7 @@ enum digest_state {
 struct sfile {
 	int		 sf_fd;
 	char		*sf_path;
-	char		*sf_path_log;	/* escaped once, for every record */
+	char		*sf_path_log;	/* escaped once, for every log line */
 	uint64_t	 sf_size;
 	dev_t		 sf_dev;
 	ino_t		 sf_ino;
@@ -252,6 +253,7 @@ struct share {
 };
 TAILQ_HEAD(share_list, share);
 struct share	*share_new(const struct share_config *, struct sfile *);
+void		 share_commit(struct share *);
 struct share	*share_ref(struct share *);
 void		 share_unref(struct share *);
 uint32_t	 share_ip_clients(struct share *, const struct sockaddr *);

@@ -388,7 +388,7 @@ server_log_share(const struct share *sh, const struct listener_list *list)
 		    len ? ", " : "", ls->ls_name);
 	}
 	log_info("share [%s]: %s (%" PRIu64 " bytes) on %s", sh->sh_name,
-	    sh->sh_file->sf_path, sh->sh_file->sf_size, line);
+	    sh->sh_file->sf_path_log, sh->sh_file->sf_size, line);
 }
 
 /* Make the shares of cf; takes over the files cf opened. */
@@ -578,14 +578,17 @@ server_apply(struct config *cf, char *err, size_t errlen)
 	if (server_make_shares(cf, &made) == -1) {
 		snprintf(err, errlen, "%s", strerror(errno));
 		server_free_shares(&made);
+		digest_prune();
 		return (-1);
 	}
 	if (server_open_listeners(cf, &fresh, err, errlen) == -1) {
 		server_free_shares(&made);
+		digest_prune();
 		return (-1);
 	}
 	sh = TAILQ_FIRST(&made);
 	TAILQ_FOREACH(sc, &cf->cf_shares, sc_entry) {
+		share_commit(sh);
 		server_take_listeners(cf, sc, sh, &fresh, &kept);
 		server_log_share(sh, &kept);
 		sh = TAILQ_NEXT(sh, sh_entry);
@@ -598,6 +601,7 @@ server_apply(struct config *cf, char *err, size_t errlen)
 	TAILQ_CONCAT(&listeners, &kept, ls_entry);
 	server_free_shares(&shares);
 	TAILQ_CONCAT(&shares, &made, sh_entry);
+	digest_prune();
 	config_free(server_cf);
 	server_cf = cf;
 	if (!paused)

@@ -77,10 +77,22 @@ share_new(const struct share_config *sc, struct sfile *sf)
 	sh->sh_allow = sc->sc_allow;
 	sh->sh_deny = sc->sc_deny;
 	sh->sh_refs = 1;
-	if (sh->sh_state->ss_bucket.bk_rate != sc->sc_limits.lim_share_rate)
-		bucket_set_rate(&sh->sh_state->ss_bucket,
-		    sc->sc_limits.lim_share_rate);
 	return (sh);
+}
+
+/*
+ * The share's configuration is the running one now: its share_rate_limit
+ * becomes that of the state it shares with the clients in flight.  Not
+ * in share_new(): a reload that fails after making its shares must leave
+ * the running limits as they were.
+ */
+void
+share_commit(struct share *sh)
+{
+	uint64_t	rate = sh->sh_limits.lim_share_rate;
+
+	if (sh->sh_state->ss_bucket.bk_rate != rate)
+		bucket_set_rate(&sh->sh_state->ss_bucket, rate);
 }
 
 struct share *

@@ -270,6 +270,63 @@ def test_reload_with_port_taken_keeps_old_config(tmp):
             assert len(fetch(pa)) == 100
 
 
+def test_failed_reload_leaves_the_share_rate_limit_as_it_was(tmp):
+    """The reload fails on its second share's port, after making its
+    shares: the first share's new share_rate_limit must not apply."""
+    path = make_file(os.path.join(tmp, "data"), 300 * 1024)
+    pa = free_port()
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        pbusy = busy.getsockname()[1]
+        with Daemon(tmp, {"s": {"listen": "127.0.0.1:%d" % pa, "file": path}}) as d:
+            d.write_config({"s": {"listen": "127.0.0.1:%d" % pa, "file": path,
+                                  "share_rate_limit": "100K"},
+                            "t": {"listen": "127.0.0.1:%d" % pbusy, "file": path}})
+            d.reload()
+            d.wait_log(r"reload failed, still serving the previous configuration")
+            t0 = time.monotonic()
+            assert sha256(fetch(pa)) == file_sha256(path)
+            took = time.monotonic() - t0
+            assert took < 1, "a failed reload slowed the share: %.1f s" % took
+            # the same reload with the port free: now the limit holds
+            busy.close()
+            d.reload()
+            d.wait_log(r"reloaded: 2 shares")
+            t0 = time.monotonic()
+            assert sha256(fetch(pa)) == file_sha256(path)
+            assert time.monotonic() - t0 > 1.5
+
+
+def sparse_file(path, size):
+    with open(path, "wb") as f:
+        f.truncate(size)
+    return path
+
+
+def threads(pid):
+    return len(os.listdir("/proc/%d/task" % pid))
+
+
+def test_reload_stops_hashing_a_file_nothing_serves(tmp):
+    """A reload that replaces a file still being hashed stops its worker;
+    the new file is hashed and logged, the old one never is."""
+    big = sparse_file(os.path.join(tmp, "big.img"), 64 << 30)
+    small = make_file(os.path.join(tmp, "small"), 1000)
+    port = free_port()
+    with Daemon(tmp, {"s": {"listen": "127.0.0.1:%d" % port, "file": big}}) as d:
+        assert threads(d.proc.pid) == 2, "no worker hashing the big file"
+        d.write_config({"s": {"listen": "127.0.0.1:%d" % port, "file": small}})
+        d.reload()
+        d.wait_log(r"small: sha256 ")
+        deadline = time.monotonic() + 5
+        while threads(d.proc.pid) > 1 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert threads(d.proc.pid) == 1, "the big file's worker still runs"
+        assert "big.img: sha256" not in d.log()
+        assert "cannot compute sha256" not in d.log()
+
+
 def test_debug_flag_logs_to_stderr_with_state_changes(tmp):
     """-d sends everything to stderr even where the config says journal;
     -v -v adds a line per state change of a connection."""
