@@ -574,9 +574,11 @@ conn_send(struct conn *c)
 			continue;
 		}
 		if (n == 0) {
-			log_warnx("%s: file shrank to %llu bytes while being "
-			    "sent (replace files by rename, then reload)",
-			    sf->sf_path, (unsigned long long)c->c_off);
+			log_warnx("%s: file shrank while being sent: it ends "
+			    "at or before byte %llu of %llu (replace files by "
+			    "rename, then reload)", sf->sf_path_log,
+			    (unsigned long long)c->c_off,
+			    (unsigned long long)sf->sf_size);
 			conn_close(c, OUTCOME_FILE_CHANGED);
 			return;
 		}

@@ -140,6 +140,34 @@ def test_file_name_is_escaped_in_the_record(tmp):
         assert rec["file"] == path.replace("\\", "\\\\").replace('"', '\\"'), rec["file"]
 
 
+def test_file_name_is_escaped_in_every_log_line(tmp):
+    """Not only the record: the share, sha256 and file-shrank lines name
+    the file too, and none may carry its control bytes or bad UTF-8."""
+    path = os.path.join(tmp, "img\x1b[31mRED\u202etxt\x7f")
+    with open(path, "wb") as f:
+        f.write(os.urandom(4 * 1024 * 1024))
+    port = free_port()
+    with Daemon(tmp, {"s": {"listen": "127.0.0.1:%d" % port, "file": path}}) as d:
+        d.wait_log(r"sha256 [0-9a-f]{64}")
+        s = connect(port)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        s.recv(1)
+        os.truncate(path, 1000)
+        try:
+            read_all(s, pause=0.01)
+        except ConnectionResetError:
+            pass
+        s.close()
+        d.wait_log(r"file shrank")
+        with open(d.stderr_path, "rb") as f:
+            raw = f.read()
+    for line in raw.splitlines():
+        assert not re.search(rb"[\x00-\x08\x0b-\x1f\x7f]", line), line
+        line.decode("utf-8")             # strict: no half character
+    names = [l for l in raw.splitlines() if b"img\\x1b[31mRED" in l]
+    assert len(names) >= 4, raw.decode(errors="replace")   # share, sha256, shrank, record
+
+
 def test_ack_sent_before_reading_counts(tmp):
     d, port, path = serve(tmp, size=8 * 1024 * 1024)
     with d:
