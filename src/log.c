@@ -38,9 +38,12 @@ static int	log_verbose;
 /*
  * stderr lines wait here until the event loop has handled the events
  * of this round (log_flush), so a busy round costs one write, not one
- * per record.
+ * per record.  It holds the longest record whole: an ack of ack_max
+ * bytes escaped at four bytes each, the file name too, and the rest.
  */
-static char	log_buf[64 * 1024];
+#define LOG_LINE_MAX	(ESCAPE_BUFSIZE(ACK_MAX_LIMIT) + \
+			    ESCAPE_BUFSIZE(PATH_MAX) + 1024)
+static char	log_buf[LOG_LINE_MAX];
 static size_t	log_len;
 
 /* Write out the stderr lines of this round of the event loop. */

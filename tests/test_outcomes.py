@@ -131,6 +131,25 @@ def test_log_injection_is_escaped(tmp):
         assert "forged" not in d.log()
 
 
+def test_longest_ack_is_logged_whole_and_escaped(tmp):
+    """ack_max = 64K of bytes that escape to four each: the stderr line is
+    still whole (closing quote, the fields after the ack) and valid UTF-8."""
+    d, port, path = serve(tmp, size=5, ack_max="64K")
+    digest = file_sha256(path)
+    acks = [b"sha256=" + digest.encode() + b" " + b"\x01" * (65536 - 72),
+            "\u00e9".encode() * 32768]
+    with d:
+        for ack in acks:
+            fetch(port, ack=ack)
+        recs = d.wait_records(2)
+        with open(d.stderr_path, "rb") as f:
+            raw = f.read()
+    assert recs[0]["status"] == "acked" and recs[0]["verified"] == "yes", recs[0]
+    assert recs[0]["ack"] == "sha256=" + digest + " " + "\\x01" * (65536 - 72), len(recs[0]["ack"])
+    assert recs[1]["ack"] == "\u00e9" * 32768, len(recs[1]["ack"])
+    raw.decode("utf-8")
+
+
 def test_file_name_is_escaped_in_the_record(tmp):
     path = make_file(os.path.join(tmp, 'odd "name" \\ here'), 1000)
     port = free_port()
