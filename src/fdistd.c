@@ -198,6 +198,7 @@ fdistd_run(struct config *cf)
 	    "max_clients %u", FDIST_VERSION, cf->cf_nshares,
 	    PLURAL(cf->cf_nshares), cf->cf_max_clients);
 	notify_ready();
+	log_flush();	/* the first event may be minutes away */
 
 	/* One round at a time, so the round's log lines go out together. */
 	while (event_base_loop(base, EVLOOP_ONCE) == 0 &&

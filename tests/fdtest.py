@@ -163,6 +163,8 @@ class Daemon:
         env.pop("JOURNAL_STREAM", None)
         env["NOTIFY_SOCKET"] = self.notify.path
         env.update(self.env)
+        for name in [k for k, v in env.items() if v is None]:
+            del env[name]            # env={"X": None}: no X at all
         self.stderr = open(self.stderr_path, "ab")
         self.proc = subprocess.Popen(self.launcher + [FDISTD, "-c", self.config] + self.extra_args,
                                      stdin=subprocess.DEVNULL, stdout=self.stderr,

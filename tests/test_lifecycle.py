@@ -327,6 +327,20 @@ def test_reload_stops_hashing_a_file_nothing_serves(tmp):
         assert "cannot compute sha256" not in d.log()
 
 
+def test_start_up_lines_reach_stderr_before_any_event(tmp):
+    """The share and ready lines are written at once, not when the loop
+    first wakes (here: when a long hash ends)."""
+    big = sparse_file(os.path.join(tmp, "big.img"), 64 << 30)
+    port = free_port()
+    # no service manager either: its status timer would wake the loop
+    with Daemon(tmp, {"s": {"listen": "127.0.0.1:%d" % port, "file": big}},
+                env={"NOTIFY_SOCKET": None}, start=False) as d:
+        d.start(wait_ready=False)
+        d.wait_log(r"info: fdistd \S+ ready: 1 share", timeout=3)
+        assert re.search(r"share \[s\]: \S+big\.img", d.log())
+        assert "sha256" not in d.log()
+
+
 def test_debug_flag_logs_to_stderr_with_state_changes(tmp):
     """-d sends everything to stderr even where the config says journal;
     -v -v adds a line per state change of a connection."""
