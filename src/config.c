@@ -578,7 +578,7 @@ config_check_listen(struct config_parse *cp)
 {
 	const struct share_config	*sc, *owner;
 	const struct listen_addr	*la, *first;
-	char				 name[ADDR_STR_MAX];
+	char				 name[ADDR_STR_MAX], other[ADDR_STR_MAX];
 	size_t				 i;
 
 	TAILQ_FOREACH(sc, &cp->cp_cf->cf_shares, sc_entry) {
@@ -589,12 +589,16 @@ config_check_listen(struct config_parse *cp)
 				continue;
 			addr_format((const struct sockaddr *)&la->la_ss, name,
 			    sizeof(name));
+			if (addr_equal((const struct sockaddr *)&la->la_ss,
+			    (const struct sockaddr *)&first->la_ss))
+				return (config_fail_at(cp, la->la_line,
+				    "listen address %s is already used by [%s] "
+				    "(line %d)", name, owner->sc_name,
+				    first->la_line));
+			addr_format((const struct sockaddr *)&first->la_ss,
+			    other, sizeof(other));
 			return (config_fail_at(cp, la->la_line, "listen address "
-			    "%s %s [%s] (line %d)", name, addr_equal(
-			    (const struct sockaddr *)&la->la_ss,
-			    (const struct sockaddr *)&first->la_ss) ?
-			    "is already used by" :
-			    "overlaps a wildcard address of",
+			    "%s overlaps %s of [%s] (line %d)", name, other,
 			    owner->sc_name, first->la_line));
 		}
 	}

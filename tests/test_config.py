@@ -236,7 +236,10 @@ def test_listen_collisions(tmp):
     expect_error(tmp, "[a]\nlisten = 127.0.0.1:9000, 127.0.0.1:9000\nfile = %s\n" % f,
                  2, "listen address 127.0.0.1:9000 is already used by [a] (line 2)")
     expect_error(tmp, "[a]\nlisten = *:9000\nfile = %s\n[b]\nfile = %s\nlisten = 127.0.0.1:9000\n" % (f, f),
-                 6, "listen address 127.0.0.1:9000 overlaps a wildcard address of [a] (line 2)")
+                 6, "listen address 127.0.0.1:9000 overlaps 0.0.0.0:9000 of [a] (line 2)")
+    # the wildcard second: the message still names what it overlaps
+    expect_error(tmp, "[a]\nlisten = [::1]:9000\nfile = %s\n[b]\nfile = %s\nlisten = [::]:9000\n" % (f, f),
+                 6, "listen address [::]:9000 overlaps [::1]:9000 of [a] (line 2)")
     # [::] is IPv6-only, so it does not collide with 0.0.0.0
     rc, out, err, _ = check(tmp, "[a]\nlisten = 0.0.0.0:9000\nfile = %s\n[b]\nfile = %s\nlisten = [::]:9000\n" % (f, f))
     assert rc == 0, err

@@ -341,6 +341,19 @@ def test_start_up_lines_reach_stderr_before_any_event(tmp):
         assert "sha256" not in d.log()
 
 
+def test_reload_checks_max_clients_against_the_open_files_limit(tmp):
+    path = make_file(os.path.join(tmp, "data"), 100)
+    port = free_port()
+    share = {"s": {"listen": "127.0.0.1:%d" % port, "file": path}}
+    with Daemon(tmp, share, {"max_clients": 10},
+                launcher=["prlimit", "--nofile=200:200", "--"]) as d:
+        d.write_config(global_opts={"log": "stderr", "max_clients": 500})
+        d.reload()
+        d.wait_log(r"max_clients 500 does not fit the open files limit 200: "
+                   r"raise LimitNOFILE \(or ulimit -n\) to at least 581")
+        assert "max_clients 10 " not in d.log()
+
+
 def test_debug_flag_logs_to_stderr_with_state_changes(tmp):
     """-d sends everything to stderr even where the config says journal;
     -v -v adds a line per state change of a connection."""
