@@ -403,6 +403,20 @@ conn_delay_acks(struct conn *c)
 		log_debug("setsockopt TCP_QUICKACK: %s", strerror(errno));
 }
 
+/*
+ * The whole file is queued: from now on the kernel may finish sending it
+ * even if the daemon dies, so its close() must no longer mean a reset
+ * (the SO_LINGER 0 accepted sockets inherit, see listener_attach()).
+ */
+static void
+conn_linger_normally(struct conn *c)
+{
+	struct linger	lg = { 0, 0 };
+
+	if (setsockopt(c->c_fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg)) == -1)
+		log_debug("setsockopt SO_LINGER: %s", strerror(errno));
+}
+
 /* The whole file is handed to the kernel: half-close, then flush. */
 static void
 conn_sent(struct conn *c)
@@ -411,6 +425,7 @@ conn_sent(struct conn *c)
 		event_del(&c->c_wev);
 		c->c_wev_armed = false;
 	}
+	conn_linger_normally(c);
 	conn_delay_acks(c);
 	if (shutdown(c->c_fd, SHUT_WR) == -1) {
 		log_debug("shutdown: %s", strerror(errno));

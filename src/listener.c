@@ -172,15 +172,22 @@ listener_inherit(struct event_base *base, struct listener_list *list,
 
 /*
  * Serve share sh (a reference is taken) on this listener.  Accepted
- * sockets inherit SO_RCVLOWAT = ack_max: a client that writes its ack
- * and then closes wakes the daemon once, at the FIN, instead of once
- * per segment; a FIN, a reset or ack_max bytes are always reported, and
- * the ack deadline still reads whatever has come.
+ * sockets inherit its options:
+ * - SO_RCVLOWAT = ack_max: a client that writes its ack and then closes
+ *   wakes the daemon once, at the FIN, instead of once per segment; a
+ *   FIN, a reset or ack_max bytes are always reported, and the ack
+ *   deadline still reads whatever has come;
+ * - SO_LINGER 0 until the whole file is queued (conn.c clears it before
+ *   the FIN): if the daemon dies, killed by the watchdog, SIGKILL or the
+ *   OOM killer, the kernel resets its clients' connections, so none
+ *   takes the part it got for the whole file as an end-of-file would
+ *   let it.
  */
 void
 listener_attach(struct listener *ls, struct share *sh)
 {
-	int	lowat = (int)sh->sh_limits.lim_ack_max;
+	struct linger	lg = { 1, 0 };
+	int		lowat = (int)sh->sh_limits.lim_ack_max;
 
 	share_ref(sh);
 	share_unref(ls->ls_share);
@@ -188,6 +195,9 @@ listener_attach(struct listener *ls, struct share *sh)
 	if (setsockopt(ls->ls_fd, SOL_SOCKET, SO_RCVLOWAT, &lowat,
 	    sizeof(lowat)) == -1)
 		log_warn("setsockopt SO_RCVLOWAT");
+	if (setsockopt(ls->ls_fd, SOL_SOCKET, SO_LINGER, &lg,
+	    sizeof(lg)) == -1)
+		log_warn("setsockopt SO_LINGER");
 }
 
 void

@@ -354,6 +354,47 @@ def test_reload_checks_max_clients_against_the_open_files_limit(tmp):
         assert "max_clients 10 " not in d.log()
 
 
+def test_daemon_killed_mid_transfer_resets_rather_than_eof(tmp):
+    """SIGKILL (the watchdog's SIGABRT, the OOM killer): the kernel closes
+    the daemon's sockets, and a client mid-file must see a reset, never
+    an end-of-file that makes a part of the file look whole."""
+    path = make_file(os.path.join(tmp, "data"), 8 * 1024 * 1024)
+    port = free_port()
+    d = Daemon(tmp, {"s": {"listen": "127.0.0.1:%d" % port, "file": path,
+                           "rate_limit": "1M"}})
+    try:
+        s = connect(port)
+        got = len(s.recv(65536))
+        d.proc.kill()
+        d.proc.wait()
+        try:
+            got += len(read_all(s))
+            raise AssertionError("clean EOF after %d of 8 MiB" % got)
+        except ConnectionResetError:
+            pass
+        s.close()
+    finally:
+        d.close()
+
+
+def test_daemon_killed_after_queueing_the_whole_file_still_delivers_it(tmp):
+    """Once the whole file and the FIN are queued, the kernel finishes the
+    transfer without the daemon: the client gets every byte and EOF."""
+    path = make_file(os.path.join(tmp, "data"), 2 * 1024 * 1024)
+    port = free_port()
+    d = Daemon(tmp, {"s": {"listen": "127.0.0.1:%d" % port, "file": path}})
+    try:
+        s = connect(port)
+        first = s.recv(65536)
+        time.sleep(0.3)             # all queued (it fits in the buffers)
+        d.proc.kill()
+        d.proc.wait()
+        assert sha256(read_all(s, first)) == file_sha256(path)
+        s.close()
+    finally:
+        d.close()
+
+
 def test_debug_flag_logs_to_stderr_with_state_changes(tmp):
     """-d sends everything to stderr even where the config says journal;
     -v -v adds a line per state change of a connection."""
