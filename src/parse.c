@@ -192,12 +192,16 @@ listen_seen(const struct listen_addr *list, size_t from, size_t to,
 
 /*
  * Only the dotted-quad form is an IPv4 address: getaddrinfo would also
- * take 127.1, 0x7f.1 or 017.0.0.1 (octal), which nobody means.
+ * take what inet_aton(3) takes, 127.1, 0x7f.1, 0xA.0.0.1 or 017.0.0.1
+ * (octal), which nobody means.
  */
 static bool
-listen_looks_numeric(const char *host)
+listen_odd_ipv4(const char *host)
 {
-	return (host[strspn(host, "0123456789.xX")] == '\0');
+	struct in_addr	in4;
+
+	return (inet_aton(host, &in4) == 1 &&
+	    inet_pton(AF_INET, host, &in4) != 1);
 }
 
 /*
@@ -220,12 +224,10 @@ listen_add_host(struct listen_addr *list, size_t max, size_t *n,
     char *err, size_t errlen)
 {
 	struct addrinfo		 hints, *res, *ai;
-	struct in_addr		 in4;
 	size_t			 first = *n;
 	int			 rv;
 
-	if (!numeric && listen_looks_numeric(host) &&
-	    inet_pton(AF_INET, host, &in4) != 1) {
+	if (!numeric && listen_odd_ipv4(host)) {
 		snprintf(err, errlen, "'%s' is not an IPv4 address (use four "
 		    "decimal numbers, like 192.0.2.7)", host);
 		return (-1);

@@ -190,6 +190,9 @@ def test_listen_addresses(tmp):
         ("127.1:80", "listen: '127.1' is not an IPv4 address (use four decimal numbers, like 192.0.2.7)"),
         ("017.0.0.1:80", "listen: '017.0.0.1' is not an IPv4 address (use four decimal numbers, like 192.0.2.7)"),
         ("1:80", "listen: '1' is not an IPv4 address (use four decimal numbers, like 192.0.2.7)"),
+        ("0x7f.1:80", "listen: '0x7f.1' is not an IPv4 address (use four decimal numbers, like 192.0.2.7)"),
+        ("0xA.0.0.1:80", "listen: '0xA.0.0.1' is not an IPv4 address (use four decimal numbers, like 192.0.2.7)"),
+        ("0xff:80", "listen: '0xff' is not an IPv4 address (use four decimal numbers, like 192.0.2.7)"),
         ("[1.2.3.4]:80", "listen: '1.2.3.4' is not an IPv6 address (write IPv4 addresses without brackets)"),
         ("[::ffff:1.2.3.4]:80", "listen: '::ffff:1.2.3.4' is an IPv4-mapped address: listen on the IPv4 address itself"),
         # the kernel ignores a zone on other addresses: two would collide at bind
