@@ -2,7 +2,8 @@
  * ack.c: reading a client's acknowledgement.  The ack is the text up to
  * the first NUL or LF (a CR before the LF is dropped), at most ack_max
  * bytes; an ack that carries "sha256=<64 hex digits>" claims a digest
- * the daemon can check against its own.
+ * the daemon can check against its own, and one that starts with
+ * "sha256-mismatch" rejects the file.
  */
 #include <ctype.h>
 #include <string.h>
@@ -62,4 +63,19 @@ ack_sha256_claim(const unsigned char *ack, size_t len, char hex[65])
 		}
 	}
 	return (false);
+}
+
+/*
+ * Whether the client says it rejected the file: its ack starts with
+ * "sha256-mismatch" (what fdist-fetch sends when the data is not what
+ * it expected), alone or followed by a blank.
+ */
+bool
+ack_rejects(const unsigned char *ack, size_t len)
+{
+	static const char	 key[] = "sha256-mismatch";
+	const size_t		 klen = sizeof(key) - 1;
+
+	return (len >= klen && memcmp(ack, key, klen) == 0 &&
+	    (len == klen || ack[klen] == ' ' || ack[klen] == '\t'));
 }

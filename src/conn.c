@@ -720,6 +720,9 @@ conn_finish(struct conn *c)
 			status = OUTCOME_ACK_MISMATCH;
 		}
 	}
+	/* Rejected by the client: verified= says whether the copy was ours. */
+	if (status == OUTCOME_ACKED && ack_rejects(c->c_ack, c->c_acklen))
+		status = OUTCOME_ACK_MISMATCH;
 	addr_format((struct sockaddr *)&c->c_peer, peer, sizeof(peer));
 	tr.tr_share = c->c_share->sh_name;
 	tr.tr_file = sf->sf_path_log;

@@ -126,6 +126,7 @@ bool	 addr_overlaps(const struct sockaddr *, const struct sockaddr *);
 /* ack.c */
 void	 ack_take(unsigned char *, uint32_t *, size_t, uint32_t, bool *);
 bool	 ack_sha256_claim(const unsigned char *, size_t, char [65]);
+bool	 ack_rejects(const unsigned char *, size_t);
 
 /* digest.c: SHA-256 of served files, off the event loop. */
 void	 digest_init(struct event_base *);

@@ -480,11 +480,12 @@ fetch_run(struct fetch *f)
 		fetch_out_free(f->f_out);
 		f->f_out = NULL;
 		/*
-		 * Claim the digest we expected: the server compares it with
-		 * its own and logs the disagreement as ack-mismatch.
+		 * Say so, and claim the digest we got: the server logs the
+		 * rejection as ack-mismatch, and whether our copy was its
+		 * file (we expected another) or a damaged one.
 		 */
 		snprintf(what, sizeof(what), "sha256-mismatch sha256=%s "
-		    "received=%s", f->f_expect, f->f_got);
+		    "expected=%s", f->f_got, f->f_expect);
 		fetch_ack(f, what);
 		rv = FETCH_EDIGEST;
 		goto out;

@@ -269,8 +269,8 @@ def run_all(c, tmp, server):
     c.check("mismatch exit", r.returncode == 5, (r.returncode, r.stderr))
     c.check("mismatch old file", slurp(out) == b"old")
     c.check("mismatch no part", leftovers(tmp) == [])
-    c.check("mismatch ack", s.ack == ("sha256-mismatch sha256=%s received=%s\n"
-                                      % (wrong.lower(), digest)).encode(), s.ack)
+    c.check("mismatch ack", s.ack == ("sha256-mismatch sha256=%s expected=%s\n"
+                                      % (digest, wrong.lower())).encode(), s.ack)
 
     # The right digest in upper case passes.
     s = server(payload)

@@ -63,8 +63,35 @@ def test_expect_sha256_wrong_fails_and_daemon_logs_mismatch(tmp):
         assert r.returncode == 5, r
         assert not os.path.exists(out) and not os.path.exists(out + ".part")
         (rec,) = d.wait_records(1)
+        # rejected by the client; its copy was the file, as verified= says
         assert rec["status"] == "ack-mismatch", rec
-        assert rec["verified"] == "no" and rec["sha256"] == file_sha256(path)
+        assert rec["verified"] == "yes" and rec["sha256"] == file_sha256(path)
+        assert rec["ack"] == "sha256-mismatch sha256=%s expected=%s" % (file_sha256(path), "0" * 64)
+
+
+def test_client_rejecting_a_damaged_copy_is_ack_mismatch_not_verified(tmp):
+    """The file is written in place mid-transfer (fdistd(8) CAVEATS): the
+    client gets mixed bytes, rejects them, and the record must say so."""
+    path = make_file(os.path.join(tmp, "data"), 300000)
+    want = file_sha256(path)
+    port = free_port()
+    out = os.path.join(tmp, "got")
+    with Daemon(tmp, {"v": {"listen": "127.0.0.1:%d" % port, "file": path,
+                            "rate_limit": "100K"}}) as d:
+        d.wait_log(r"sha256 ")
+        p = subprocess.Popen([FETCH, "-q", "-o", out, "--expect-sha256", want,
+                              "127.0.0.1:%d" % port],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        time.sleep(0.5)
+        with open(path, "r+b") as f:
+            f.seek(299000)
+            f.write(b"XXXXXXXX")
+        _, err = p.communicate(timeout=30)
+        assert p.returncode == 5, (p.returncode, err)
+        assert not os.path.exists(out)
+        (rec,) = d.wait_records(1)
+        assert rec["status"] == "ack-mismatch", rec
+        assert rec["verified"] == "no" and rec["sha256"] == want, rec
 
 
 def test_client_claiming_a_wrong_digest_is_ack_mismatch(tmp):
@@ -75,13 +102,17 @@ def test_client_claiming_a_wrong_digest_is_ack_mismatch(tmp):
         fetch(port, ack=b"Thank you sha256=" + file_sha256(path).upper().encode() + b"\n")
         fetch(port, ack=b"Thank you\0")                 # the textbook ack: no check
         fetch(port, ack=b"sha256=" + b"a" * 63 + b"\n")  # not a claim: too short
-        recs = d.wait_records(4)
+        fetch(port, ack=b"sha256-mismatch\n")            # a rejection, no claim
+        fetch(port, ack=b"sha256-mismatched\n")          # not a rejection
+        recs = d.wait_records(6)
         by_ack = {r["ack"]: (r["status"], r.get("verified")) for r in recs}
         assert by_ack == {
             "Thank you sha256=" + "ab" * 32: ("ack-mismatch", "no"),
             "Thank you sha256=" + file_sha256(path).upper(): ("acked", "yes"),
             "Thank you": ("acked", None),
-            "sha256=" + "a" * 63: ("acked", None)}, recs
+            "sha256=" + "a" * 63: ("acked", None),
+            "sha256-mismatch": ("ack-mismatch", None),
+            "sha256-mismatched": ("acked", None)}, recs
 
 
 def test_reset_mid_transfer_leaves_no_file_and_no_ack(tmp):
