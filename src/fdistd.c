@@ -13,6 +13,7 @@
 #include <syslog.h>
 
 #include "fdistd.h"
+#include "stdfds.h"
 #include "version.h"
 
 int			 fdistd_verbose;
@@ -236,6 +237,8 @@ main(int argc, char *argv[])
 	bool		 test = false;
 	int		 ch;
 
+	if (stdfds_hold() == -1)
+		return (1);
 	while ((ch = getopt_long(argc, argv, "c:dhtVv", longopts, NULL)) != -1) {
 		switch (ch) {
 		case 'c':

@@ -20,6 +20,7 @@
 
 #include "fetch.h"
 #include "parse.h"
+#include "stdfds.h"
 
 #ifndef FDIST_VERSION
 #define FDIST_VERSION		"0.1.0"
@@ -516,14 +517,20 @@ int
 main(int argc, char **argv)
 {
 	struct fetch	f;
-	int		rv;
+	int		rv, closed;
 
+	if ((closed = stdfds_hold()) == -1)
+		return (FETCH_EUSAGE);
 	memset(&f, 0, sizeof(f));
 	f.f_sock = -1;
 	f.f_timeout = FETCH_TIMEOUT_DEFAULT;
 	f.f_timeout_arg = "30s";
 	if ((rv = fetch_options(&f, argc, argv)) != -1)
 		return (rv);
+	if ((closed & (1 << STDOUT_FILENO)) && strcmp(f.f_output, "-") == 0) {
+		fetch_warnx("stdout: %s", strerror(EBADF));
+		return (FETCH_ELOCAL);
+	}
 
 	fetch_out_signals();
 	if ((f.f_buf = malloc(FETCH_BUFSIZE)) == NULL) {

@@ -229,6 +229,27 @@ def run_all(c, tmp, server):
     c.check("closed stdout message", b"stdout" in r.stderr, r.stderr)
     c.check("closed stdout no ack", not s.ack, s.ack)
 
+    # Stdout closed by the caller (>&-): exit 6 before connecting, never
+    # the socket on descriptor 1 and the file sent back as the "ack".
+    s = server(payload)
+    r = subprocess.run([os.environ["FDIST_FETCH"], "-o", "-", "127.0.0.1:%d" % s.port],
+                       stderr=subprocess.PIPE, timeout=WAIT,
+                       preexec_fn=lambda: os.close(1))
+    s.finish()
+    c.check("stdout closed exit", r.returncode == 6, (r.returncode, r.stderr))
+    c.check("stdout closed message", b"stdout" in r.stderr, r.stderr)
+    c.check("stdout closed no ack", not s.ack, s.ack)
+
+    # Stderr closed (2>&-): the digest line must not become the ack.
+    s = server(payload)
+    r = subprocess.run([os.environ["FDIST_FETCH"], "-o", "-", "127.0.0.1:%d" % s.port],
+                       stdout=subprocess.PIPE, timeout=WAIT,
+                       preexec_fn=lambda: os.close(2))
+    s.finish()
+    c.check("stderr closed exit", r.returncode == 0, r.returncode)
+    c.check("stderr closed bytes", r.stdout == payload, len(r.stdout))
+    c.check("stderr closed ack", s.ack == ("Thank you sha256=%s\n" % digest).encode(), s.ack)
+
     # An empty file is a valid share.
     s = server(b"")
     r = fetch(["-o", out, "127.0.0.1:%d" % s.port])

@@ -7,10 +7,11 @@ import os
 import re
 import signal
 import socket
+import subprocess
 import threading
 import time
 
-from fdtest import (Daemon, connect, fetch, file_sha256, free_port, main,
+from fdtest import (FDISTD, Daemon, connect, fetch, file_sha256, free_port, main,
                     make_file, read_all, sha256)
 
 BIG = 64 * 1024 * 1024
@@ -393,6 +394,40 @@ def test_daemon_killed_after_queueing_the_whole_file_still_delivers_it(tmp):
         s.close()
     finally:
         d.close()
+
+
+def test_started_with_standard_fds_closed_holds_them_with_dev_null(tmp):
+    """With 0, 1 and 2 closed, the next descriptors opened must not take
+    their numbers: log lines would go into whatever got 2 (the served
+    file, the digest pipe, a client's socket)."""
+    path = make_file(os.path.join(tmp, "data"), 100000)
+    port = free_port()
+    config = os.path.join(tmp, "fdistd.ini")
+    with open(config, "w") as f:
+        f.write("[fdistd]\nlog = stderr\n[s]\nlisten = 127.0.0.1:%d\nfile = %s\n" % (port, path))
+    proc = subprocess.Popen([FDISTD, "-c", config], env=dict(os.environ, NOTIFY_SOCKET=""),
+                            preexec_fn=lambda: [os.close(fd) for fd in (0, 1, 2)])
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                got = fetch(port)
+                break
+            except (ConnectionRefusedError, ConnectionResetError):
+                assert time.monotonic() < deadline and proc.poll() is None
+                time.sleep(0.05)
+        for _ in range(3):
+            got2 = fetch(port)
+            assert sha256(got2) == file_sha256(path), len(got2)
+        assert sha256(got) == file_sha256(path), len(got)
+        for fd in (0, 1, 2):
+            assert os.readlink("/proc/%d/fd/%d" % (proc.pid, fd)) == "/dev/null", fd
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
 
 def test_debug_flag_logs_to_stderr_with_state_changes(tmp):
