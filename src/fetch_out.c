@@ -97,17 +97,50 @@ fetch_out_stream(struct fetch_out *out)
 }
 
 /*
- * Open the destination: see fetch_out_stream, else FILE.part next to FILE.
- * An existing FILE.part is reused only if it is a plain file with one
- * link, so a planted symlink, FIFO, device or hard link is never written
- * through.
+ * Create FILE.part afresh (O_EXCL), so that its owner and mode are ours
+ * and nobody else holds it open: a leftover plain file with one link is
+ * removed first.  Anything else in its place (a symlink, FIFO, device or
+ * hard link) is not ours: it is left alone and the fetch fails.
+ */
+static int
+fetch_out_create(const char *part)
+{
+	struct stat	st;
+	int		fd, tries;
+
+	for (tries = 0; tries < 2; tries++) {
+		fd = open(part, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW |
+		    O_CLOEXEC, 0644);
+		if (fd != -1)
+			return (fd);
+		if (errno != EEXIST || lstat(part, &st) == -1)
+			break;
+		if (S_ISLNK(st.st_mode)) {
+			fetch_warnx("%s: is a symbolic link, not following it",
+			    part);
+			return (-1);
+		}
+		if (!S_ISREG(st.st_mode) || st.st_nlink != 1) {
+			fetch_warnx("%s: exists and is not a plain file with "
+			    "one link", part);
+			return (-1);
+		}
+		if (unlink(part) == -1)
+			break;
+	}
+	fetch_warn("%s", part);
+	return (-1);
+}
+
+/*
+ * Open the destination: see fetch_out_stream, else a new FILE.part next
+ * to FILE (fetch_out_create).
  */
 struct fetch_out *
 fetch_out_open(const char *path)
 {
 	struct fetch_out	*out;
 	struct stat		 st;
-	int			 flags;
 
 	if ((out = calloc(1, sizeof(*out))) == NULL) {
 		fetch_warn("calloc");
@@ -145,35 +178,11 @@ fetch_out_open(const char *path)
 	/* Arm before open so a signal right after creation still removes it. */
 	memcpy(out_sigpart, out->out_part, strlen(out->out_part) + 1);
 	out_sigarmed = 1;
-	out->out_fd = open(out->out_part, O_WRONLY | O_CREAT | O_NOFOLLOW |
-	    O_NONBLOCK | O_CLOEXEC, 0644);
-	if (out->out_fd == -1) {
-		out_sigarmed = 0;
-		if (errno == ELOOP)
-			fetch_warnx("%s: is a symbolic link, not following it",
-			    out->out_part);
-		else
-			fetch_warn("%s", out->out_part);
+	if ((out->out_fd = fetch_out_create(out->out_part)) == -1) {
+		out_sigarmed = 0;	/* what is there is not ours */
 		goto fail;
 	}
 	out->out_owned = 1;
-	if (fstat(out->out_fd, &st) == -1) {
-		fetch_warn("%s", out->out_part);
-		goto fail;
-	}
-	if (!S_ISREG(st.st_mode) || st.st_nlink != 1) {
-		/* Not ours: leave it where it is. */
-		out_sigarmed = 0;
-		fetch_warnx("%s: exists and is not a plain file with one link",
-		    out->out_part);
-		goto fail;
-	}
-	if ((flags = fcntl(out->out_fd, F_GETFL)) == -1 ||
-	    fcntl(out->out_fd, F_SETFL, flags & ~O_NONBLOCK) == -1 ||
-	    ftruncate(out->out_fd, 0) == -1) {
-		fetch_warn("%s", out->out_part);
-		goto fail;
-	}
 	return (out);
 
 fail:

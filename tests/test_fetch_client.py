@@ -354,6 +354,21 @@ def run_all(c, tmp, server):
         c.check(kind + " no ack", not s.ack, s.ack)
         os.unlink(part)
 
+    # A leftover FILE.part is replaced, not reused: the published file
+    # gets a fresh mode (no setuid bit, nobody else's permissions), and a
+    # descriptor someone kept open on the leftover never sees the data.
+    spew(part, b"leftover")
+    os.chmod(part, 0o4777)
+    with open(part, "rb") as held:
+        s = server(payload)
+        r = fetch(["-o", out, "127.0.0.1:%d" % s.port])
+        s.finish()
+        c.check("leftover exit", r.returncode == 0, r.stderr)
+        c.check("leftover mode", stat.S_IMODE(os.stat(out).st_mode) == 0o644 & ~current_umask(),
+                oct(os.stat(out).st_mode))
+        c.check("leftover bytes", slurp(out) == payload)
+        c.check("leftover held", held.read() == b"leftover")
+
     # A device is written in place, never renamed over.
     s = server(payload)
     r = fetch(["-o", os.devnull, "127.0.0.1:%d" % s.port])
