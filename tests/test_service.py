@@ -56,6 +56,9 @@ def sanitized():
     return b"libasan" in out.stdout or b"libubsan" in out.stdout
 
 
+BURST = 200
+
+
 def config(port, extra=""):
     return ("[fdistd]\nack_timeout = 5s\n%s\n[svc]\nlisten = 127.0.0.1:%d\nfile = /srv/fdist/image\n"
             % (extra, port))
@@ -110,6 +113,10 @@ def run(tmp):
     with open(image2, "rb") as f:
         image2_bytes = f.read()
     files = {
+        # journald's own limit, low: only the unit's LogRateLimit* keeps
+        # a burst of records whole (the image turns the limit off)
+        "/etc/systemd/journald.conf.d/zz-ratelimit.conf":
+            "[Journal]\nRateLimitIntervalSec=30s\nRateLimitBurst=10\n",
         conf_path: config(port),
         "/srv/fdist/image": (image_bytes, 0o644),
         "/srv/fdist/image.new": (image2_bytes, 0o644),
@@ -194,6 +201,16 @@ def run(tmp):
               r.returncode == 0 and file_sha256(out) == sha256(image2_bytes), r)
         check("service active by activation", ct.is_active("fdistd.service"))
         ct.wait_journal(r"socket activation: 1 socket passed", unit="fdistd.service", timeout=15)
+
+        # a burst of clients: journald must drop none of their records
+        for _ in range(BURST):
+            with socket.create_connection(("127.0.0.1", port2), timeout=10) as s:
+                while s.recv(1 << 20):
+                    pass
+                s.sendall(b"Thank you\0")
+        recs = wait_records(ct, 5 + BURST, "FDIST_STATUS=acked")
+        check("no record of a burst dropped by journald", len(recs) == 5 + BURST,
+              (len(recs), ct.journal("-u", "systemd-journald", "-n", "5")))
         ct.check(["systemctl", "stop", "fdistd.service", "fdistd.socket"], timeout=90)
 
 

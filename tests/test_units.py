@@ -118,7 +118,8 @@ def check_service_settings(text):
     k = unit_settings(text)
     want = {"Type": "notify", "NotifyAccess": "main",
             "ExecReload": "/bin/kill -HUP $MAINPID",
-            "LogRateLimitIntervalSec": "0", "Restart": "on-failure",
+            "LogRateLimitIntervalSec": "1s", "LogRateLimitBurst": "1000000",
+            "Restart": "on-failure",
             "DynamicUser": "yes", "PrivateUsers": "yes"}
     for key, value in want.items():
         if k.get(key, [None])[-1] != value:
