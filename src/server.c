@@ -284,30 +284,35 @@ server_admit(int fd, const struct sockaddr *sa, socklen_t len,
 		server_refuse(fd, sa, sh, REASON_NO_MEMORY);
 }
 
-/* Accept the clients waiting on a listener. */
-void
-server_accept(struct listener *ls)
+/*
+ * Accept up to a batch of the clients waiting on a listener; returns
+ * whether the batch was used up (more may be waiting).
+ */
+static bool
+server_accept_batch(struct listener *ls)
 {
 	struct sockaddr_storage	 ss;
 	struct sockaddr		*sa = (struct sockaddr *)&ss;
 	socklen_t		 len;
 	int			 fd, i;
 
-	for (i = 0; i < ACCEPT_BATCH && !paused && !stopping; i++) {
+	for (i = 0; i < ACCEPT_BATCH; i++) {
+		if (paused || stopping)
+			return (false);
 		len = sizeof(ss);
 		fd = accept4(ls->ls_fd, sa, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
 		if (fd == -1) {
 			if (errno == EAGAIN || errno == EWOULDBLOCK)
-				return;
+				return (false);
 			if (errno == EINTR || errno == ECONNABORTED)
 				continue;
 			if (errno == EMFILE || errno == ENFILE ||
 			    errno == ENOBUFS || errno == ENOMEM) {
 				server_pause(ls, errno);
-				return;
+				return (false);
 			}
 			log_warn("accept on %s", ls->ls_name);
-			return;
+			return (false);
 		}
 		stats.st_accepted++;
 		if (shortage != NULL) {
@@ -317,6 +322,26 @@ server_accept(struct listener *ls)
 		}
 		server_admit(fd, sa, len, ls->ls_share);
 	}
+	return (true);
+}
+
+/* The listener is readable: a batch, then the other events get a turn. */
+void
+server_accept(struct listener *ls)
+{
+	(void)server_accept_batch(ls);
+}
+
+/*
+ * A reload closes this listener: first take the clients the kernel has
+ * queued on it, which connected while it was configured and would be
+ * reset by the close, and serve them as before the reload.
+ */
+static void
+server_drain_listener(struct listener *ls)
+{
+	while (server_accept_batch(ls))
+		continue;
 }
 
 /* A finished transfer, for the status line. */
@@ -596,6 +621,7 @@ server_apply(struct config *cf, char *err, size_t errlen)
 	while ((ls = TAILQ_FIRST(&listeners)) != NULL) {
 		log_info("no longer listening on %s", ls->ls_name);
 		TAILQ_REMOVE(&listeners, ls, ls_entry);
+		server_drain_listener(ls);
 		listener_close(ls);
 	}
 	TAILQ_CONCAT(&listeners, &kept, ls_entry);

@@ -257,6 +257,33 @@ def test_reload_sets_the_new_ack_max_as_the_kept_listeners_rcvlowat(tmp):
         assert rec["status"] == "acked" and rec["ack"] == "x" * 300, rec
 
 
+def test_reload_serves_clients_queued_on_a_listener_it_closes(tmp):
+    """Clients whose connection the kernel completed on a port the reload
+    drops are served, not reset by the close.  The daemon is stopped while
+    they connect, so it wakes to a full queue and the SIGHUP together: one
+    batch is accepted, then the reload closes the listener."""
+    path = make_file(os.path.join(tmp, "data"), 1000)
+    pa, pb = free_port(), free_port()
+    n = 100                                  # more than one accept batch
+    with Daemon(tmp, {"s": {"listen": "127.0.0.1:%d" % pa, "file": path}}) as d:
+        d.write_config({"s": {"listen": "127.0.0.1:%d" % pb, "file": path}})
+        socks = []
+        os.kill(d.proc.pid, signal.SIGSTOP)
+        try:
+            socks = [connect(pa) for _ in range(n)]
+            os.kill(d.proc.pid, signal.SIGHUP)
+        finally:
+            os.kill(d.proc.pid, signal.SIGCONT)
+        d.wait_log(r"reloaded: 1 share")
+        for s in socks:
+            assert sha256(read_all(s)) == file_sha256(path)
+            s.sendall(b"Thank you\0")
+            s.close()
+        recs = d.wait_records(n)
+        assert [r["status"] for r in recs] == ["acked"] * n, recs
+        assert len(fetch(pb)) == 1000
+
+
 def test_reload_with_port_taken_keeps_old_config(tmp):
     path = make_file(os.path.join(tmp, "data"), 100)
     pa = free_port()
