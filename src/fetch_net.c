@@ -67,12 +67,17 @@ fetch_net_resolve(const char *target, struct addrinfo **res)
 	 * on hosts whose only IPv6 address is ::1.
 	 */
 	memset(&hints, 0, sizeof(hints));
-	hints.ai_family = AF_UNSPEC;
+	hints.ai_family = bracketed ? AF_INET6 : AF_UNSPEC;
 	hints.ai_socktype = SOCK_STREAM;
 	hints.ai_protocol = IPPROTO_TCP;
 	hints.ai_flags = AI_NUMERICSERV | (bracketed ? AI_NUMERICHOST : 0);
 
 	error = getaddrinfo(host, port, &hints, res);
+	if (error != 0 && bracketed) {
+		fetch_warnx("%s: '%s' is not a numeric IPv6 address", target,
+		    host);
+		return (FETCH_EUSAGE);
+	}
 	if (error == EAI_SYSTEM) {
 		fetch_warn("%s", host);
 		return (FETCH_ECONNECT);

@@ -417,7 +417,10 @@ def run_all(c, tmp, server):
                          ("h:http", b"port must be a number from 1 to 65535"),
                          ("[::1]80", b"expected HOST:PORT or [ADDR]:PORT"),
                          (":80", b"expected HOST:PORT or [ADDR]:PORT"),
-                         ("h" * 300 + ":80", b"host name too long")):
+                         ("h" * 300 + ":80", b"host name too long"),
+                         # brackets hold an IPv6 address, never a name
+                         ("[127.0.0.1]:80", b"'127.0.0.1' is not a numeric IPv6 address"),
+                         ("[nosuch]:80", b"'nosuch' is not a numeric IPv6 address")):
         r = fetch(["-o", out, target])
         c.check("target %s" % target, r.returncode == 1 and says in r.stderr,
                 (r.returncode, r.stderr))
