@@ -742,8 +742,13 @@ config_load(const char *path, bool system, char *err, size_t errlen)
 	struct config	*cf;
 	FILE		*fp;
 
+	char		 msg[ERR_MAX];
+
 	if ((fp = fopen(path, "re")) == NULL) {
-		snprintf(err, errlen, "%s: %s", path, strerror(errno));
+		/* Escaped as every other error is: see config_vfail(). */
+		snprintf(msg, sizeof(msg), "%s: %s", path, strerror(errno));
+		escape_text(err, errlen, (const unsigned char *)msg,
+		    strlen(msg));
 		return (NULL);
 	}
 	cf = config_load_stream(fp, path, system, err, errlen);

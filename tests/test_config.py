@@ -291,6 +291,10 @@ def test_missing_config_file(tmp):
     out = subprocess.run([FDISTD, "-t", "-c", os.path.join(tmp, "none.ini")], capture_output=True, timeout=20)
     assert out.returncode == 1
     assert out.stderr.decode() == "fdistd: %s/none.ini: No such file or directory\n" % tmp
+    # its name is escaped like any other in an error
+    out = subprocess.run([FDISTD, "-t", "-c", os.path.join(tmp, "\x1b[31mred")], capture_output=True, timeout=20)
+    assert out.returncode == 1
+    assert out.stderr.decode() == "fdistd: %s/\\x1b[31mred: No such file or directory\n" % tmp, out.stderr
 
 
 def test_daemon_refuses_to_start_on_bad_config(tmp):
