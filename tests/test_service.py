@@ -156,13 +156,19 @@ def run(tmp):
         r = fetch_file(port, out)
         check("new clients get the new file", r.returncode == 0 and file_sha256(out) == sha256(image2_bytes), r)
 
-        # reload with a broken configuration: the service stays up, serving
+        # reload with a broken configuration: the unit's check fails the
+        # reload, saying where; the daemon is not signalled and serves on
+        pid = ct.show("fdistd.service", "MainPID")
         ct.write_file(conf_path, config(port) + "bogus = 1\n")
         rc, _, err = ct.run(["systemctl", "reload", "fdistd"], timeout=60)
-        check("systemctl reload (broken config) returns", rc == 0, err)
-        line = ct.wait_journal(r"reload failed", unit="fdistd.service", timeout=15)
+        check("systemctl reload (broken config) fails", rc != 0, err)
+        line = ct.wait_journal(r"unknown key", unit="fdistd.service", timeout=15)
         check("reload failure names file:line", "%s:7: unknown key 'bogus' in [svc]" % conf_path in line, line)
         check("still active after a broken reload", ct.is_active("fdistd.service"))
+        check("same process after a broken reload", ct.show("fdistd.service", "MainPID") == pid)
+        check("daemon not signalled by a broken reload",
+              len(re.findall(r"reloading ", ct.journal("-u", "fdistd.service"))) == 1,
+              ct.journal("-u", "fdistd.service", "-n", "20"))
         r = fetch_file(port, out)
         check("still serving after a broken reload", r.returncode == 0, r)
         ct.write_file(conf_path, config(port))
