@@ -7,8 +7,8 @@ import socket
 import time
 
 from fdtest import (Daemon, connect, fetch, file_sha256, free_port,
-                    linger_reset, main, make_file, read_all, sha256,
-                    strace_attach)
+                    linger_reset, main, make_file, parse_record, read_all,
+                    sha256, strace_attach)
 
 BIG = 64 * 1024 * 1024
 
@@ -139,12 +139,21 @@ def test_longest_ack_is_logged_whole_and_escaped(tmp):
     acks = [b"sha256=" + digest.encode() + b" " + b"\x01" * (65536 - 72),
             "\u00e9".encode() * 32768]
     with d:
+        d.wait_log(r"sha256 [0-9a-f]{64}")   # else the claim's record waits
         for ack in acks:
             fetch(port, ack=ack)
-        recs = d.wait_records(2)
-        with open(d.stderr_path, "rb") as f:
-            raw = f.read()
-    assert recs[0]["status"] == "acked" and recs[0]["verified"] == "yes", recs[0]
+        # whole lines only: a reader can catch a 260 KB write half done
+        deadline = time.monotonic() + 10
+        while True:
+            with open(d.stderr_path, "rb") as f:
+                raw = f.read()
+            lines = [l for l in raw.split(b"\n")[:-1] if b" transfer " in l]
+            if len(lines) == 2 or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        recs = [parse_record(l.decode()) for l in lines]
+        assert len(recs) == 2, raw[-300:]
+    assert recs[0]["status"] == "acked" and recs[0].get("verified") == "yes", {k: v[:90] for k, v in recs[0].items()}
     assert recs[0]["ack"] == "sha256=" + digest + " " + "\\x01" * (65536 - 72), len(recs[0]["ack"])
     assert recs[1]["ack"] == "\u00e9" * 32768, len(recs[1]["ack"])
     raw.decode("utf-8")
