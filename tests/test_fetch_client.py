@@ -119,6 +119,15 @@ def fetch(args, **kw):
     return subprocess.run(cmd, capture_output=True, timeout=WAIT, **kw)
 
 
+def fetch_from(s, args, **kw):
+    """fdist-fetch ARGS from the fake server s, with the standard
+    descriptors given in kw; waits for s to finish."""
+    r = subprocess.run([os.environ["FDIST_FETCH"]] + args + ["127.0.0.1:%d" % s.port],
+                       timeout=WAIT, **kw)
+    s.finish()
+    return r
+
+
 def slurp(path):
     try:
         with open(path, "rb") as f:
@@ -218,13 +227,11 @@ def run_all(c, tmp, server):
 
     # A stdout whose reader went away: an error and exit 6, not SIGPIPE,
     # and no ack for bytes nobody kept.
-    s = server(payload)
     rfd, wfd = os.pipe()
     os.close(rfd)
-    r = subprocess.run([os.environ["FDIST_FETCH"], "127.0.0.1:%d" % s.port],
-                       stdout=wfd, stderr=subprocess.PIPE, timeout=WAIT)
+    s = server(payload)
+    r = fetch_from(s, [], stdout=wfd, stderr=subprocess.PIPE)
     os.close(wfd)
-    s.finish()
     c.check("closed stdout exit", r.returncode == 6, (r.returncode, r.stderr))
     c.check("closed stdout message", b"stdout" in r.stderr, r.stderr)
     c.check("closed stdout no ack", not s.ack, s.ack)
@@ -232,20 +239,16 @@ def run_all(c, tmp, server):
     # Stdout closed by the caller (>&-): exit 6 before connecting, never
     # the socket on descriptor 1 and the file sent back as the "ack".
     s = server(payload)
-    r = subprocess.run([os.environ["FDIST_FETCH"], "-o", "-", "127.0.0.1:%d" % s.port],
-                       stderr=subprocess.PIPE, timeout=WAIT,
-                       preexec_fn=lambda: os.close(1))
-    s.finish()
+    r = fetch_from(s, ["-o", "-"], stderr=subprocess.PIPE,
+                   preexec_fn=lambda: os.close(1))
     c.check("stdout closed exit", r.returncode == 6, (r.returncode, r.stderr))
     c.check("stdout closed message", b"stdout" in r.stderr, r.stderr)
     c.check("stdout closed no ack", not s.ack, s.ack)
 
     # Stderr closed (2>&-): the digest line must not become the ack.
     s = server(payload)
-    r = subprocess.run([os.environ["FDIST_FETCH"], "-o", "-", "127.0.0.1:%d" % s.port],
-                       stdout=subprocess.PIPE, timeout=WAIT,
-                       preexec_fn=lambda: os.close(2))
-    s.finish()
+    r = fetch_from(s, ["-o", "-"], stdout=subprocess.PIPE,
+                   preexec_fn=lambda: os.close(2))
     c.check("stderr closed exit", r.returncode == 0, r.returncode)
     c.check("stderr closed bytes", r.stdout == payload, len(r.stdout))
     c.check("stderr closed ack", s.ack == ("Thank you sha256=%s\n" % digest).encode(), s.ack)

@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Lifecycle: limits, signals, reload and the service manager protocol."""
 
+import contextlib
 import ctypes
 import errno
 import os
@@ -24,6 +25,15 @@ def stalled_client(port):
     first = s.recv(1)
     assert first
     return s, first
+
+
+@contextlib.contextmanager
+def port_taken():
+    """A loopback port another program listens on."""
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        yield busy
 
 
 def expect_reset_before_data(port):
@@ -287,9 +297,7 @@ def test_reload_serves_clients_queued_on_a_listener_it_closes(tmp):
 def test_reload_with_port_taken_keeps_old_config(tmp):
     path = make_file(os.path.join(tmp, "data"), 100)
     pa = free_port()
-    with socket.socket() as busy:
-        busy.bind(("127.0.0.1", 0))
-        busy.listen()
+    with port_taken() as busy:
         pbusy = busy.getsockname()[1]
         with Daemon(tmp, {"s": {"listen": "127.0.0.1:%d" % pa, "file": path}}) as d:
             d.write_config({"s": {"listen": "127.0.0.1:%d, 127.0.0.1:%d" % (pa, pbusy), "file": path}})
@@ -303,9 +311,7 @@ def test_failed_reload_leaves_the_share_rate_limit_as_it_was(tmp):
     shares: the first share's new share_rate_limit must not apply."""
     path = make_file(os.path.join(tmp, "data"), 300 * 1024)
     pa = free_port()
-    with socket.socket() as busy:
-        busy.bind(("127.0.0.1", 0))
-        busy.listen()
+    with port_taken() as busy:
         pbusy = busy.getsockname()[1]
         with Daemon(tmp, {"s": {"listen": "127.0.0.1:%d" % pa, "file": path}}) as d:
             d.write_config({"s": {"listen": "127.0.0.1:%d" % pa, "file": path,
