@@ -94,6 +94,28 @@ fdistd_warn_limits(const struct config *cf, FILE *fp)
 	}
 }
 
+/*
+ * The loop needs epoll: EV_CLOSED tells a client's FIN without a read,
+ * and an edge-triggered event watches a half-closed client for a reset
+ * (conn.c); with poll or select, that event would fire without end.  So
+ * the EVENT_NOEPOLL-style variables are not let to choose another.
+ */
+static struct event_base *
+fdistd_event_base(void)
+{
+	struct event_config	*cfg;
+	struct event_base	*eb = NULL;
+
+	if ((cfg = event_config_new()) == NULL)
+		return (NULL);
+	if (event_config_set_flag(cfg, EVENT_BASE_FLAG_IGNORE_ENV) == 0 &&
+	    event_config_require_features(cfg, EV_FEATURE_ET |
+	    EV_FEATURE_O1 | EV_FEATURE_EARLY_CLOSE) == 0)
+		eb = event_base_new_with_config(cfg);
+	event_config_free(cfg);
+	return (eb);
+}
+
 /* SIGHUP: load the file again; keep running on the old one if it fails. */
 static void
 fdistd_reload(void)
@@ -183,8 +205,8 @@ fdistd_run(struct config *cf)
 	signal(SIGPIPE, SIG_IGN);
 	fdistd_raise_nofile(cf);
 	fdistd_warn_limits(cf, NULL);
-	if ((base = event_base_new()) == NULL)
-		fatalx("cannot create the event loop");
+	if ((base = fdistd_event_base()) == NULL)
+		fatalx("cannot create an epoll event loop");
 	signals[0] = fdistd_signal(SIGHUP);
 	signals[1] = fdistd_signal(SIGTERM);
 	signals[2] = fdistd_signal(SIGINT);
@@ -198,8 +220,8 @@ fdistd_run(struct config *cf)
 	log_event(LOG_INFO, MSGID_READY, "fdistd %s ready: %zu share%s, "
 	    "max_clients %u", FDIST_VERSION, cf->cf_nshares,
 	    PLURAL(cf->cf_nshares), cf->cf_max_clients);
-	notify_ready();
 	log_flush();	/* the first event may be minutes away */
+	notify_ready();
 
 	/* One round at a time, so the round's log lines go out together. */
 	while (event_base_loop(base, EVLOOP_ONCE) == 0 &&

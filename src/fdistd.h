@@ -262,6 +262,7 @@ int		 share_client_add(struct share *, const struct sockaddr *);
 void		 share_client_remove(struct share *, const struct sockaddr *);
 
 /* listener.c */
+#define LISTEN_BACKLOG	4096	/* capped by net.core.somaxconn */
 struct listener {
 	TAILQ_ENTRY(listener) ls_entry;
 	int		 ls_fd;

@@ -20,7 +20,6 @@
 #include "fdistd.h"
 
 /* Deep enough for a fleet connecting at once; the kernel caps it. */
-#define LISTEN_BACKLOG	4096
 
 static void
 listener_on_readable(evutil_socket_t fd, short what, void *arg)
@@ -181,7 +180,8 @@ listener_inherit(struct event_base *base, struct listener_list *list,
  *   the FIN): if the daemon dies, killed by the watchdog, SIGKILL or the
  *   OOM killer, the kernel resets its clients' connections, so none
  *   takes the part it got for the whole file as an end-of-file would
- *   let it.
+ *   let it.  (A completed transfer never ends in a reset: it is cleared
+ *   in time, and conn.c reads the ack before its close.)
  */
 void
 listener_attach(struct listener *ls, struct share *sh)

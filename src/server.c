@@ -335,12 +335,15 @@ server_accept(struct listener *ls)
 /*
  * A reload closes this listener: first take the clients the kernel has
  * queued on it, which connected while it was configured and would be
- * reset by the close, and serve them as before the reload.
+ * reset by the close, and admit them as before the reload.  No more
+ * than a full queue: a connect flood on the port must not hold the loop.
  */
 static void
 server_drain_listener(struct listener *ls)
 {
-	while (server_accept_batch(ls))
+	int	batches = LISTEN_BACKLOG / ACCEPT_BATCH + 1;
+
+	while (batches-- > 0 && server_accept_batch(ls))
 		continue;
 }
 
@@ -630,8 +633,8 @@ server_apply(struct config *cf, char *err, size_t errlen)
 	digest_prune();
 	config_free(server_cf);
 	server_cf = cf;
-	if (!paused)
-		server_listeners_enable(true);
+	/* A drain may have run out of descriptors: the kept ones wait too. */
+	server_listeners_enable(!paused);
 	return (0);
 }
 

@@ -9,7 +9,7 @@ import threading
 import time
 
 from fdtest import (Daemon, connect, file_sha256, free_port, main, make_file,
-                    sha256, strace_attach)
+                    read_all, sha256, strace_attach)
 
 ACTIVATE = [sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)), "activate.py")]
 BIG = 64 * 1024 * 1024
@@ -290,6 +290,30 @@ def cpu_seconds(pid):
     with open("/proc/%d/stat" % pid) as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_half_closed_client_being_flushed_does_not_spin(tmp):
+    """A client that acked, half-closed and stopped reading keeps the
+    daemon flushing; its socket stays readable (the FIN) and must not
+    wake the loop without end, whatever libevent's environment says."""
+    path = make_file(os.path.join(tmp, "f"), 2 * 1024 * 1024)
+    port = free_port()
+    with Daemon(tmp, {"s": {"listen": "127.0.0.1:%d" % port, "file": path}},
+                env={"EVENT_NOEPOLL": "1"}, extra_args=["-v", "-v"]) as d:
+        s = connect(port)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        s.sendall(b"Thank you\n")
+        s.shutdown(socket.SHUT_WR)
+        assert s.recv(1)
+        d.wait_log(r"sending -> flushing")
+        c0 = cpu_seconds(d.proc.pid)
+        time.sleep(1.5)
+        used = cpu_seconds(d.proc.pid) - c0
+        assert used < 0.3, "the daemon spun: %.2f s of CPU in 1.5 s" % used
+        read_all(s)
+        s.close()
+        (rec,) = d.wait_records(1)
+        assert rec["status"] == "acked", rec
 
 
 def test_out_of_file_descriptors_does_not_spin_and_recovers(tmp):
