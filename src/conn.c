@@ -706,6 +706,7 @@ conn_finish(struct conn *c)
 	struct sfile		*sf = c->c_share->sh_file;
 	char			 peer[ADDR_STR_MAX], claim[65];
 	enum outcome		 status = c->c_status;
+	bool			 hashing;
 
 	memset(&tr, 0, sizeof(tr));
 	if (status == OUTCOME_ACKED &&
@@ -737,8 +738,11 @@ conn_finish(struct conn *c)
 	tr.tr_ack_bytes = c->c_rcvd;
 	log_transfer(&tr);
 	server_count_outcome(status == OUTCOME_ACKED);
+	hashing = sf->sf_digest == DIGEST_PENDING;
 	share_unref(c->c_share);
 	free(c);
+	if (hashing)
+		digest_prune();	/* the last client of a replaced file? */
 }
 
 /*

@@ -187,8 +187,9 @@ digest_start(struct sfile *sf)
 
 /*
  * Stop hashing files nothing serves any more (a reload replaced them, or
- * failed after opening them): the job's is their last reference.  A file
- * still sent to a client keeps its worker, whose digest checks the ack.
+ * failed after opening them, and their last client is gone): the job's
+ * is their last reference.  A file still sent to a client keeps its
+ * worker, whose digest checks the ack.
  */
 void
 digest_prune(void)

@@ -520,7 +520,7 @@ main(int argc, char **argv)
 	int		rv, closed;
 
 	if ((closed = stdfds_hold()) == -1)
-		return (FETCH_EUSAGE);
+		return (FETCH_ELOCAL);
 	memset(&f, 0, sizeof(f));
 	f.f_sock = -1;
 	f.f_timeout = FETCH_TIMEOUT_DEFAULT;

@@ -108,13 +108,18 @@ fetch_out_create(const char *part)
 	struct stat	st;
 	int		fd, tries;
 
-	for (tries = 0; tries < 2; tries++) {
+	for (tries = 0; tries < 3; tries++) {
 		fd = open(part, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW |
 		    O_CLOEXEC, 0644);
 		if (fd != -1)
 			return (fd);
-		if (errno != EEXIST || lstat(part, &st) == -1)
+		if (errno != EEXIST)
 			break;
+		if (lstat(part, &st) == -1) {
+			if (errno == ENOENT)
+				continue;	/* gone meanwhile */
+			break;
+		}
 		if (S_ISLNK(st.st_mode)) {
 			fetch_warnx("%s: is a symbolic link, not following it",
 			    part);
@@ -125,10 +130,14 @@ fetch_out_create(const char *part)
 			    "one link", part);
 			return (-1);
 		}
-		if (unlink(part) == -1)
+		if (unlink(part) == -1 && errno != ENOENT)
 			break;
 	}
-	fetch_warn("%s", part);
+	if (tries == 3)
+		fetch_warnx("%s: made again by someone else each time it was "
+		    "removed", part);
+	else
+		fetch_warn("%s", part);
 	return (-1);
 }
 

@@ -12,8 +12,8 @@ import subprocess
 import threading
 import time
 
-from fdtest import (FDISTD, Daemon, connect, fetch, file_sha256, free_port, main,
-                    make_file, read_all, sha256)
+from fdtest import (FDISTD, Daemon, connect, fetch, file_sha256, free_port,
+                    linger_reset, main, make_file, read_all, sha256)
 
 BIG = 64 * 1024 * 1024
 
@@ -359,6 +359,31 @@ def test_reload_stops_hashing_a_file_nothing_serves(tmp):
         assert threads(d.proc.pid) == 1, "the big file's worker still runs"
         assert "big.img: sha256" not in d.log()
         assert "cannot compute sha256" not in d.log()
+
+
+def test_last_client_of_a_replaced_file_stops_its_hashing(tmp):
+    """A replaced file still sent to a client is hashed on (its ack may
+    claim a digest); once that client is gone, nothing needs it."""
+    big = sparse_file(os.path.join(tmp, "big.img"), 64 << 30)
+    small = make_file(os.path.join(tmp, "small"), 1000)
+    port = free_port()
+    with Daemon(tmp, {"s": {"listen": "127.0.0.1:%d" % port, "file": big}}) as d:
+        s = connect(port)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        assert s.recv(1)
+        d.write_config({"s": {"listen": "127.0.0.1:%d" % port, "file": small}})
+        d.reload()
+        d.wait_log(r"small: sha256 ")
+        time.sleep(0.2)
+        assert threads(d.proc.pid) == 2, "the in-flight client's file is no longer hashed"
+        linger_reset(s)
+        s.close()
+        d.wait_records(1)
+        deadline = time.monotonic() + 5
+        while threads(d.proc.pid) > 1 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert threads(d.proc.pid) == 1, "the replaced file's worker still runs"
+        assert "big.img: sha256" not in d.log()
 
 
 def test_start_up_lines_reach_stderr_before_any_event(tmp):
