@@ -741,7 +741,6 @@ config_load(const char *path, bool system, char *err, size_t errlen)
 {
 	struct config	*cf;
 	FILE		*fp;
-
 	char		 msg[ERR_MAX];
 
 	if ((fp = fopen(path, "re")) == NULL) {

@@ -357,6 +357,7 @@ conn_check_flush(struct conn *c)
 		c->c_poll_ms *= 2;
 }
 
+/* The half-closed client's socket changed while flushing: a reset? */
 static void
 conn_on_reset(evutil_socket_t fd, short what, void *arg)
 {

@@ -441,11 +441,12 @@ def test_daemon_killed_after_queueing_the_whole_file_still_delivers_it(tmp):
     transfer without the daemon: the client gets every byte and EOF."""
     path = make_file(os.path.join(tmp, "data"), 2 * 1024 * 1024)
     port = free_port()
-    d = Daemon(tmp, {"s": {"listen": "127.0.0.1:%d" % port, "file": path}})
+    d = Daemon(tmp, {"s": {"listen": "127.0.0.1:%d" % port, "file": path}},
+               extra_args=["-v", "-v"])
     try:
         s = connect(port)
         first = s.recv(65536)
-        time.sleep(0.3)             # all queued (it fits in the buffers)
+        d.wait_log(r"sending -> (flushing|awaiting-ack)")   # all queued
         d.proc.kill()
         d.proc.wait()
         assert sha256(read_all(s, first)) == file_sha256(path)

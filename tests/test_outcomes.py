@@ -173,7 +173,7 @@ def test_file_name_is_escaped_in_every_log_line(tmp):
     the file too, and none may carry its control bytes or bad UTF-8."""
     path = os.path.join(tmp, "img\x1b[31mRED\u202etxt\x7f")
     with open(path, "wb") as f:
-        f.write(os.urandom(4 * 1024 * 1024))
+        f.truncate(BIG)                  # more than any socket buffers
     port = free_port()
     with Daemon(tmp, {"s": {"listen": "127.0.0.1:%d" % port, "file": path}}) as d:
         d.wait_log(r"sha256 [0-9a-f]{64}")

@@ -117,7 +117,6 @@ def check_service_settings(text):
         fail("fdistd.service: placeholder left after substitution")
     k = unit_settings(text)
     want = {"Type": "notify", "NotifyAccess": "main",
-            "ExecReload": "/bin/kill -HUP $MAINPID",
             "LogRateLimitIntervalSec": "1s", "LogRateLimitBurst": "1000000",
             "Restart": "on-failure",
             "DynamicUser": "yes", "PrivateUsers": "yes"}
@@ -125,6 +124,11 @@ def check_service_settings(text):
         if k.get(key, [None])[-1] != value:
             fail("fdistd.service: want %s=%s, have %s" %
                  (key, value, k.get(key)))
+    # the check first, then the signal, in this order
+    reload = k.get("ExecReload", [])
+    if len(reload) != 2 or not re.match(r"/\S+/fdistd -t -c /\S+/fdistd\.ini$", reload[0]) \
+            or reload[1] != "/bin/kill -HUP $MAINPID":
+        fail("fdistd.service: want ExecReload= fdistd -t, then kill -HUP; have %s" % reload)
     nofile = k.get("LimitNOFILE", ["0"])[-1].split(":")[-1]
     if not nofile.isdigit() or int(nofile) < 12000:
         fail("fdistd.service: LimitNOFILE=%s leaves no headroom over "
