@@ -578,7 +578,8 @@ config_check_listen(struct config_parse *cp)
 {
 	const struct share_config	*sc, *owner;
 	const struct listen_addr	*la, *first;
-	char				 name[ADDR_STR_MAX], other[ADDR_STR_MAX];
+	char				 name[ADDR_STR_MAX];
+	char				 other[ADDR_STR_MAX];
 	size_t				 i;
 
 	TAILQ_FOREACH(sc, &cp->cp_cf->cf_shares, sc_entry) {
@@ -597,9 +598,9 @@ config_check_listen(struct config_parse *cp)
 				    first->la_line));
 			addr_format((const struct sockaddr *)&first->la_ss,
 			    other, sizeof(other));
-			return (config_fail_at(cp, la->la_line, "listen address "
-			    "%s overlaps %s of [%s] (line %d)", name, other,
-			    owner->sc_name, first->la_line));
+			return (config_fail_at(cp, la->la_line,
+			    "listen address %s overlaps %s of [%s] (line %d)",
+			    name, other, owner->sc_name, first->la_line));
 		}
 	}
 	return (0);

@@ -739,11 +739,11 @@ conn_finish(struct conn *c)
 	tr.tr_ack_bytes = c->c_rcvd;
 	log_transfer(&tr);
 	server_count_outcome(status == OUTCOME_ACKED);
-	hashing = sf->sf_digest == DIGEST_PENDING;
+	hashing = sf->sf_digest == DIGEST_PENDING;	/* the job keeps sf */
 	share_unref(c->c_share);
 	free(c);
-	if (hashing)
-		digest_prune();	/* the last client of a replaced file? */
+	if (hashing && sf->sf_refs == 1)
+		digest_prune();	/* the last client of a replaced file */
 }
 
 /*

@@ -114,14 +114,14 @@ digest_finish(struct digest_job *dj)
 	if (dj->dj_error == 0) {
 		memcpy(sf->sf_sha256, dj->dj_hex, sizeof(sf->sf_sha256));
 		sf->sf_digest = DIGEST_READY;
-		log_info("%s: sha256 %s (%.1f s)", sf->sf_path_log, sf->sf_sha256,
-		    secs);
+		log_info("%s: sha256 %s (%.1f s)", sf->sf_path_log,
+		    sf->sf_sha256, secs);
 	} else {
 		sf->sf_digest = DIGEST_FAILED;
 		if (dj->dj_error != ECANCELED)
-			log_warnx("%s: cannot compute sha256: %s", sf->sf_path_log,
-			    dj->dj_error > 0 ? strerror(dj->dj_error) :
-			    "libcrypto error");
+			log_warnx("%s: cannot compute sha256: %s",
+			    sf->sf_path_log, dj->dj_error > 0 ?
+			    strerror(dj->dj_error) : "libcrypto error");
 	}
 	conn_digest_known(sf);
 	sfile_unref(sf);

@@ -262,7 +262,8 @@ int		 share_client_add(struct share *, const struct sockaddr *);
 void		 share_client_remove(struct share *, const struct sockaddr *);
 
 /* listener.c */
-#define LISTEN_BACKLOG	4096	/* capped by net.core.somaxconn */
+/* Deep enough for a fleet connecting at once; the kernel caps it. */
+#define LISTEN_BACKLOG	4096
 struct listener {
 	TAILQ_ENTRY(listener) ls_entry;
 	int		 ls_fd;

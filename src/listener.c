@@ -19,8 +19,6 @@
 
 #include "fdistd.h"
 
-/* Deep enough for a fleet connecting at once; the kernel caps it. */
-
 static void
 listener_on_readable(evutil_socket_t fd, short what, void *arg)
 {

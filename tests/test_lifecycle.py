@@ -361,6 +361,27 @@ def test_reload_stops_hashing_a_file_nothing_serves(tmp):
         assert "cannot compute sha256" not in d.log()
 
 
+def test_failed_reload_stops_hashing_the_file_it_opened(tmp):
+    """A reload that fails on a port after opening a new file must not
+    leave that file's hash running."""
+    small = make_file(os.path.join(tmp, "small"), 1000)
+    big = sparse_file(os.path.join(tmp, "big.img"), 64 << 30)
+    port = free_port()
+    with port_taken() as busy:
+        with Daemon(tmp, {"s": {"listen": "127.0.0.1:%d" % port, "file": small}}) as d:
+            d.wait_log(r"small: sha256 ")
+            d.write_config({"s": {"listen": "127.0.0.1:%d" % port, "file": small},
+                            "b": {"listen": "127.0.0.1:%d" % busy.getsockname()[1],
+                                  "file": big}})
+            d.reload()
+            d.wait_log(r"reload failed")
+            deadline = time.monotonic() + 5
+            while threads(d.proc.pid) > 1 and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert threads(d.proc.pid) == 1, "the failed reload's file is still hashed"
+            assert "big.img: sha256" not in d.log()
+
+
 def test_last_client_of_a_replaced_file_stops_its_hashing(tmp):
     """A replaced file still sent to a client is hashed on (its ack may
     claim a digest); once that client is gone, nothing needs it."""

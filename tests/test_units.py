@@ -124,6 +124,11 @@ def check_service_settings(text):
         if k.get(key, [None])[-1] != value:
             fail("fdistd.service: want %s=%s, have %s" %
                  (key, value, k.get(key)))
+    # started once the network is up: a listen address may need it
+    if "network-online.target" not in " ".join(k.get("After", [])) or \
+            "network-online.target" not in " ".join(k.get("Wants", [])):
+        fail("fdistd.service: want After= and Wants=network-online.target, have %s, %s"
+             % (k.get("After"), k.get("Wants")))
     # the check first, then the signal, in this order
     reload = k.get("ExecReload", [])
     if len(reload) != 2 or not re.match(r"/\S+/fdistd -t -c /\S+/fdistd\.ini$", reload[0]) \
