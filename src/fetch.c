@@ -101,7 +101,8 @@ static const char fetch_help[] =
 "  3  the server refused (reset before any data) or the connection broke\n"
 "  4  no progress for the --timeout duration after connecting\n"
 "  5  the SHA-256 differs from --expect-sha256\n"
-"  6  the output could not be written, synced or renamed\n";
+"  6  the output could not be written, synced or renamed\n"
+"  7  another fdist-fetch is writing FILE; nothing was changed\n";
 
 /* Print the synopsis, and with full the option list and exit codes. */
 static void
@@ -461,10 +462,8 @@ fetch_run(struct fetch *f)
 	if ((rv = fetch_net_resolve(f->f_target, &res)) != FETCH_OK)
 		goto out;
 	/* Open the output first: a local problem should not cost a transfer. */
-	if ((f->f_out = fetch_out_open(f->f_output)) == NULL) {
-		rv = FETCH_ELOCAL;
+	if ((rv = fetch_out_open(f->f_output, &f->f_out)) != FETCH_OK)
 		goto out;
-	}
 	if ((rv = fetch_net_connect(res, f->f_timeout, &f->f_sock)) !=
 	    FETCH_OK)
 		goto out;

@@ -20,7 +20,8 @@ enum fetch_exit {
 	FETCH_ERESET = 3,	/* server refused or connection lost */
 	FETCH_ETIMEOUT = 4,	/* no progress for the timeout */
 	FETCH_EDIGEST = 5,	/* --expect-sha256 did not match */
-	FETCH_ELOCAL = 6	/* could not write the output */
+	FETCH_ELOCAL = 6,	/* could not write the output */
+	FETCH_EBUSY = 7		/* another run is writing FILE.part */
 };
 
 #define FETCH_PROGNAME	"fdist-fetch"
@@ -42,7 +43,7 @@ int	fetch_net_finish(int, int);
 /* fetch_out.c */
 struct fetch_out;
 void	fetch_out_signals(void);
-struct fetch_out *fetch_out_open(const char *);
+int	fetch_out_open(const char *, struct fetch_out **);
 int	fetch_out_write(struct fetch_out *, const void *, size_t);
 int	fetch_out_commit(struct fetch_out *);
 void	fetch_out_free(struct fetch_out *);

@@ -1,7 +1,13 @@
 /*
  * fdist-fetch output side: receive into FILE.part, publish it as FILE with
  * an atomic rename, and make sure no failure or signal leaves FILE.part.
+ *
+ * A run holds an exclusive flock(2) on its FILE.part from creating it to
+ * renaming or removing it, and removes a FILE.part only while holding
+ * that lock: so a run never takes another live run's part for a killed
+ * run's leftover, and the name it renames is the file it wrote.
  */
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/types.h>
 
@@ -33,8 +39,14 @@ struct fetch_out {
  */
 static char			out_sigpart[PATH_MAX];
 static volatile sig_atomic_t	out_sigarmed;
+static const int		out_sigs[] = { SIGINT, SIGTERM, SIGHUP };
 
 static void	fetch_out_sighandler(int);
+static void	fetch_out_hold(sigset_t *);
+static void	fetch_out_release(const sigset_t *);
+static int	fetch_out_same(int, const char *);
+static int	fetch_out_stale(const char *, const char *);
+static int	fetch_out_create(struct fetch_out *);
 static int	fetch_out_syncdir(const char *);
 static int	fetch_out_stream(struct fetch_out *);
 
@@ -56,18 +68,17 @@ void
 fetch_out_signals(void)
 {
 	struct sigaction	sa, old;
-	static const int	sigs[] = { SIGINT, SIGTERM, SIGHUP };
 	size_t			i;
 
 	memset(&sa, 0, sizeof(sa));
 	sa.sa_handler = fetch_out_sighandler;
 	sa.sa_flags = SA_RESETHAND;
 	sigfillset(&sa.sa_mask);
-	for (i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++) {
-		if (sigaction(sigs[i], NULL, &old) == 0 &&
+	for (i = 0; i < sizeof(out_sigs) / sizeof(out_sigs[0]); i++) {
+		if (sigaction(out_sigs[i], NULL, &old) == 0 &&
 		    old.sa_handler == SIG_IGN)
 			continue;
-		sigaction(sigs[i], &sa, NULL);
+		sigaction(out_sigs[i], &sa, NULL);
 	}
 
 	sa.sa_handler = SIG_IGN;
@@ -97,63 +108,166 @@ fetch_out_stream(struct fetch_out *out)
 }
 
 /*
- * Create FILE.part afresh (O_EXCL), so that its owner and mode are ours
- * and nobody else holds it open: a leftover plain file with one link is
- * removed first.  Anything else in its place (a symlink, FIFO, device or
- * hard link) is not ours: it is left alone and the fetch fails.
+ * Hold off the handled signals while FILE.part changes hands, so that the
+ * handler never removes a name that has just become free for another run.
+ */
+static void
+fetch_out_hold(sigset_t *saved)
+{
+	sigset_t	set;
+	size_t		i;
+
+	sigemptyset(&set);
+	for (i = 0; i < sizeof(out_sigs) / sizeof(out_sigs[0]); i++)
+		sigaddset(&set, out_sigs[i]);
+	sigprocmask(SIG_BLOCK, &set, saved);
+}
+
+/* Let the signals held off by fetch_out_hold through again. */
+static void
+fetch_out_release(const sigset_t *saved)
+{
+	sigprocmask(SIG_SETMASK, saved, NULL);
+}
+
+/* Whether path names the very file open on fd. */
+static int
+fetch_out_same(int fd, const char *path)
+{
+	struct stat	fst, st;
+
+	return (fstat(fd, &fst) == 0 && lstat(path, &st) == 0 &&
+	    fst.st_dev == st.st_dev && fst.st_ino == st.st_ino);
+}
+
+/*
+ * FILE.part exists. A plain file with one link that nobody holds locked
+ * is a leftover of a killed run: it is locked, checked to be still at its
+ * name, and removed with the lock held, so no run can take it over
+ * meanwhile. Anything else in its place (a symlink, FIFO, device or hard
+ * link) is not ours and is left alone. Returns 0 when FILE.part is gone
+ * (look again), else the exit status.
  */
 static int
-fetch_out_create(const char *part)
+fetch_out_stale(const char *part, const char *path)
 {
-	struct stat	st;
-	int		fd, tries;
+	struct stat	st, fst;
+	int		fd, rv = FETCH_ELOCAL;
+	const int	flags = O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC;
+
+	if (lstat(part, &st) == -1) {
+		if (errno == ENOENT)
+			return (0);		/* gone meanwhile */
+		fetch_warn("%s", part);
+		return (FETCH_ELOCAL);
+	}
+	if (S_ISLNK(st.st_mode)) {
+		fetch_warnx("%s: is a symbolic link, not following it", part);
+		return (FETCH_ELOCAL);
+	}
+	if (!S_ISREG(st.st_mode) || st.st_nlink != 1) {
+		fetch_warnx("%s: exists and is not a plain file with one link",
+		    part);
+		return (FETCH_ELOCAL);
+	}
+	/* Open only to lock: for writing where we may, as NFS needs. */
+	if ((fd = open(part, O_WRONLY | flags)) == -1 && errno == EACCES)
+		fd = open(part, O_RDONLY | flags);
+	if (fd == -1) {
+		if (errno == ENOENT)
+			return (0);
+		fetch_warn("%s: cannot tell whether another %s is writing it",
+		    part, FETCH_PROGNAME);
+		return (FETCH_ELOCAL);
+	}
+	if (flock(fd, LOCK_EX | LOCK_NB) == -1) {
+		if (errno == EWOULDBLOCK) {
+			fetch_warnx("%s: another %s is writing %s", part,
+			    FETCH_PROGNAME, path);
+			rv = FETCH_EBUSY;
+		} else
+			fetch_warn("flock %s", part);
+		goto out;
+	}
+	if (fstat(fd, &fst) == -1) {
+		fetch_warn("%s", part);
+		goto out;
+	}
+	rv = 0;
+	/* Changed since the lstat: look again rather than guess. */
+	if (fst.st_dev != st.st_dev || fst.st_ino != st.st_ino ||
+	    fst.st_nlink != 1 || !fetch_out_same(fd, part))
+		goto out;
+	if (unlink(part) == -1 && errno != ENOENT) {
+		fetch_warn("%s", part);
+		rv = FETCH_ELOCAL;
+	}
+out:
+	close(fd);
+	return (rv);
+}
+
+/*
+ * Create FILE.part afresh (O_EXCL), so that its owner and mode are ours
+ * and nobody else holds it open, and lock it. Until the lock is taken
+ * another run may remove it as a leftover: then it is not at its name
+ * any more, or that run holds the lock, and we start over.
+ */
+static int
+fetch_out_create(struct fetch_out *out)
+{
+	const char	*part = out->out_part;
+	int		 fd, rv, tries;
 
 	for (tries = 0; tries < 3; tries++) {
 		fd = open(part, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW |
 		    O_CLOEXEC, 0644);
-		if (fd != -1)
-			return (fd);
-		if (errno != EEXIST)
-			break;
-		if (lstat(part, &st) == -1) {
-			if (errno == ENOENT)
-				continue;	/* gone meanwhile */
-			break;
+		if (fd == -1) {
+			if (errno != EEXIST) {
+				fetch_warn("%s", part);
+				return (FETCH_ELOCAL);
+			}
+			if ((rv = fetch_out_stale(part, out->out_path)) != 0)
+				return (rv);
+			continue;
 		}
-		if (S_ISLNK(st.st_mode)) {
-			fetch_warnx("%s: is a symbolic link, not following it",
-			    part);
-			return (-1);
+		if (flock(fd, LOCK_EX | LOCK_NB) == 0) {
+			if (fetch_out_same(fd, part)) {
+				out->out_fd = fd;
+				return (FETCH_OK);
+			}
+		} else if (errno != EWOULDBLOCK) {
+			fetch_warn("flock %s", part);
+			/* No run can lock here, so the name is still ours. */
+			if (fetch_out_same(fd, part))
+				unlink(part);
+			close(fd);
+			return (FETCH_ELOCAL);
 		}
-		if (!S_ISREG(st.st_mode) || st.st_nlink != 1) {
-			fetch_warnx("%s: exists and is not a plain file with "
-			    "one link", part);
-			return (-1);
-		}
-		if (unlink(part) == -1 && errno != ENOENT)
-			break;
+		close(fd);
 	}
-	if (tries == 3)
-		fetch_warnx("%s: made again by someone else each time it was "
-		    "removed", part);
-	else
-		fetch_warn("%s", part);
-	return (-1);
+	fetch_warnx("%s: made again by someone else each time it was removed",
+	    part);
+	return (FETCH_ELOCAL);
 }
 
 /*
  * Open the destination: see fetch_out_stream, else a new FILE.part next
- * to FILE (fetch_out_create).
+ * to FILE (fetch_out_create). Returns the exit status; FETCH_EBUSY when
+ * another run is writing FILE.part.
  */
-struct fetch_out *
-fetch_out_open(const char *path)
+int
+fetch_out_open(const char *path, struct fetch_out **outp)
 {
 	struct fetch_out	*out;
 	struct stat		 st;
+	sigset_t		 saved;
+	int			 rv = FETCH_ELOCAL;
 
+	*outp = NULL;
 	if ((out = calloc(1, sizeof(*out))) == NULL) {
 		fetch_warn("calloc");
-		return (NULL);
+		return (FETCH_ELOCAL);
 	}
 	out->out_fd = -1;
 	if ((out->out_path = strdup(path)) == NULL) {
@@ -165,7 +279,8 @@ fetch_out_open(const char *path)
 	    S_ISFIFO(st.st_mode)))) {
 		if (fetch_out_stream(out) == -1)
 			goto fail;
-		return (out);
+		*outp = out;
+		return (FETCH_OK);
 	}
 	if (path[strlen(path) - 1] == '/' ||
 	    (lstat(path, &st) == 0 && S_ISDIR(st.st_mode))) {
@@ -184,19 +299,25 @@ fetch_out_open(const char *path)
 		goto fail;
 	}
 
-	/* Arm before open so a signal right after creation still removes it. */
-	memcpy(out_sigpart, out->out_part, strlen(out->out_part) + 1);
-	out_sigarmed = 1;
-	if ((out->out_fd = fetch_out_create(out->out_part)) == -1) {
-		out_sigarmed = 0;	/* what is there is not ours */
-		goto fail;
+	/*
+	 * Arm the handler only once FILE.part is ours and locked; a signal
+	 * meanwhile waits, so it still removes the part just made.
+	 */
+	fetch_out_hold(&saved);
+	if ((rv = fetch_out_create(out)) == FETCH_OK) {
+		memcpy(out_sigpart, out->out_part, strlen(out->out_part) + 1);
+		out_sigarmed = 1;
+		out->out_owned = 1;
 	}
-	out->out_owned = 1;
-	return (out);
+	fetch_out_release(&saved);
+	if (rv != FETCH_OK)
+		goto fail;
+	*outp = out;
+	return (FETCH_OK);
 
 fail:
 	fetch_out_free(out);
-	return (NULL);
+	return (rv);
 }
 
 /* Write all of buf; a nonblocking stdout inherited from the parent waits. */
@@ -250,11 +371,13 @@ out:
  * Make the received bytes durable and publish them as FILE. After the
  * rename FILE is complete even if syncing the directory then fails.
  * Streams are synced when they can hold data: a disk, or a redirected file.
+ * The lock is let go only after the rename, by the close.
  */
 int
 fetch_out_commit(struct fetch_out *out)
 {
 	struct stat	st;
+	sigset_t	saved;
 	int		fd;
 
 	if (out->out_stream) {
@@ -269,36 +392,55 @@ fetch_out_commit(struct fetch_out *out)
 		fetch_warn("fsync %s", out->out_part);
 		return (-1);
 	}
-	fd = out->out_fd;
-	out->out_fd = -1;
-	out->out_owned = 0;
-	if (close(fd) == -1) {
-		fetch_warn("close %s", out->out_part);
+	fetch_out_hold(&saved);
+	/* Other runs keep off a locked part; this catches anyone else. */
+	if (!fetch_out_same(out->out_fd, out->out_part)) {
+		fetch_warnx("%s: removed or replaced by someone else, %s left "
+		    "as it was", out->out_part, out->out_path);
+		out_sigarmed = 0;	/* what is there is not ours */
+		fetch_out_release(&saved);
 		return (-1);
 	}
 	if (rename(out->out_part, out->out_path) == -1) {
 		fetch_warn("rename %s to %s", out->out_part, out->out_path);
+		fetch_out_release(&saved);
 		return (-1);
 	}
 	out_sigarmed = 0;
+	fetch_out_release(&saved);
 	free(out->out_part);
 	out->out_part = NULL;
+	fd = out->out_fd;
+	out->out_fd = -1;
+	out->out_owned = 0;
+	if (close(fd) == -1) {
+		fetch_warn("close %s", out->out_path);
+		return (-1);
+	}
 	return (fetch_out_syncdir(out->out_path));
 }
 
-/* The one way out: close, and remove FILE.part unless it was published. */
+/*
+ * The one way out: remove FILE.part unless it was published, then close.
+ * It is removed while still locked, so no other run can have made its own
+ * FILE.part at that name yet; the check is for anyone else.
+ */
 void
 fetch_out_free(struct fetch_out *out)
 {
+	sigset_t	saved;
+
 	if (out == NULL)
 		return;
+	if (out->out_part != NULL && out_sigarmed) {
+		fetch_out_hold(&saved);
+		if (fetch_out_same(out->out_fd, out->out_part))
+			unlink(out->out_part);
+		out_sigarmed = 0;
+		fetch_out_release(&saved);
+	}
 	if (out->out_owned)
 		close(out->out_fd);
-	if (out->out_part != NULL && out_sigarmed) {
-		/* Disarm only after: a signal in between just unlinks again. */
-		unlink(out->out_part);
-		out_sigarmed = 0;
-	}
 	free(out->out_part);
 	free(out->out_path);
 	free(out);

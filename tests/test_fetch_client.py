@@ -7,6 +7,7 @@ without the daemon. Usage: FDIST_FETCH=/path/to/fdist-fetch python3 $0
 Exits 0 when every check passes, 1 otherwise. Stdlib only.
 """
 
+import fcntl
 import hashlib
 import os
 import shutil
@@ -34,6 +35,7 @@ class Server(threading.Thread):
         self.mode = mode
         self.ack = None         # bytes read after our SHUT_WR
         self.ack_error = None   # exception while reading the ack
+        self.accepted = False
         self.release = threading.Event()
         host = "::1" if family == socket.AF_INET6 else "127.0.0.1"
         self.sock = socket.socket(family, socket.SOCK_STREAM)
@@ -49,6 +51,7 @@ class Server(threading.Thread):
         while True:
             try:
                 conn, _ = self.sock.accept()
+                self.accepted = True
                 break
             except socket.timeout:
                 if self.release.is_set() or time.monotonic() > deadline:
@@ -371,6 +374,30 @@ def run_all(c, tmp, server):
                 oct(os.stat(out).st_mode))
         c.check("leftover bytes", slurp(out) == payload)
         c.check("leftover held", held.read() == b"leftover")
+
+    # A FILE.part another run holds locked is that run's: exit 7 at once,
+    # before connecting, and its part and FILE are left alone.  Once the
+    # lock is gone it is a leftover like any other.
+    spew(out, b"old")
+    with open(part, "wb") as live:
+        live.write(b"live")
+        live.flush()
+        fcntl.flock(live, fcntl.LOCK_EX)
+        s = server(payload)
+        r = fetch(["-o", out, "127.0.0.1:%d" % s.port])
+        s.finish()
+        c.check("locked exit", r.returncode == 7, (r.returncode, r.stderr))
+        c.check("locked message", ("%s: another fdist-fetch is writing %s\n"
+                                   % (part, out)).encode() in r.stderr, r.stderr)
+        c.check("locked not connected", not s.accepted)
+        c.check("locked part kept", slurp(part) == b"live" and
+                os.stat(part).st_ino == os.fstat(live.fileno()).st_ino)
+        c.check("locked old file", slurp(out) == b"old")
+    s = server(payload)
+    r = fetch(["-o", out, "127.0.0.1:%d" % s.port])
+    s.finish()
+    c.check("unlocked exit", r.returncode == 0, r.stderr)
+    c.check("unlocked bytes", slurp(out) == payload and leftovers(tmp) == [])
 
     # A device is written in place, never renamed over.
     s = server(payload)
