@@ -79,3 +79,47 @@ ack_rejects(const unsigned char *ack, size_t len)
 	return (len >= klen && memcmp(ack, key, klen) == 0 &&
 	    (len == klen || ack[klen] == ' ' || ack[klen] == '\t'));
 }
+
+/*
+ * Find the client's "host=NAME" token: at the start of the ack or after
+ * a blank, up to the next blank or the end, NAME 1 to ACK_HOST_MAX bytes
+ * of [A-Za-z0-9._-]; copy NAME to host.  Only the first such token
+ * counts, and if it breaks the rule there is no host id: a claim that
+ * cannot be read whole is not guessed at.  cut says the ack was cut at
+ * ack_max, so a token running to its end may have lost bytes: none
+ * either.  Returns whether there was a host id.  It is what the client
+ * says, not who it is.
+ */
+bool
+ack_host_claim(const unsigned char *ack, size_t len, bool cut,
+    char host[ACK_HOST_MAX + 1])
+{
+	static const char	 key[] = "host=";
+	const size_t		 klen = sizeof(key) - 1;
+	size_t			 i, j;
+	unsigned char		 ch;
+
+	for (i = 0; i + klen <= len; i++) {
+		if (i > 0 && ack[i - 1] != ' ' && ack[i - 1] != '\t')
+			continue;
+		if (memcmp(ack + i, key, klen) != 0)
+			continue;
+		for (j = i + klen; j < len && ack[j] != ' ' && ack[j] != '\t';
+		    j++) {
+			ch = ack[j];
+			/* ASCII whatever the locale: no escaping needed. */
+			if (!((ch >= 'a' && ch <= 'z') ||
+			    (ch >= 'A' && ch <= 'Z') ||
+			    (ch >= '0' && ch <= '9') ||
+			    ch == '.' || ch == '_' || ch == '-'))
+				return (false);
+		}
+		if (j == i + klen || j - i - klen > ACK_HOST_MAX ||
+		    (cut && j == len))
+			return (false);
+		memcpy(host, ack + i + klen, j - i - klen);
+		host[j - i - klen] = '\0';
+		return (true);
+	}
+	return (false);
+}

@@ -706,6 +706,7 @@ conn_finish(struct conn *c)
 	struct transfer_record	 tr;
 	struct sfile		*sf = c->c_share->sh_file;
 	char			 peer[ADDR_STR_MAX], claim[65];
+	char			 host[ACK_HOST_MAX + 1];
 	enum outcome		 status = c->c_status;
 	bool			 hashing;
 
@@ -737,6 +738,13 @@ conn_finish(struct conn *c)
 	tr.tr_ack = c->c_ack;
 	tr.tr_acklen = c->c_acklen;
 	tr.tr_ack_bytes = c->c_rcvd;
+	tr.tr_version = sf->sf_version;
+	if (sf->sf_digest == DIGEST_READY)
+		tr.tr_file_sha256 = sf->sf_sha256;
+	/* An ack cut at ack_max may have cut its host id too. */
+	if (ack_host_claim(c->c_ack, c->c_acklen,
+	    c->c_acklen >= c->c_share->sh_limits.lim_ack_max, host))
+		tr.tr_host_id = host;
 	log_transfer(&tr);
 	server_count_outcome(status == OUTCOME_ACKED);
 	hashing = sf->sf_digest == DIGEST_PENDING;	/* the job keeps sf */

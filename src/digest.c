@@ -116,6 +116,7 @@ digest_finish(struct digest_job *dj)
 		sf->sf_digest = DIGEST_READY;
 		log_info("%s: sha256 %s (%.1f s)", sf->sf_path_log,
 		    sf->sf_sha256, secs);
+		server_digest_known(sf);
 	} else {
 		sf->sf_digest = DIGEST_FAILED;
 		if (dj->dj_error != ECANCELED)

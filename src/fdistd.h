@@ -127,6 +127,9 @@ bool	 addr_overlaps(const struct sockaddr *, const struct sockaddr *);
 void	 ack_take(unsigned char *, uint32_t *, size_t, uint32_t, bool *);
 bool	 ack_sha256_claim(const unsigned char *, size_t, char [65]);
 bool	 ack_rejects(const unsigned char *, size_t);
+#define ACK_HOST_MAX	64	/* bytes of a host id */
+bool	 ack_host_claim(const unsigned char *, size_t, bool,
+	    char [ACK_HOST_MAX + 1]);
 
 /* digest.c: SHA-256 of served files, off the event loop. */
 void	 digest_init(struct event_base *);
@@ -166,6 +169,9 @@ struct transfer_record {
 	const char	*tr_verified;	/* yes, no, unknown; NULL: no claim */
 	const char	*tr_sha256;	/* the daemon's, with tr_verified */
 	const char	*tr_reason;	/* why a refused client was refused */
+	const char	*tr_version;	/* sf_version of the file served */
+	const char	*tr_file_sha256; /* its digest; NULL: not known */
+	const char	*tr_host_id;	/* the client's host= claim, or NULL */
 };
 void	 log_init(enum log_mode, int);
 void	 log_flush(void);
@@ -184,10 +190,12 @@ void	 log_event(int, const char *, const char *, ...)
 void	 log_transfer(const struct transfer_record *);
 void	 log_refusals(const char *, enum outcome, const char *, uint64_t,
 	    unsigned int);
+void	 log_digest(const char *, const struct sfile *);
 /* Catalog entries (systemd/fdistd.catalog) of daemon events. */
 #define MSGID_READY		"819de2ce009b464d91664758b897bac1"
 #define MSGID_RELOAD_FAILED	"a5ec91e7b0144300bb78128c936fcf5b"
 #define MSGID_REFUSALS		"7bb3f058988248d99412e299d3580d60"
+#define MSGID_DIGEST		"20aedb80c2af4366ad3a62a516409ae1"
 
 /* sfile.c: a served file, opened once and shared by its clients. */
 enum digest_state {
@@ -207,6 +215,8 @@ struct sfile {
 	unsigned int	 sf_refs;
 	enum digest_state sf_digest;
 	char		 sf_sha256[65];	/* lowercase hex, when READY */
+	/* "dev-ino-size-mtime_ns" in hex: FDIST_VERSION of its records. */
+	char		 sf_version[4 * 16 + 4];
 };
 struct sfile	*sfile_adopt(int, const char *);
 struct sfile	*sfile_ref(struct sfile *);
@@ -303,6 +313,7 @@ void		 server_conn_released(void);
 void		 server_count_outcome(bool);
 const struct server_stats *server_stats(void);
 size_t		 server_nshares(void);
+void		 server_digest_known(const struct sfile *);
 
 /* conn.c: one client connection. */
 int		 conn_new(struct event_base *, int, const struct sockaddr *,

@@ -33,11 +33,13 @@
 #define FETCH_TIMEOUT_MAX	(24 * 3600 * 1000)
 #define FETCH_PROGRESS_MS	100
 #define FETCH_HEXLEN		64
+#define FETCH_HOST_MAX		64	/* fdistd's ACK_HOST_MAX */
 
 enum {
 	FETCH_OPT_ACK = 256,
 	FETCH_OPT_TIMEOUT,
-	FETCH_OPT_EXPECT
+	FETCH_OPT_EXPECT,
+	FETCH_OPT_HOST_ID
 };
 
 struct fetch {
@@ -49,6 +51,8 @@ struct fetch {
 	int			 f_quiet;
 	int			 f_progress;	/* redraw a status line */
 	char			 f_expect[FETCH_HEXLEN + 1];	/* "" if none */
+	char			 f_host[FETCH_HOST_MAX + 1];	/* "" if none */
+	int			 f_host_set;	/* by --host-id */
 	char			 f_got[FETCH_HEXLEN + 1];
 
 	int			 f_sock;
@@ -69,6 +73,8 @@ static void	fetch_vwarn(int, const char *, va_list)
 static int	fetch_parse_duration(const char *, int *);
 static int	fetch_parse_sha256(const char *, char *);
 static int	fetch_check_ack(const char *);
+static int	fetch_check_host_id(const char *);
+static void	fetch_default_host_id(struct fetch *);
 static int	fetch_options(struct fetch *, int, char **);
 static void	fetch_human(double, const char *, char *, size_t);
 static void	fetch_progress(struct fetch *, int);
@@ -90,6 +96,9 @@ static const char fetch_help[] =
 "      --timeout DUR       longest wait without progress, N[ms|s|m|h]\n"
 "                          (bare N is seconds; default 30s)\n"
 "      --expect-sha256 HEX fail unless the SHA-256 of the file is HEX\n"
+"      --host-id NAME      name this host in the acknowledgement as NAME\n"
+"                          (1-64 of A-Z a-z 0-9 . _ -; default: the host\n"
+"                          name; '' sends none)\n"
 "  -q, --quiet             no progress line and no final digest line\n"
 "  -h, --help              show this help and exit\n"
 "  -V, --version           show the version and exit\n"
@@ -109,7 +118,8 @@ static void
 fetch_usage(FILE *fp, int full)
 {
 	fprintf(fp, "usage: %s [-qhV] [-o FILE|-] [--ack TEXT] [--timeout DUR]\n"
-	    "                   [--expect-sha256 HEX] HOST:PORT\n",
+	    "                   [--expect-sha256 HEX] [--host-id NAME] "
+	    "HOST:PORT\n",
 	    FETCH_PROGNAME);
 	if (full)
 		fprintf(fp, "\n%s", fetch_help);
@@ -220,6 +230,43 @@ fetch_check_ack(const char *s)
 }
 
 /*
+ * A host id as fdistd reads it from the ack: 1 to 64 bytes of
+ * [A-Za-z0-9._-], so it is one token and needs no escaping.
+ */
+static int
+fetch_check_host_id(const char *s)
+{
+	size_t	len = strlen(s);
+
+	if (len < 1 || len > FETCH_HOST_MAX ||
+	    strspn(s, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+	    "0123456789._-") != len)
+		return (-1);
+	return (0);
+}
+
+/* Without --host-id: the host name, if it can be a host id. */
+static void
+fetch_default_host_id(struct fetch *f)
+{
+	char	name[256];
+
+	f->f_host[0] = '\0';
+	if (gethostname(name, sizeof(name)) == -1) {
+		fetch_warn("gethostname: sending no host id");
+		return;
+	}
+	name[sizeof(name) - 1] = '\0';
+	if (fetch_check_host_id(name) == -1) {
+		fetch_warnx("host name \"%.64s\" is not a host id (1-%d of "
+		    "A-Z a-z 0-9 . _ -): sending none; see --host-id", name,
+		    FETCH_HOST_MAX);
+		return;
+	}
+	memcpy(f->f_host, name, strlen(name) + 1);
+}
+
+/*
  * Fill f from the command line. Returns -1 to continue, or the exit code
  * when the program should stop here (usage errors, --help, --version).
  */
@@ -233,6 +280,8 @@ fetch_options(struct fetch *f, int argc, char **argv)
 		    FETCH_OPT_TIMEOUT },
 		{ "expect-sha256",	required_argument, NULL,
 		    FETCH_OPT_EXPECT },
+		{ "host-id",		required_argument, NULL,
+		    FETCH_OPT_HOST_ID },
 		{ "quiet",		no_argument, NULL, 'q' },
 		{ "help",		no_argument, NULL, 'h' },
 		{ "version",		no_argument, NULL, 'V' },
@@ -274,6 +323,17 @@ fetch_options(struct fetch *f, int argc, char **argv)
 				return (FETCH_EUSAGE);
 			}
 			break;
+		case FETCH_OPT_HOST_ID:
+			if (*optarg != '\0' &&
+			    fetch_check_host_id(optarg) == -1) {
+				fetch_warnx("--host-id: NAME must be 1 to %d "
+				    "bytes of A-Z a-z 0-9 . _ - (or '' for "
+				    "none)", FETCH_HOST_MAX);
+				return (FETCH_EUSAGE);
+			}
+			snprintf(f->f_host, sizeof(f->f_host), "%s", optarg);
+			f->f_host_set = 1;
+			break;
 		case 'q':
 			f->f_quiet = 1;
 			break;
@@ -313,6 +373,8 @@ fetch_options(struct fetch *f, int argc, char **argv)
 		f->f_output = "-";
 	}
 	f->f_progress = !f->f_quiet && isatty(STDERR_FILENO);
+	if (!f->f_host_set)
+		fetch_default_host_id(f);
 	return (-1);
 }
 
@@ -431,16 +493,19 @@ fetch_digest_hex(struct fetch *f)
 }
 
 /*
- * Send "<what> sha256=<hex>[ TEXT]\n" and wait for it to be taken. The
- * file is already settled, so a failed ack is only reported.
+ * Send "<what> sha256=<hex>[ host=NAME][ TEXT]\n" and wait for it to be
+ * taken.  The host id comes before TEXT, so a server's ack_max that cuts
+ * a long TEXT keeps it.  The file is already settled, so a failed ack is
+ * only reported.
  */
 static void
 fetch_ack(struct fetch *f, const char *what)
 {
-	char	msg[FETCH_ACK_MAX + FETCH_HEXLEN + 64];
+	char	msg[3 * FETCH_HEXLEN + 64 + FETCH_HOST_MAX + 8 + FETCH_ACK_MAX];
 	int	len;
 
-	len = snprintf(msg, sizeof(msg), "%s%s%s\n", what,
+	len = snprintf(msg, sizeof(msg), "%s%s%s%s%s\n", what,
+	    f->f_host[0] != '\0' ? " host=" : "", f->f_host,
 	    f->f_ack != NULL ? " " : "", f->f_ack != NULL ? f->f_ack : "");
 	if (len < 0 || (size_t)len >= sizeof(msg)) {
 		fetch_warnx("acknowledgement too long");

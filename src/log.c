@@ -277,7 +277,7 @@ _Static_assert(sizeof(outcome_names) / sizeof(outcome_names[0]) ==
 /* The record as one key=value line on stderr. */
 static void
 log_transfer_line(const struct transfer_record *tr, const char *file,
-    const char *ack)
+    const char *ack, const char *host_id)
 {
 	char	ts[48];
 	bool	acked = tr->tr_status == OUTCOME_ACKED;
@@ -285,7 +285,8 @@ log_transfer_line(const struct transfer_record *tr, const char *file,
 	log_timestamp(ts, sizeof(ts));
 	log_line("%s %s: transfer share=%s peer=%s file=\"%s\" "
 	    "bytes=%" PRIu64 " size=%" PRIu64 " duration_usec=%" PRIu64
-	    " status=%s%s%s%s%s%s%s%s%s%s%s\n", ts, acked ? "info" : "warning",
+	    " status=%s%s%s%s%s%s%s%s%s%s%s version=%s%s%s%s%s\n", ts,
+	    acked ? "info" : "warning",
 	    tr->tr_share, tr->tr_peer, file, tr->tr_bytes, tr->tr_size,
 	    tr->tr_duration_usec, outcome_names[tr->tr_status],
 	    tr->tr_reason ? " reason=\"" : "",
@@ -294,7 +295,10 @@ log_transfer_line(const struct transfer_record *tr, const char *file,
 	    tr->tr_verified ? " verified=" : "",
 	    tr->tr_verified ? tr->tr_verified : "",
 	    tr->tr_verified ? " sha256=" : "",
-	    tr->tr_verified ? tr->tr_sha256 : "");
+	    tr->tr_verified ? tr->tr_sha256 : "", tr->tr_version,
+	    tr->tr_file_sha256 ? " file_sha256=" : "",
+	    tr->tr_file_sha256 ? tr->tr_file_sha256 : "",
+	    host_id ? " host_id=" : "", host_id ? host_id : "");
 }
 
 /*
@@ -308,18 +312,28 @@ log_transfer(const struct transfer_record *tr)
 			    ESCAPE_BUFSIZE(ACK_MAX_LIMIT)];
 	const size_t	 ackoff = sizeof("FDIST_ACK=") - 1;
 	char		 ffile[sizeof("FDIST_FILE=") + ESCAPE_BUFSIZE(PATH_MAX)];
-	char		 f[12][160], msg[512], msgack[201];
-	struct iovec	 iov[16];
+	char		 f[15][160], msg[512], msgack[201];
+	char		 host[ESCAPE_BUFSIZE(ACK_HOST_MAX)];
+	struct iovec	 iov[20];
 	size_t		 n = 0;
 	const char	*status = outcome_names[tr->tr_status];
+	const char	*host_id = NULL;
 	bool		 acked = tr->tr_status == OUTCOME_ACKED;
 	bool		 has_ack = tr->tr_ack_bytes > 0;
 
 	memcpy(ack, "FDIST_ACK=", ackoff);
 	escape_text(ack + ackoff, sizeof(ack) - ackoff, tr->tr_ack,
 	    tr->tr_acklen);
+	/* ack_host_claim() let only [A-Za-z0-9._-] through: a no-op. */
+	if (tr->tr_host_id != NULL) {
+		escape_text(host, sizeof(host),
+		    (const unsigned char *)tr->tr_host_id,
+		    strlen(tr->tr_host_id));
+		host_id = host;
+	}
 	if (!log_journal) {
-		log_transfer_line(tr, tr->tr_file, has_ack ? ack + ackoff : NULL);
+		log_transfer_line(tr, tr->tr_file, has_ack ? ack + ackoff : NULL,
+		    host_id);
 		return;
 	}
 	/* The human line shows a short ack, cut between escapes. */
@@ -361,6 +375,14 @@ log_transfer(const struct transfer_record *tr)
 	if (tr->tr_reason != NULL)
 		log_field(iov, &n, f[11], sizeof(f[11]), "FDIST_REASON=%s",
 		    tr->tr_reason);
+	log_field(iov, &n, f[12], sizeof(f[12]), "FDIST_VERSION=%s",
+	    tr->tr_version);
+	if (tr->tr_file_sha256 != NULL)
+		log_field(iov, &n, f[13], sizeof(f[13]),
+		    "FDIST_FILE_SHA256=%s", tr->tr_file_sha256);
+	if (host_id != NULL)
+		log_field(iov, &n, f[14], sizeof(f[14]), "FDIST_HOST_ID=%s",
+		    host_id);
 	log_field(iov, &n, ffile, sizeof(ffile), "FDIST_FILE=%s", tr->tr_file);
 	if (has_ack) {
 		iov[n].iov_base = ack;
@@ -398,4 +420,32 @@ log_refusals(const char *share, enum outcome outcome, const char *reason,
 	    "SYSLOG_IDENTIFIER=fdistd", "FDIST_STATUS=%s", status,
 	    "FDIST_REASON=%s", reason, "FDIST_COUNT=%" PRIu64, count,
 	    share != NULL ? "FDIST_SHARE=%s" : NULL, share, NULL);
+}
+
+/*
+ * The digest of the file a share serves is known: the record a report
+ * takes "the version this share serves now" from, and joins transfer
+ * records without FDIST_FILE_SHA256 to by FDIST_VERSION.
+ */
+void
+log_digest(const char *share, const struct sfile *sf)
+{
+	char	ts[48];
+
+	if (!log_journal) {
+		log_timestamp(ts, sizeof(ts));
+		log_line("%s info: digest share=%s file=\"%s\" version=%s "
+		    "file_sha256=%s size=%" PRIu64 "\n", ts, share,
+		    sf->sf_path_log, sf->sf_version, sf->sf_sha256,
+		    sf->sf_size);
+		return;
+	}
+	sd_journal_send("MESSAGE=share [%s] serves %s, version %s, sha256 %s",
+	    share, sf->sf_path_log, sf->sf_version, sf->sf_sha256,
+	    "MESSAGE_ID=" MSGID_DIGEST, "PRIORITY=%d", LOG_INFO,
+	    "SYSLOG_IDENTIFIER=fdistd", "FDIST_SHARE=%s", share,
+	    "FDIST_FILE=%s", sf->sf_path_log,
+	    "FDIST_VERSION=%s", sf->sf_version,
+	    "FDIST_FILE_SHA256=%s", sf->sf_sha256,
+	    "FDIST_SIZE=%" PRIu64, sf->sf_size, NULL);
 }

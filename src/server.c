@@ -213,6 +213,9 @@ server_refuse(int fd, const struct sockaddr *peer, const struct share *sh,
 	tr.tr_size = sh->sh_file->sf_size;
 	tr.tr_status = refusal_outcome[kind];
 	tr.tr_reason = refusal_reasons[reason].rr_text;
+	tr.tr_version = sh->sh_file->sf_version;
+	if (sh->sh_file->sf_digest == DIGEST_READY)
+		tr.tr_file_sha256 = sh->sh_file->sf_sha256;
 	log_transfer(&tr);
 }
 
@@ -419,6 +422,37 @@ server_log_share(const struct share *sh, const struct listener_list *list)
 	    sh->sh_file->sf_path_log, sh->sh_file->sf_size, line);
 }
 
+/* The digest of sf is known: a record for each share serving it. */
+void
+server_digest_known(const struct sfile *sf)
+{
+	const struct share	*sh;
+
+	TAILQ_FOREACH(sh, &shares, sh_entry) {
+		if (sh->sh_file == sf)
+			log_digest(sh->sh_name, sf);
+	}
+}
+
+/*
+ * A reload makes sh serve a file hashed already, so no digest will be
+ * known for it again: its record now, unless sh served that file before.
+ */
+static void
+server_log_known_digest(const struct share *sh)
+{
+	const struct share	*old;
+
+	if (sh->sh_file->sf_digest != DIGEST_READY)
+		return;
+	TAILQ_FOREACH(old, &shares, sh_entry) {
+		if (strcmp(old->sh_name, sh->sh_name) == 0 &&
+		    old->sh_file == sh->sh_file)
+			return;
+	}
+	log_digest(sh->sh_name, sh->sh_file);
+}
+
 /* Make the shares of cf; takes over the files cf opened. */
 static int
 server_make_shares(struct config *cf, struct share_list *list)
@@ -619,6 +653,7 @@ server_apply(struct config *cf, char *err, size_t errlen)
 		share_commit(sh);
 		server_take_listeners(cf, sc, sh, &fresh, &kept);
 		server_log_share(sh, &kept);
+		server_log_known_digest(sh);
 		sh = TAILQ_NEXT(sh, sh_entry);
 	}
 	while ((ls = TAILQ_FIRST(&listeners)) != NULL) {

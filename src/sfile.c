@@ -9,11 +9,26 @@
 #include <sys/stat.h>
 
 #include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "fdistd.h"
+
+/*
+ * Name this version of the file once, for every record about it: what
+ * sfile_same() compares, so the same unchanged file has the same name
+ * after a restart too.  A time before 1970 shows as its two's complement.
+ */
+static void
+sfile_version(struct sfile *sf)
+{
+	snprintf(sf->sf_version, sizeof(sf->sf_version), "%" PRIx64 "-%"
+	    PRIx64 "-%" PRIx64 "-%" PRIx64, (uint64_t)sf->sf_dev,
+	    (uint64_t)sf->sf_ino, sf->sf_size, (uint64_t)sf->sf_mtime_ns);
+}
 
 /* Take over an open descriptor; on failure it is closed. */
 struct sfile *
@@ -40,6 +55,7 @@ sfile_adopt(int fd, const char *path)
 	sf->sf_ino = st.st_ino;
 	sf->sf_mtime_ns = (int64_t)st.st_mtim.tv_sec * 1000000000 +
 	    st.st_mtim.tv_nsec;
+	sfile_version(sf);
 	sf->sf_refs = 1;
 	return (sf);
 fail:
