@@ -26,7 +26,8 @@ TRANSFER_ID = "68da270df4994c348ba467a048bebbc3"
 READY_ID = "819de2ce009b464d91664758b897bac1"
 RELOAD_FAILED_ID = "a5ec91e7b0144300bb78128c936fcf5b"
 REFUSALS_ID = "7bb3f058988248d99412e299d3580d60"
-CATALOG_IDS = {TRANSFER_ID, READY_ID, RELOAD_FAILED_ID, REFUSALS_ID}
+DIGEST_ID = "20aedb80c2af4366ad3a62a516409ae1"
+CATALOG_IDS = {TRANSFER_ID, READY_ID, RELOAD_FAILED_ID, REFUSALS_ID, DIGEST_ID}
 STATUSES = ("acked", "no-ack", "ack-timeout", "ack-mismatch", "aborted",
             "send-timeout", "file-changed", "shutdown", "denied", "busy")
 SHARE_SOCKET = "fdistd-iso.socket"	# the example, installed as documented
