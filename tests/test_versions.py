@@ -192,9 +192,33 @@ def test_fetch_names_its_host(tmp):
             assert r["FDIST_FILE_SHA256"] == file_sha256(path), r
 
 
+def test_default_ack_max_keeps_what_the_page_says(tmp):
+    """fdist-fetch(1): with a host id of n bytes, the default ack_max keeps
+    168 - n bytes of --ack text, 88 - n after a mismatch, and the id."""
+    path = make_file(os.path.join(tmp, "data"), 1000)
+    port = free_port()
+    target = "127.0.0.1:%d" % port
+    out = os.path.join(tmp, "got")
+    host = "h" * 64
+    with Daemon(tmp, {"m": {"listen": target, "file": path}}, {"log": "journal"}) as d:
+        digests(d)
+        for text, expect in (("t" * (168 - 64), ()), ("u" * (168 - 63), ()),
+                             ("v" * (88 - 64), ("--expect-sha256", "0" * 64)),
+                             ("w" * (88 - 63), ("--expect-sha256", "0" * 64))):
+            r = run_fetch("-o", out, "--host-id", host, "--ack", text, *expect, target)
+            assert r.returncode == (5 if expect else 0), r
+        recs = transfers(d, want=4)
+        assert [len(r["FDIST_ACK"]) for r in recs] == [256] * 4, recs
+        assert recs[0]["FDIST_ACK"].endswith(" host=%s %s" % (host, "t" * 104)), recs[0]
+        assert recs[1]["FDIST_ACK"].endswith(" host=%s %s" % (host, "u" * 104)), recs[1]
+        assert recs[2]["FDIST_ACK"].endswith(" host=%s %s" % (host, "v" * 24)), recs[2]
+        assert recs[3]["FDIST_ACK"].endswith(" host=%s %s" % (host, "w" * 24)), recs[3]
+        assert all(r["FDIST_HOST_ID"] == host for r in recs), recs
+
+
 def test_fetch_rejects_a_bad_host_id(tmp):
     """A --host-id outside 1-64 bytes of [A-Za-z0-9._-] is a usage error
-    (exit 1), before any connection."""
+    (exit 1), before any connection; one inside is taken."""
     path = make_file(os.path.join(tmp, "data"), 1000)
     port = free_port()
     target = "127.0.0.1:%d" % port
@@ -203,8 +227,10 @@ def test_fetch_rejects_a_bad_host_id(tmp):
             r = run_fetch("-o", os.path.join(tmp, "got"), "--host-id", bad, target)
             assert r.returncode == 1, (bad, r)
             assert b"--host-id" in r.stderr, (bad, r)
-        fetch(port)                 # the only client that connected
-        assert len(transfers(d, timeout=2, want=2)) == 1
+        r = run_fetch("-o", os.path.join(tmp, "got"), "--host-id", "ok-1.b_C", target)
+        assert r.returncode == 0, r     # the rule's every class is good
+        recs = transfers(d, timeout=2, want=2)
+        assert len(recs) == 1 and recs[0]["FDIST_HOST_ID"] == "ok-1.b_C", recs
 
 
 def test_host_claims_in_raw_acks(tmp):

@@ -2,7 +2,8 @@
  * fuzz_ack.c: the client's acknowledgement as conn.c reads it: bytes
  * arrive in reads of any size, each at most the room left in an ack_max
  * buffer, and ack_take() keeps the ack; then ack_sha256_claim() looks for
- * a digest in it, and escape_text() makes it loggable.
+ * a digest in it, ack_host_claim() for a host id (cut when the ack filled
+ * ack_max, as conn.c says), and escape_text() makes it loggable.
  *
  * Input: data[0] picks ack_max, data[1] the sizes of the reads, the rest
  * is what the client sends.  The expected ack is worked out here from
@@ -70,6 +71,59 @@ check_claim(const unsigned char *s, size_t len)
 		    "claimed digest %.65s, expected %s", got, want);
 }
 
+/*
+ * The host id by fdistd(8)'s words, token by token: the first blank-
+ * separated token that starts with "host="; its rest must be 1 to 64
+ * bytes of [A-Za-z0-9._-], and not end a cut ack.
+ */
+static bool
+ref_host(const unsigned char *s, size_t len, bool cut, char host[65])
+{
+	size_t	start = 0, end, k;
+
+	while (start < len) {
+		if (s[start] == ' ' || s[start] == '\t') {
+			start++;
+			continue;
+		}
+		for (end = start; end < len && s[end] != ' ' && s[end] != '\t';
+		    end++)
+			;
+		if (end - start >= 5 && memcmp(s + start, "host=", 5) == 0) {
+			if (end - start - 5 < 1 || end - start - 5 > 64 ||
+			    (cut && end == len))
+				return (false);
+			for (k = start + 5; k < end; k++) {
+				if (strchr("abcdefghijklmnopqrstuvwxyz"
+				    "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-",
+				    s[k]) == NULL || s[k] == '\0')
+					return (false);
+			}
+			memcpy(host, s + start + 5, end - start - 5);
+			host[end - start - 5] = '\0';
+			return (true);
+		}
+		start = end;
+	}
+	return (false);
+}
+
+static void
+check_host(const unsigned char *s, size_t len, bool cut)
+{
+	char	got[ACK_HOST_MAX + 1], want[65];
+	bool	g, w;
+
+	memset(got, 'X', sizeof(got));
+	g = ack_host_claim(s, len, cut, got);
+	w = ref_host(s, len, cut, want);
+	FUZZ_CHECK(g == w, "ack_host_claim (cut %d) says %d, expected %d", cut,
+	    g, w);
+	if (g)
+		FUZZ_CHECK(strcmp(got, want) == 0, "host id %.65s, expected %s",
+		    got, want);
+}
+
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -130,6 +184,9 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 	check_claim(ack, acklen);
 	check_claim(in, len);
+	check_host(ack, acklen, acklen >= ack_max);
+	check_host(in, len, false);
+	check_host(in, len, true);
 
 	/* As log_transfer() does it (its buffer is larger), and back. */
 	esc = malloc(ESCAPE_BUFSIZE(acklen));
