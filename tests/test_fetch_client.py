@@ -24,6 +24,7 @@ import traceback
 
 WAIT = 20           # upper bound for any single wait, seconds
 LINGER_RST = struct.pack("ii", 1, 0)
+HOST_ID = " host=" + socket.gethostname()  # the default --host-id, in every ack
 
 
 class Server(threading.Thread):
@@ -188,8 +189,8 @@ def run_all(c, tmp, server):
     c.check("serve digest line",
             ("sha256=%s  %s\n" % (digest, out)).encode() in r.stderr,
             r.stderr)
-    c.check("serve ack", s.ack == ("Thank you sha256=%s host-a ok\n"
-                                   % digest).encode(), s.ack)
+    c.check("serve ack", s.ack == ("Thank you sha256=%s%s host-a ok\n"
+                                   % (digest, HOST_ID)).encode(), s.ack)
     c.check("serve no part", leftovers(tmp) == [])
     c.check("serve mode", os.stat(out).st_mode & 0o777 ==
             0o644 & ~current_umask())
@@ -201,8 +202,8 @@ def run_all(c, tmp, server):
     c.check("stdout exit", r.returncode == 0, r.stderr)
     c.check("stdout bytes", r.stdout == payload)
     c.check("stdout quiet", r.stderr == b"", r.stderr)
-    c.check("stdout ack", s.ack == ("Thank you sha256=%s\n"
-                                    % digest).encode(), s.ack)
+    c.check("stdout ack", s.ack == ("Thank you sha256=%s%s\n"
+                                    % (digest, HOST_ID)).encode(), s.ack)
 
     # Without -o, a pipe on stdout is the output.
     s = server(payload)
@@ -254,7 +255,7 @@ def run_all(c, tmp, server):
                    preexec_fn=lambda: os.close(2))
     c.check("stderr closed exit", r.returncode == 0, r.returncode)
     c.check("stderr closed bytes", r.stdout == payload, len(r.stdout))
-    c.check("stderr closed ack", s.ack == ("Thank you sha256=%s\n" % digest).encode(), s.ack)
+    c.check("stderr closed ack", s.ack == ("Thank you sha256=%s%s\n" % (digest, HOST_ID)).encode(), s.ack)
 
     # An empty file is a valid share.
     s = server(b"")
@@ -296,8 +297,8 @@ def run_all(c, tmp, server):
     c.check("mismatch exit", r.returncode == 5, (r.returncode, r.stderr))
     c.check("mismatch old file", slurp(out) == b"old")
     c.check("mismatch no part", leftovers(tmp) == [])
-    c.check("mismatch ack", s.ack == ("sha256-mismatch sha256=%s expected=%s\n"
-                                      % (digest, wrong.lower())).encode(), s.ack)
+    c.check("mismatch ack", s.ack == ("sha256-mismatch sha256=%s expected=%s%s\n"
+                                      % (digest, wrong.lower(), HOST_ID)).encode(), s.ack)
 
     # The right digest in upper case passes.
     s = server(payload)
@@ -405,8 +406,8 @@ def run_all(c, tmp, server):
     s.finish()
     c.check("devnull exit", r.returncode == 0, r.stderr)
     c.check("devnull device", stat.S_ISCHR(os.stat(os.devnull).st_mode))
-    c.check("devnull ack", s.ack == ("Thank you sha256=%s\n"
-                                     % digest).encode(), s.ack)
+    c.check("devnull ack", s.ack == ("Thank you sha256=%s%s\n"
+                                     % (digest, HOST_ID)).encode(), s.ack)
 
     # A server that does not read the ack: FILE is still complete.
     s = server(payload, "noread")

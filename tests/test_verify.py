@@ -40,7 +40,7 @@ def test_fetch_gets_identical_bytes_and_a_verified_record(tmp):
         (rec,) = d.wait_records(1)
         assert rec["status"] == "acked", rec
         assert rec["verified"] == "yes" and rec["sha256"] == want, rec
-        assert rec["ack"] == "Thank you sha256=%s host-7" % want
+        assert rec["ack"] == "Thank you sha256=%s host=%s host-7" % (want, socket.gethostname())
 
 
 def test_fetch_to_stdout(tmp):
@@ -66,7 +66,8 @@ def test_expect_sha256_wrong_fails_and_daemon_logs_mismatch(tmp):
         # rejected by the client; its copy was the file, as verified= says
         assert rec["status"] == "ack-mismatch", rec
         assert rec["verified"] == "yes" and rec["sha256"] == file_sha256(path)
-        assert rec["ack"] == "sha256-mismatch sha256=%s expected=%s" % (file_sha256(path), "0" * 64)
+        assert rec["ack"] == "sha256-mismatch sha256=%s expected=%s host=%s" % (
+            file_sha256(path), "0" * 64, socket.gethostname())
 
 
 def test_client_rejecting_a_damaged_copy_is_ack_mismatch_not_verified(tmp):
