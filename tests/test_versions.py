@@ -194,7 +194,8 @@ def test_fetch_names_its_host(tmp):
 
 def test_default_ack_max_keeps_what_the_page_says(tmp):
     """fdist-fetch(1): with a host id of n bytes, the default ack_max keeps
-    168 - n bytes of --ack text, 88 - n after a mismatch, and the id."""
+    168 - n bytes of --ack text, 88 - n after a mismatch, and the id; and
+    fdistd.ini(5)'s least ack_max for a 64-byte id holds."""
     path = make_file(os.path.join(tmp, "data"), 1000)
     port = free_port()
     target = "127.0.0.1:%d" % port
@@ -214,6 +215,21 @@ def test_default_ack_max_keeps_what_the_page_says(tmp):
         assert recs[2]["FDIST_ACK"].endswith(" host=%s %s" % (host, "v" * 24)), recs[2]
         assert recs[3]["FDIST_ACK"].endswith(" host=%s %s" % (host, "w" * 24)), recs[3]
         assert all(r["FDIST_HOST_ID"] == host for r in recs), recs
+    # fdistd.ini(5): the id of 64 bytes needs an ack_max above 151 (231)
+    again = os.path.join(tmp, "again")
+    os.mkdir(again)
+    ports = [free_port() for _ in range(4)]
+    shares = {"s%d" % m: {"listen": "127.0.0.1:%d" % p, "file": path, "ack_max": str(m)}
+              for m, p in zip((152, 151, 232, 231), ports)}
+    with Daemon(again, shares, {"log": "journal"}) as d:
+        digests(d, want=4)
+        for p, mismatch in zip(ports, (False, False, True, True)):
+            expect = ("--expect-sha256", "0" * 64) if mismatch else ()
+            r = run_fetch("-o", out, "--host-id", host, *expect, "127.0.0.1:%d" % p)
+            assert r.returncode == (5 if mismatch else 0), r
+        recs = {r["FDIST_SHARE"]: r for r in transfers(d, want=4)}
+        assert recs["s152"]["FDIST_HOST_ID"] == host and recs["s232"]["FDIST_HOST_ID"] == host, recs
+        assert "FDIST_HOST_ID" not in recs["s151"] and "FDIST_HOST_ID" not in recs["s231"], recs
 
 
 def test_fetch_rejects_a_bad_host_id(tmp):
