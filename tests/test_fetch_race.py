@@ -10,6 +10,7 @@ exits 0 published its own bytes.
 
 import os
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -141,7 +142,8 @@ def test_second_run_fails_at_once_first_publishes_its_own_bytes(tmp):
         # The second runs never connected: one record per first run.
         assert [(r["share"], r["status"], r["verified"], r["sha256"]) for r in recs] == \
             [("x", "acked", "yes", sums["x"]), ("y", "acked", "yes", sums["y"])], recs
-        assert all("Thank you sha256=" + sums[r["share"]] == r["ack"] for r in recs), recs
+        assert all("Thank you sha256=%s host=%s" % (sums[r["share"]], socket.gethostname()) == r["ack"]
+                   for r in recs), recs
 
 
 def test_killed_run_leaves_old_file_and_a_part_the_next_run_removes(tmp):
