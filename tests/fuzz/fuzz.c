@@ -1,7 +1,6 @@
 /*
- * fuzz.c: helpers of the fuzz targets: check failures, a UTF-8 decoder
- * written from the definition (code point ranges, not byte tables) and
- * the reader of escape_text()'s output.
+ * fuzz.c: helpers of the fuzz targets: check failures and the reader of
+ * escape_text()'s output, written from fdistd(8).
  */
 #include <stdarg.h>
 #include <stdio.h>
@@ -63,73 +62,13 @@ fuzz_known(const char *name)
 }
 
 /*
- * Decode one well-formed UTF-8 sequence: its length, or 0 if s does not
- * start one.  Shortest form, no surrogates, nothing past U+10FFFF.
- */
-size_t
-fuzz_utf8_decode(const unsigned char *s, size_t len, uint32_t *cp)
-{
-	static const uint32_t	 min[5] = { 0, 0, 0x80, 0x800, 0x10000 };
-	uint32_t		 v;
-	size_t			 n, i;
-
-	if (len == 0)
-		return (0);
-	if (s[0] < 0x80) {
-		*cp = s[0];
-		return (1);
-	}
-	if ((s[0] & 0xe0) == 0xc0) {
-		n = 2;
-		v = s[0] & 0x1f;
-	} else if ((s[0] & 0xf0) == 0xe0) {
-		n = 3;
-		v = s[0] & 0x0f;
-	} else if ((s[0] & 0xf8) == 0xf0) {
-		n = 4;
-		v = s[0] & 0x07;
-	} else
-		return (0);
-	if (len < n)
-		return (0);
-	for (i = 1; i < n; i++) {
-		if ((s[i] & 0xc0) != 0x80)
-			return (0);
-		v = (v << 6) | (s[i] & 0x3f);
-	}
-	if (v < min[n] || v > 0x10ffff || (v >= 0xd800 && v <= 0xdfff))
-		return (0);
-	*cp = v;
-	return (n);
-}
-
-bool
-fuzz_utf8_valid(const unsigned char *s, size_t len)
-{
-	size_t		i = 0, n;
-	uint32_t	cp;
-
-	while (i < len) {
-		if ((n = fuzz_utf8_decode(s + i, len - i, &cp)) == 0)
-			return (false);
-		i += n;
-	}
-	return (true);
-}
-
-/*
- * Code points escape_text() promises never to pass through: controls,
- * DEL, C1 controls, U+2028..U+202E (line and paragraph separators,
- * bidirectional embeddings and overrides), U+2066..U+2069 (isolates),
- * and the invisible U+200B, U+200E, U+200F, U+061C and U+FEFF.
+ * Whether escape_text() may pass this byte as it is: printable ASCII,
+ * but for the backslash and the double quote (fdistd(8), Escaping).
  */
 bool
-fuzz_codepoint_unsafe(uint32_t cp)
+fuzz_byte_passes(unsigned char c)
 {
-	return (cp < 0x20 || (cp >= 0x7f && cp <= 0x9f) ||
-	    (cp >= 0x2028 && cp <= 0x202e) || (cp >= 0x2066 && cp <= 0x2069) ||
-	    cp == 0x200b || cp == 0x200e || cp == 0x200f || cp == 0x061c ||
-	    cp == 0xfeff);
+	return (c >= 0x20 && c <= 0x7e && c != '\\' && c != '"');
 }
 
 static int
@@ -144,14 +83,11 @@ fuzz_hexval(char c)
 
 /*
  * The length of the escape unit at s: an escape (\\, \", \n, \r, \t,
- * \xNN), one UTF-8 sequence, or one ASCII byte; 0 if malformed.
+ * \xNN) or one byte that passes; 0 if malformed.
  */
 size_t
 fuzz_escape_unit(const char *s, size_t len)
 {
-	const unsigned char	*u = (const unsigned char *)s;
-	uint32_t		 cp;
-
 	if (len == 0)
 		return (0);
 	if (s[0] == '\\') {
@@ -164,24 +100,22 @@ fuzz_escape_unit(const char *s, size_t len)
 			return (4);
 		return (0);
 	}
-	return (fuzz_utf8_decode(u, len, &cp));
+	return (fuzz_byte_passes((unsigned char)s[0]) ? 1 : 0);
 }
 
 /*
  * Undo escape_text(): src[0..len) to at most dstlen bytes at dst.  Also
  * checks that the text is canonical: a \xNN escape stands only for a
- * byte that has no shorter form, and nothing but escapes and safe
- * characters appears raw.  Returns the decoded length, or -1 with
+ * byte that has no shorter form, and nothing but escapes and bytes that
+ * pass appears raw.  Returns the decoded length, or -1 with
  * *where set to the offset of the first problem.
  */
 ssize_t
 fuzz_unescape(const char *src, size_t len, unsigned char *dst,
     size_t dstlen, size_t *where)
 {
-	const unsigned char	*u = (const unsigned char *)src;
-	size_t			 i = 0, o = 0, n;
-	uint32_t		 cp;
-	int			 c;
+	size_t	i = 0, o = 0, n;
+	int	c;
 
 	while (i < len) {
 		*where = i;
@@ -219,14 +153,9 @@ fuzz_unescape(const char *src, size_t len, unsigned char *dst,
 			i += n;
 			continue;
 		}
-		fuzz_utf8_decode(u + i, len - i, &cp);
-		if (fuzz_codepoint_unsafe(cp) || cp == '"')
+		if (o == dstlen)
 			return (-1);
-		if (o + n > dstlen)
-			return (-1);
-		memcpy(dst + o, u + i, n);
-		o += n;
-		i += n;
+		dst[o++] = (unsigned char)src[i++];
 	}
 	return ((ssize_t)o);
 }

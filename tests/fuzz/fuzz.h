@@ -19,9 +19,7 @@
 
 void	 fuzz_fail(const char *, int, const char *, const char *, ...)
 	    __attribute__((format(printf, 4, 5), noreturn));
-size_t	 fuzz_utf8_decode(const unsigned char *, size_t, uint32_t *);
-bool	 fuzz_utf8_valid(const unsigned char *, size_t);
-bool	 fuzz_codepoint_unsafe(uint32_t);
+bool	 fuzz_byte_passes(unsigned char);
 ssize_t	 fuzz_unescape(const char *, size_t, unsigned char *, size_t,
 	    size_t *);
 size_t	 fuzz_escape_unit(const char *, size_t);
