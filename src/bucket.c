@@ -11,24 +11,39 @@
 #define BUCKET_BURST_DIVISOR	20
 #define BUCKET_MIN_BURST	(16 * 1024)
 
+/* The most a bucket of this rate holds (fair.c caps a client's part so). */
+uint64_t
+bucket_burst(uint64_t rate)
+{
+	uint64_t	burst = rate / BUCKET_BURST_DIVISOR;
+
+	return (burst < BUCKET_MIN_BURST ? BUCKET_MIN_BURST : burst);
+}
+
 void
 bucket_init(struct bucket *bk, uint64_t rate)
 {
 	bk->bk_rate = rate;
-	bk->bk_burst = rate / BUCKET_BURST_DIVISOR;
-	if (bk->bk_burst < BUCKET_MIN_BURST)
-		bk->bk_burst = BUCKET_MIN_BURST;
+	bk->bk_burst = bucket_burst(rate);
 	bk->bk_tokens = (int64_t)bk->bk_burst;
 	clock_gettime(CLOCK_MONOTONIC, &bk->bk_last);
 }
 
-/* Change the rate (a reload), keeping the tokens already earned. */
+/*
+ * Change the rate (a reload), keeping the tokens already earned: those
+ * since the last look are counted at the old rate before it goes.
+ */
 void
 bucket_set_rate(struct bucket *bk, uint64_t rate)
 {
-	int64_t	tokens = bk->bk_tokens;
+	struct timespec	now;
+	int64_t		tokens;
 
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	bucket_available(bk, &now);
+	tokens = bk->bk_tokens;
 	bucket_init(bk, rate);
+	bk->bk_last = now;
 	if (tokens < bk->bk_tokens)
 		bk->bk_tokens = tokens;
 }

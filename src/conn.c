@@ -62,6 +62,7 @@ struct conn {
 	struct event		 c_wev;
 	struct event		 c_tev;		/* rate tokens; flush polls */
 	struct bucket		 c_bucket;	/* rate_limit */
+	struct fair_client	 c_fair;	/* part of share_rate_limit */
 	bool			 c_wev_armed;
 	bool			 c_peer_eof;	/* the client sent its FIN */
 	bool			 c_gone;	/* reset, or TCP gave up */
@@ -106,7 +107,7 @@ conn_set_state(struct conn *c, enum conn_state state)
 {
 	/* Only clients still being sent to share a share's rate. */
 	if (c->c_state == CONN_SENDING && state != CONN_SENDING)
-		c->c_share->sh_state->ss_sending--;
+		fair_leave(&c->c_share->sh_state->ss_fair, &c->c_fair);
 	if (fdistd_verbose > 1) {
 		char	peer[ADDR_STR_MAX];
 
@@ -458,21 +459,32 @@ conn_wait_writable(struct conn *c)
 	c->c_wev_armed = true;
 }
 
-/* Out of rate tokens: sleep on a timer until there are some again. */
+/*
+ * Out of rate tokens: sleep until there are some again, on the timer for
+ * the client's and the share's buckets, whose rates are fixed, and with
+ * the share for its fair part, whose rate follows the number of clients:
+ * the share wakes it through the same timer event.
+ */
 static void
 conn_wait_tokens(struct conn *c)
 {
-	struct timeval	tv;
-	uint64_t	usec, share_usec;
+	struct share_state	*ss = c->c_share->sh_state;
+	struct timeval		 tv;
+	uint64_t		 usec, share_usec;
+	bool			 fair;
 
 	if (c->c_wev_armed) {
 		event_del(&c->c_wev);
 		c->c_wev_armed = false;
 	}
+	fair = fair_wait(&ss->ss_fair, &c->c_fair,
+	    c->c_share->sh_file->sf_size - c->c_off);
 	usec = bucket_wait_usec(&c->c_bucket);
-	share_usec = bucket_wait_usec(&c->c_share->sh_state->ss_bucket);
+	share_usec = bucket_wait_usec(&ss->ss_bucket);
 	if (share_usec > usec)
 		usec = share_usec;
+	if (usec == 0 && fair)
+		return;
 	if (usec < 1000)
 		usec = 1000;
 	tv.tv_sec = (time_t)(usec / 1000000);
@@ -495,50 +507,29 @@ conn_on_timer(evutil_socket_t fd, short what, void *arg)
 }
 
 /*
- * Under a share_rate_limit, pace each client at its fair part of it (and
- * never over its own rate_limit): the share's bucket alone would let
- * whichever client wakes first take it all.
- */
-static void
-conn_pace(struct conn *c, const struct share_state *ss)
-{
-	uint64_t	rate = c->c_share->sh_limits.lim_rate;
-	uint64_t	fair;
-
-	if (ss->ss_bucket.bk_rate == 0) {
-		/* A reload may have lifted the share's limit. */
-		if (c->c_bucket.bk_rate != rate)
-			bucket_set_rate(&c->c_bucket, rate);
-		return;
-	}
-	fair = ss->ss_bucket.bk_rate / (ss->ss_sending ? ss->ss_sending : 1);
-	if (rate == 0 || fair < rate)
-		rate = fair;
-	if (c->c_bucket.bk_rate != rate)
-		bucket_set_rate(&c->c_bucket, rate);
-}
-
-/*
  * How much this event may send: SEND_BUDGET, or less under a rate
- * limit (the client's and the share's).  Sets *limited if the rate is
- * what bounds it.
+ * limit: the client's own, its fair part of the share's (fair.c), and
+ * what the share has left, which holds the total however the parts are
+ * used.  Sets *limited if the rate is what bounds it.
  */
 static size_t
 conn_budget(struct conn *c, bool *limited)
 {
 	struct share_state	*ss = c->c_share->sh_state;
 	struct timespec		 now;
-	uint64_t		 avail, share_avail;
+	uint64_t		 avail, share_avail, fair_avail;
 
 	*limited = false;
 	if (c->c_bucket.bk_rate == 0 && ss->ss_bucket.bk_rate == 0)
 		return (SEND_BUDGET);
 	clock_gettime(CLOCK_MONOTONIC, &now);
-	conn_pace(c, ss);
 	avail = bucket_available(&c->c_bucket, &now);
 	share_avail = bucket_available(&ss->ss_bucket, &now);
 	if (share_avail < avail)
 		avail = share_avail;
+	fair_avail = fair_available(&ss->ss_fair, &c->c_fair, &now);
+	if (fair_avail < avail)
+		avail = fair_avail;
 	if (avail >= SEND_BUDGET)
 		return (SEND_BUDGET);
 	*limited = true;
@@ -550,6 +541,7 @@ conn_spend(struct conn *c, size_t n)
 {
 	bucket_take(&c->c_bucket, n);
 	bucket_take(&c->c_share->sh_state->ss_bucket, n);
+	fair_take(&c->c_fair, n);
 }
 
 /*
@@ -643,17 +635,21 @@ conn_new(struct event_base *base, int fd, const struct sockaddr *peer,
 		free(c);
 		return (-1);
 	}
+	evtimer_assign(&c->c_tev, base, conn_on_timer, c);
+	if (fair_join(&sh->sh_state->ss_fair, &c->c_fair, &c->c_tev) == -1) {
+		share_client_remove(sh, peer);
+		free(c);
+		return (-1);
+	}
 	c->c_fd = fd;
 	c->c_share = share_ref(sh);
 	c->c_state = CONN_SENDING;
-	sh->sh_state->ss_sending++;
 	memcpy(&c->c_peer, peer, peerlen);
 	clock_gettime(CLOCK_MONOTONIC, &c->c_start);
 	event_assign(&c->c_rev, base, fd, EV_READ | EV_CLOSED | EV_PERSIST,
 	    conn_on_readable, c);
 	event_assign(&c->c_wev, base, fd, EV_WRITE | EV_PERSIST,
 	    conn_on_writable, c);
-	evtimer_assign(&c->c_tev, base, conn_on_timer, c);
 	bucket_init(&c->c_bucket, sh->sh_limits.lim_rate);
 	TAILQ_INSERT_TAIL(&conns, c, c_entry);
 	nconns++;
@@ -784,7 +780,7 @@ conn_close(struct conn *c, enum outcome status)
 		status = conn_ack_outcome(c);
 	}
 	if (c->c_state == CONN_SENDING)
-		c->c_share->sh_state->ss_sending--;
+		fair_leave(&c->c_share->sh_state->ss_fair, &c->c_fair);
 	clock_gettime(CLOCK_MONOTONIC, &c->c_end);
 	close(c->c_fd);
 	c->c_fd = -1;

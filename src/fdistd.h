@@ -235,6 +235,36 @@ void		 bucket_set_rate(struct bucket *, uint64_t);
 uint64_t	 bucket_available(struct bucket *, const struct timespec *);
 void		 bucket_take(struct bucket *, uint64_t);
 uint64_t	 bucket_wait_usec(const struct bucket *);
+uint64_t	 bucket_burst(uint64_t);
+
+/* fair.c: a share's rate divided among the clients it is sending to. */
+struct fair_client {
+	uint64_t	 fc_seen;	/* the share's clock when last credited */
+	uint64_t	 fc_tokens;
+	uint64_t	 fc_due;	/* asleep: the clock value to wake at */
+	size_t		 fc_slot;	/* in fr_heap while asleep */
+	struct event	*fc_wake;	/* made active then */
+};
+struct fair {
+	uint64_t	 fr_rate;	/* share_rate_limit; 0: none */
+	uint32_t	 fr_clients;	/* being sent to */
+	uint64_t	 fr_clock;	/* bytes each of them has earned */
+	uint64_t	 fr_frac;	/* and a part of fr_clients * 10^6 */
+	struct timespec	 fr_last;	/* the clock's time */
+	struct fair_client **fr_heap;	/* asleep, by fc_due */
+	size_t		 fr_waiting;
+	size_t		 fr_room;	/* of fr_heap: one per client */
+	struct event	*fr_timer;	/* for fr_heap[0] */
+};
+void		 fair_init(struct fair *);
+void		 fair_free(struct fair *);
+void		 fair_set_rate(struct fair *, uint64_t);
+int		 fair_join(struct fair *, struct fair_client *, struct event *);
+void		 fair_leave(struct fair *, struct fair_client *);
+uint64_t	 fair_available(struct fair *, struct fair_client *,
+		    const struct timespec *);
+void		 fair_take(struct fair_client *, uint64_t);
+bool		 fair_wait(struct fair *, struct fair_client *, uint64_t);
 
 /*
  * share.c: the running form of a share.  What must outlive a reload --
@@ -247,9 +277,9 @@ struct share_state {
 	char		  ss_name[SHARE_NAME_MAX];
 	unsigned int	  ss_refs;
 	uint32_t	  ss_active;
-	uint32_t	  ss_sending;	/* of them, not yet sent everything */
 	struct ip_count	**ss_ips;	/* hash table, made on first use */
-	struct bucket	  ss_bucket;	/* share_rate_limit */
+	struct bucket	  ss_bucket;	/* share_rate_limit, all together */
+	struct fair	  ss_fair;	/* and each client's part of it */
 };
 struct share {
 	TAILQ_ENTRY(share) sh_entry;

@@ -44,6 +44,7 @@ share_state_get(const char *name)
 	snprintf(ss->ss_name, sizeof(ss->ss_name), "%s", name);
 	ss->ss_refs = 1;
 	bucket_init(&ss->ss_bucket, 0);
+	fair_init(&ss->ss_fair);
 	TAILQ_INSERT_TAIL(&states, ss, ss_entry);
 	return (ss);
 }
@@ -55,6 +56,7 @@ share_state_unref(struct share_state *ss)
 		return;
 	TAILQ_REMOVE(&states, ss, ss_entry);
 	free(ss->ss_ips);	/* empty: every client was removed */
+	fair_free(&ss->ss_fair);
 	free(ss);
 }
 
@@ -91,8 +93,10 @@ share_commit(struct share *sh)
 {
 	uint64_t	rate = sh->sh_limits.lim_share_rate;
 
-	if (sh->sh_state->ss_bucket.bk_rate != rate)
+	if (sh->sh_state->ss_bucket.bk_rate != rate) {
 		bucket_set_rate(&sh->sh_state->ss_bucket, rate);
+		fair_set_rate(&sh->sh_state->ss_fair, rate);
+	}
 }
 
 struct share *

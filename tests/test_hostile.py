@@ -8,7 +8,7 @@ import sys
 import threading
 import time
 
-from fdtest import (Daemon, connect, file_sha256, free_port, main, make_file,
+from fdtest import (Daemon, connect, file_sha256, free_port, linger_reset, main, make_file,
                     read_all, sha256, strace_attach)
 
 ACTIVATE = [sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)), "activate.py")]
@@ -247,6 +247,114 @@ def test_reload_lifting_the_share_rate_frees_transfers_in_flight(tmp):
         t.join(30)
         assert results[0][0] < 3, results[0][0]     # 8 s at 512K/s
         d.wait_records(1)
+
+
+def test_clients_that_connect_and_reset_do_not_take_the_share_rate(tmp):
+    """Two long readers of a share limited to 1M/s, and two clients that
+    connect and reset, each up to 300 times a second.  Each client earns
+    the share's rate divided by the number being sent to at each moment,
+    for as long as it is being sent to (fdistd.ini(5)).  With f the mean
+    number of churners there (their records' durations over the churn's),
+    a long reader's fair part is R/2 * (1 - f) + R/3 * f, to first order
+    in f, which is a few hundredths: a churner is gone before it has
+    earned more than a few bytes.  Each long reader must get its fair
+    part within 20%, measured over 4 s."""
+    path = make_file(os.path.join(tmp, "f"), BIG)      # never done at 1M/s
+    port = free_port()
+    rate = 1024 * 1024
+    with Daemon(tmp, {"r": {"listen": "127.0.0.1:%d" % port, "file": path,
+                            "share_rate_limit": "1M"}}) as d:
+        readers = [connect(port) for _ in range(2)]
+        got = [0, 0]
+        churns = [0]
+        period = [0.0]
+        stop = threading.Event()
+        lock = threading.Lock()
+
+        def read(i):
+            while not stop.is_set():
+                try:
+                    b = readers[i].recv(1 << 16)
+                except OSError:
+                    return
+                if not b:
+                    return
+                got[i] += len(b)
+
+        def churn():
+            t0 = next_at = time.monotonic()
+            while not stop.is_set():
+                s = connect(port)
+                linger_reset(s)
+                s.close()
+                with lock:
+                    churns[0] += 1
+                next_at += 1 / 300
+                stop.wait(next_at - time.monotonic())
+                next_at = max(next_at, time.monotonic())
+            period[0] = max(period[0], time.monotonic() - t0)
+
+        ts = [threading.Thread(target=read, args=(i,)) for i in range(2)]
+        ts += [threading.Thread(target=churn) for _ in range(2)]
+        try:
+            for t in ts:
+                t.start()
+            time.sleep(1)                  # the churn under way
+            t0, got0, churns0 = time.monotonic(), list(got), churns[0]
+            time.sleep(4)
+            took = time.monotonic() - t0
+            rates = [(got[i] - got0[i]) / took for i in range(2)]
+            churn_rate = (churns[0] - churns0) / took
+        finally:
+            stop.set()
+            for t in ts:
+                t.join(15)
+        ports = {"127.0.0.1:%d" % s.getsockname()[1] for s in readers}
+        recs = d.wait_records(churns[0])
+        for s in readers:
+            linger_reset(s)
+            s.close()
+        f = sum(int(r["duration_usec"]) for r in recs if r["peer"] not in ports) / 1e6 / period[0]
+        fair = rate / 2 * (1 - f) + rate / 3 * f
+        print("long readers %d and %d B/s, fair part %d; %d resets/s, %.3f churners there" % (
+            rates[0], rates[1], fair, churn_rate, f))
+        # the load this is about: hundreds of resets a second
+        assert churn_rate >= 100, churn_rate
+        for r in rates:
+            assert 0.8 * fair <= r <= 1.2 * fair, (rates, fair, churn_rate, f)
+        d.wait_records(churns[0] + 2)
+
+
+def test_a_long_wait_for_the_share_rate_ends_when_other_clients_go(tmp):
+    """share_rate_limit = 8K among 32 clients is 256 B/s each: a client
+    waits 16 s for its next 4K.  When the other 31 go, its part is the
+    whole 8K/s, and its wait must follow at once, not run out the 16 s."""
+    path = make_file(os.path.join(tmp, "f"), 1 << 20)
+    port = free_port()
+    with Daemon(tmp, {"r": {"listen": "127.0.0.1:%d" % port, "file": path,
+                            "share_rate_limit": "8K"}}) as d:
+        a = connect(port)
+        assert a.recv(1 << 20)             # alone: at the whole 8K/s
+        others = [connect(port) for _ in range(31)]
+        time.sleep(2)                      # a's wait is at 256 B/s now
+        a.setblocking(False)
+        try:
+            while a.recv(1 << 20):
+                pass
+        except BlockingIOError:
+            pass
+        for s in others:
+            linger_reset(s)
+            s.close()
+        t0 = time.monotonic()
+        a.settimeout(20)
+        assert a.recv(1 << 20)
+        took = time.monotonic() - t0
+        linger_reset(a)
+        a.close()
+        # 4K at 8K/s is half a second; 4 s leaves room for a loaded machine
+        assert took < 4, took
+        d.wait_records(32)
 
 
 def test_refusal_summary_is_written_at_stop(tmp):
