@@ -244,15 +244,19 @@ fair_join(struct fair *fr, struct fair_client *fc, struct event *wake)
 		fr->fr_heap = heap;
 		fr->fr_room = room;
 	}
-	clock_gettime(CLOCK_MONOTONIC, &now);
-	fair_advance(fr, &now);
+	/* Without a limit the clock stands: fair_set_rate() moves it on. */
+	if (fr->fr_rate != 0) {
+		clock_gettime(CLOCK_MONOTONIC, &now);
+		fair_advance(fr, &now);
+	}
 	fair_count(fr, fr->fr_clients + 1);
 	fc->fc_seen = fr->fr_clock;
 	fc->fc_tokens = 0;
 	fc->fc_due = 0;
 	fc->fc_slot = FAIR_IDLE;
 	fc->fc_wake = wake;
-	fair_arm(fr);
+	if (fr->fr_rate != 0)
+		fair_arm(fr);
 	return (0);
 }
 
@@ -262,6 +266,10 @@ fair_leave(struct fair *fr, struct fair_client *fc)
 {
 	struct timespec	now;
 
+	if (fr->fr_rate == 0) {
+		fair_count(fr, fr->fr_clients - 1);
+		return;
+	}
 	clock_gettime(CLOCK_MONOTONIC, &now);
 	fair_advance(fr, &now);
 	if (fc->fc_slot != FAIR_IDLE)

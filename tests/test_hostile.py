@@ -249,6 +249,36 @@ def test_reload_lifting_the_share_rate_frees_transfers_in_flight(tmp):
         d.wait_records(1)
 
 
+def test_reload_setting_a_share_rate_paces_transfers_in_flight(tmp):
+    """A client of an unlimited share that is not reading yet; a reload
+    sets share_rate_limit = 256K.  Once what the socket buffers took
+    before the reload is read, the rest comes at the new rate."""
+    path = make_file(os.path.join(tmp, "f"), BIG)
+    port = free_port()
+    shares = {"r": {"listen": "127.0.0.1:%d" % port, "file": path}}
+    with Daemon(tmp, shares) as d:
+        s = connect(port)
+        assert s.recv(1)
+        shares["r"]["share_rate_limit"] = "256K"
+        d.write_config(shares)
+        d.reload()
+        marks = []
+        t0 = time.monotonic()
+        got = 0
+        while time.monotonic() - t0 < 6:
+            b = s.recv(1 << 16)
+            assert b
+            got += len(b)
+            marks.append((time.monotonic() - t0, got))
+        linger_reset(s)
+        s.close()
+        # the buffers are read in the first moments: take the last 3 s
+        (ta, ga), (tb, gb) = next(m for m in marks if m[0] >= 3), marks[-1]
+        r = (gb - ga) / (tb - ta)
+        assert 0.8 * 256 * 1024 <= r <= 1.2 * 256 * 1024, r
+        d.wait_records(1)
+
+
 def test_clients_that_connect_and_reset_do_not_take_the_share_rate(tmp):
     """Two long readers of a share limited to 1M/s, and two clients that
     connect and reset, each up to 300 times a second.  Each client earns
