@@ -284,15 +284,18 @@ fair_available(struct fair *fr, struct fair_client *fc,
     const struct timespec *now)
 {
 	uint64_t	burst;
+	bool		first;
 
 	if (fr->fr_rate == 0)
 		return (UINT64_MAX);
+	fair_advance(fr, now);
 	/* Awake, whatever woke it: in the heap only while it sleeps. */
 	if (fc->fc_slot != FAIR_IDLE) {
+		first = fc->fc_slot == 0;
 		fair_heap_remove(fr, fc);
-		fair_arm(fr);
+		if (first)
+			fair_arm(fr);
 	}
-	fair_advance(fr, now);
 	fc->fc_tokens += fr->fr_clock - fc->fc_seen;
 	fc->fc_seen = fr->fr_clock;
 	burst = fair_burst(fr);
