@@ -611,12 +611,16 @@ static int
 config_open_file(struct config_parse *cp, struct share_config *sc)
 {
 	struct stat	st;
-	int		fd;
+	char		why[ERR_MAX];
+	int		fd, errnum;
 
 	fd = open(sc->sc_path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
-	if (fd == -1)
-		return (config_fail_at(cp, sc->sc_path_line, "file %s: %s",
-		    sc->sc_path, strerror(errno)));
+	if (fd == -1) {
+		errnum = errno;
+		sandbox_explain(sc->sc_path, errnum, why, sizeof(why));
+		return (config_fail_at(cp, sc->sc_path_line, "file %s: %s%s",
+		    sc->sc_path, strerror(errnum), why));
+	}
 	if (fstat(fd, &st) == -1 || !S_ISREG(st.st_mode)) {
 		close(fd);
 		return (config_fail_at(cp, sc->sc_path_line, "file %s: not a "

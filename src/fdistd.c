@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <syslog.h>
+#include <sysexits.h>
 
 #include "fdistd.h"
 #include "stdfds.h"
@@ -27,20 +28,28 @@ usage(FILE *fp)
 {
 	fprintf(fp,
 	    "usage: fdistd [-dhtVv] [-c file]\n"
+	    "       fdistd -r pid\n"
 	    "Serve files to many clients at once and log who acknowledged "
 	    "them.\n\n"
 	    "  -c, --config FILE  configuration file (default %s)\n"
 	    "  -t, --test         check the configuration, print "
 	    "\"configuration OK\"\n"
 	    "                     or the error, and exit (with -v: print "
-	    "it too)\n"
+	    "it too); warn of\n"
+	    "                     files the service's sandbox cannot read\n"
+	    "  -r, --reload PID   reload the daemon PID (the unit's ExecReload=):"
+	    "\n"
+	    "                     send SIGHUP, wait for its result; exit 1 "
+	    "if it kept\n"
+	    "                     the previous configuration\n"
 	    "  -d, --debug        log to stderr, with debug messages\n"
 	    "  -v, --verbose      more messages (twice: each state change)\n"
 	    "  -V, --version      print the version and exit\n"
 	    "  -h, --help         print this help and exit\n\n"
 	    "Signals: SIGHUP reloads the configuration; SIGTERM or SIGINT "
 	    "stops, letting\ntransfers finish for up to shutdown_timeout "
-	    "(a second signal ends them).\nSee fdistd(8) and fdistd.ini(5).\n",
+	    "(a second signal ends them).\nExit status: 0 done, 1 error, 2 usage, "
+	    "78 invalid configuration.\nSee fdistd(8) and fdistd.ini(5).\n",
 	    FDIST_CONFIG_PATH);
 }
 
@@ -116,6 +125,19 @@ fdistd_event_base(void)
 	return (eb);
 }
 
+/*
+ * Where a reload's result is known: tell systemd it is done, then the
+ * ExecReload= helper (fdistd -r) how it went.
+ */
+static void
+fdistd_reloaded(bool ok, const char *message)
+{
+	log_flush();	/* the daemon's reason first, then the helper's */
+	notify_reload_result(ok, message);
+	notify_ready();
+	reload_report(ok, message);
+}
+
 /* SIGHUP: load the file again; keep running on the old one if it fails. */
 static void
 fdistd_reload(void)
@@ -125,6 +147,7 @@ fdistd_reload(void)
 
 	if (server_stopping()) {
 		log_info("stopping: reload ignored");
+		reload_report(false, "stopping: reload ignored");
 		return;
 	}
 	notify_reloading();
@@ -134,15 +157,17 @@ fdistd_reload(void)
 		log_event(LOG_WARNING, MSGID_RELOAD_FAILED, "reload failed, "
 		    "still serving the previous configuration: %s", err);
 		config_free(cf);
-	} else {
-		if (!debug_mode)
-			log_set_mode(cf->cf_log);
-		fdistd_raise_nofile(cf);
-		fdistd_warn_limits(cf, NULL);
-		log_info("reloaded: %zu share%s", cf->cf_nshares,
-		    PLURAL(cf->cf_nshares));
+		fdistd_reloaded(false, err);
+		return;
 	}
-	notify_ready();
+	if (!debug_mode)
+		log_set_mode(cf->cf_log);
+	fdistd_raise_nofile(cf);
+	fdistd_warn_limits(cf, NULL);
+	snprintf(err, sizeof(err), "reloaded: %zu share%s", cf->cf_nshares,
+	    PLURAL(cf->cf_nshares));
+	log_info("%s", err);
+	fdistd_reloaded(true, err);
 }
 
 static void
@@ -182,9 +207,10 @@ fdistd_test(struct config *cf, char *err)
 {
 	if (cf == NULL) {
 		fprintf(stderr, "fdistd: %s\n", err);
-		return (1);
+		return (EX_CONFIG);
 	}
 	fdistd_warn_limits(cf, stderr);
+	sandbox_warn(cf, stderr);
 	if (fdistd_verbose)
 		config_dump(cf, stdout);
 	printf("configuration OK\n");
@@ -214,6 +240,8 @@ fdistd_run(struct config *cf)
 	digest_init(base);
 	if (server_start(base, cf, err, sizeof(err)) == -1) {
 		log_event(LOG_CRIT, NULL, "%s", err);
+		log_flush();
+		notify_failure(err);
 		goto out;	/* freed, so a leak checker sees a clean exit */
 	}
 	notify_init(base);
@@ -249,6 +277,7 @@ main(int argc, char *argv[])
 		{ "config", required_argument, NULL, 'c' },
 		{ "debug", no_argument, NULL, 'd' },
 		{ "help", no_argument, NULL, 'h' },
+		{ "reload", required_argument, NULL, 'r' },
 		{ "test", no_argument, NULL, 't' },
 		{ "version", no_argument, NULL, 'V' },
 		{ "verbose", no_argument, NULL, 'v' },
@@ -256,12 +285,13 @@ main(int argc, char *argv[])
 	};
 	struct config	*cf;
 	char		 err[ERR_MAX];
+	const char	*reload_pid = NULL;
 	bool		 test = false;
 	int		 ch;
 
 	if (stdfds_hold() == -1)
 		return (1);
-	while ((ch = getopt_long(argc, argv, "c:dhtVv", longopts, NULL)) != -1) {
+	while ((ch = getopt_long(argc, argv, "c:dhr:tVv", longopts, NULL)) != -1) {
 		switch (ch) {
 		case 'c':
 			config_path = optarg;
@@ -273,6 +303,9 @@ main(int argc, char *argv[])
 		case 'h':
 			usage(stdout);
 			return (0);
+		case 'r':
+			reload_pid = optarg;
+			break;
 		case 't':
 			test = true;
 			break;
@@ -287,17 +320,24 @@ main(int argc, char *argv[])
 			return (2);
 		}
 	}
-	if (optind != argc) {
+	if (optind != argc || (reload_pid != NULL && (test || debug_mode))) {
 		usage(stderr);
 		return (2);
 	}
+	if (reload_pid != NULL)
+		return (reload_client(reload_pid));
 
 	log_init(debug_mode ? LOG_STDERR : LOG_AUTO, fdistd_verbose);
 	cf = config_load(config_path, true, err, sizeof(err));
 	if (test)
 		return (fdistd_test(cf, err));
-	if (cf == NULL)
-		fatalx("%s", err);
+	if (cf == NULL) {
+		/* Not worth a restart: the file must be mended first. */
+		log_event(LOG_CRIT, NULL, "%s", err);
+		log_flush();
+		notify_failure(err);
+		return (EX_CONFIG);
+	}
 	if (!debug_mode)
 		log_set_mode(cf->cf_log);
 	return (fdistd_run(cf));

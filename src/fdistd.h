@@ -359,6 +359,17 @@ void	 notify_reloading(void);
 void	 notify_stopping(void);
 void	 notify_status(void);
 void	 notify_free(void);
+void	 notify_reload_result(bool, const char *);
+void	 notify_failure(const char *);
+
+/* reload.c: a reload's result, for the ExecReload= helper (fdistd -r). */
+#define RELOAD_WAIT_S	60	/* under systemd's default TimeoutStartSec */
+void	 reload_report(bool, const char *);
+int	 reload_client(const char *);
+
+/* sandbox.c: what the unit's sandbox and dynamic user can open. */
+void	 sandbox_explain(const char *, int, char *, size_t);
+void	 sandbox_warn(const struct config *, FILE *);
 
 /* fdistd.c */
 extern int	 fdistd_verbose;

@@ -18,7 +18,8 @@
 static struct event	*watchdog_timer;
 static struct event	*status_timer;
 static bool		 notify_enabled;
-static char		 last_status[256];
+static char		 last_status[ERR_MAX + 256];
+static char		 reload_note[ERR_MAX + 64];	/* the last reload's failure */
 
 static void
 notify_on_watchdog(evutil_socket_t fd, short what, void *arg)
@@ -109,14 +110,43 @@ notify_status(void)
 		return;
 	st = server_stats();
 	snprintf(status, sizeof(status), "%zu share%s, %" PRIu64 " active, %"
-	    PRIu64 " acked, %" PRIu64 " failed, %" PRIu64 " refused%s",
+	    PRIu64 " acked, %" PRIu64 " failed, %" PRIu64 " refused%s%s",
 	    server_nshares(), PLURAL(server_nshares()), (uint64_t)conn_count(),
 	    st->st_acked, st->st_failed,
-	    st->st_refused, server_stopping() ? ", stopping" : "");
+	    st->st_refused, server_stopping() ? ", stopping" : "",
+	    reload_note);
 	if (strcmp(status, last_status) == 0)
 		return;
 	memcpy(last_status, status, sizeof(last_status));
 	sd_notifyf(0, "STATUS=%s", status);
+}
+
+/*
+ * After a reload: a failure stays in the status, which "systemctl status"
+ * shows, until a reload succeeds, as the daemon serves the old file.
+ */
+void
+notify_reload_result(bool ok, const char *message)
+{
+	if (ok)
+		reload_note[0] = '\0';
+	else
+		snprintf(reload_note, sizeof(reload_note), "; last reload "
+		    "failed: %s", message);
+}
+
+/*
+ * Before exiting on an error at start-up: the reason as the status, which
+ * "systemctl status" shows next to the exit status.  The barrier waits
+ * until systemd has read it, which it would not do after our exit.
+ */
+void
+notify_failure(const char *message)
+{
+	if (getenv("NOTIFY_SOCKET") == NULL)
+		return;
+	sd_notifyf(0, "STATUS=%s", message);
+	sd_notify_barrier(0, 5 * 1000000);
 }
 
 void

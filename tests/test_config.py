@@ -1,10 +1,30 @@
 #!/usr/bin/env python3
 """Configuration: every rule, good and bad files, exact errors and lines."""
 
+import contextlib
 import os
+import shutil
 import subprocess
+import tempfile
 
 from fdtest import FDISTD, Daemon, fetch, free_port, main, make_file
+
+BUILDDIR = os.environ.get("BUILDDIR", os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "build"))
+# A uid in systemd's range of dynamic users: fdistd as the service sees it.
+DYNAMIC_UID = 61999
+
+
+@contextlib.contextmanager
+def servable():
+    """A directory the service could serve from: not under /tmp (its
+    PrivateTmp= hides that), every directory on its path searchable by
+    others."""
+    d = tempfile.mkdtemp(prefix="fdtest-served-", dir=os.path.abspath(BUILDDIR))
+    try:
+        os.chmod(d, 0o755)
+        yield d
+    finally:
+        shutil.rmtree(d)
 
 
 def check(tmp, text, mode="w", args=()):
@@ -27,7 +47,7 @@ def expect_error(tmp, text, line, message, mode="w"):
     rc, out, err, path = check(tmp, text, mode)
     where = "%s:%d" % (path, line) if line else path
     want = "fdistd: %s: %s\n" % (where, message)
-    assert rc == 1, (rc, out, err)
+    assert rc == 78, (rc, out, err)
     assert err == want, "\n got: %r\nwant: %r" % (err, want)
     assert "configuration OK" not in out
 
@@ -40,7 +60,8 @@ def share(tmp, name="s", port=9000, extra=""):
 
 
 def test_minimal_config_is_ok(tmp):
-    rc, out, err, _ = check(tmp, share(tmp))
+    with servable() as d:
+        rc, out, err, _ = check(tmp, share(d))
     assert (rc, out, err) == (0, "configuration OK\n", ""), (rc, out, err)
 
 
@@ -156,13 +177,15 @@ def test_access_lists_and_limits(tmp):
 def test_share_max_clients_above_global_warns(tmp):
     """Valid, but the global limit still applies: a warning with the
     share's line, from -t and at start-up; none when it fits."""
-    text = "[fdistd]\nmax_clients = 400\n\n" + share(tmp, extra="max_clients = 500\n")
-    rc, out, err, path = check(tmp, text)
-    assert rc == 0 and out == "configuration OK\n", (rc, out, err)
-    assert err == ("fdistd: warning: %s:7: share [s]: max_clients 500 is above the global "
-                   "max_clients 400, which limits it too\n" % path), err
-    rc, out, err, _ = check(tmp, text.replace("500", "400"))
-    assert rc == 0 and err == "", (rc, out, err)
+    with servable() as d:
+        text = "[fdistd]\nmax_clients = 400\n\n" + share(d, extra="max_clients = 500\n")
+        rc, out, err, path = check(tmp, text)
+        assert rc == 0 and out == "configuration OK\n", (rc, out, err)
+        assert err == ("fdistd: warning: %s:7: share [s]: max_clients 500 is above the global "
+                       "max_clients 400, which limits it too\n" % path), err
+        rc, out, err, _ = check(tmp, text.replace("500", "400"))
+        assert rc == 0 and err == "", (rc, out, err)
+    make_file(os.path.join(tmp, "f"), 100)
     port = free_port()
     d = Daemon(tmp, {"s": {"listen": "127.0.0.1:%d" % port, "file": os.path.join(tmp, "f"),
                            "max_clients": "500"}}, {"max_clients": "400"})
@@ -287,13 +310,92 @@ def test_error_messages_quote_file_bytes_escaped(tmp):
                  "unknown key '\\x1b]0;pwned\\x07\\x1b[2J' in [s]")
 
 
+def test_files_the_service_cannot_read_warn(tmp):
+    """-t as root opens anything: it warns of what the unit's dynamic user
+    and private /tmp will not open, naming the file and the reason."""
+    with servable() as d:
+        good = make_file(os.path.join(d, "good"), 10)
+        private = make_file(os.path.join(d, "private"), 10)
+        os.chmod(private, 0o600)
+        os.mkdir(os.path.join(d, "closed"), 0o750)
+        os.chmod(os.path.join(d, "closed"), 0o750)
+        inside = make_file(os.path.join(d, "closed", "f"), 10)
+        in_tmp = make_file(os.path.join(tmp, "t"), 10)
+        os.chmod(tmp, 0o755)
+        link = os.path.join(d, "link")
+        os.symlink(in_tmp, link)
+        text = "".join("[%s]\nlisten = 127.0.0.1:%d\nfile = %s\n" % (n, 9000 + i, f)
+                       for i, (n, f) in enumerate((("good", good), ("private", private),
+                                                   ("closed", inside), ("tmp", in_tmp),
+                                                   ("link", link))))
+        rc, out, err, path = check(tmp, text)
+        assert rc == 0 and out == "configuration OK\n", (rc, out, err)
+        lines = err.splitlines()
+        assert len(lines) == 4, err
+        dyn = ("is not %s by others, and the service runs as a dynamic user (DynamicUser=yes), "
+               "neither its owner nor in its group: make it %s (chmod o+%s), or add the service "
+               "to its group with a drop-in (SupplementaryGroups=, see fdistd.service)")
+        assert lines[0] == ("fdistd: warning: %s:6: share [private]: file %s: the service cannot "
+                            "read it: file %s (mode 0600) " % (path, private, private)
+                            + dyn % ("readable", "world-readable", "r")), lines[0]
+        assert lines[1] == ("fdistd: warning: %s:9: share [closed]: file %s: the service cannot "
+                            "read it: directory %s/closed (mode 0750) " % (path, inside, d)
+                            + dyn % ("searchable", "searchable", "x")), lines[1]
+        hidden = ("the service cannot read it: %s is hidden from the service: fdistd.service has "
+                  "its own empty /tmp and /var/tmp (PrivateTmp=yes); put served files elsewhere, "
+                  "e.g. under /srv" % in_tmp)
+        assert lines[2] == "fdistd: warning: %s:12: share [tmp]: file %s: %s" % (path, in_tmp, hidden)
+        assert lines[3] == "fdistd: warning: %s:15: share [link]: file %s: %s" % (path, link, hidden)
+        # mended: no warning
+        os.chmod(private, 0o644)
+        os.chmod(os.path.join(d, "closed"), 0o751)
+        rc, out, err, _ = check(tmp, text.split("[tmp]")[0])
+        assert (rc, out, err) == (0, "configuration OK\n", ""), (rc, out, err)
+
+
+def test_service_user_is_told_why_it_cannot_open(tmp):
+    """Run as a dynamic user (as the unit does), an unreadable file is an
+    error, exit 78, that says why and what to do; -t adds no warning then."""
+    with servable() as d:
+        f = make_file(os.path.join(d, "f"), 10)
+        os.chmod(f, 0o600)
+        os.mkdir(os.path.join(d, "closed"))
+        os.chmod(os.path.join(d, "closed"), 0o700)
+        g = make_file(os.path.join(d, "closed", "g"), 10)
+        conf = os.path.join(d, "t.ini")
+
+        def as_service(share_file, *args):
+            with open(conf, "w") as fp:
+                fp.write("[fdistd]\nlog = stderr\n[s]\nlisten = 127.0.0.1:9\nfile = %s\n" % share_file)
+            os.chmod(conf, 0o644)
+            return subprocess.run(["setpriv", "--reuid=%d" % DYNAMIC_UID, "--regid=%d" % DYNAMIC_UID,
+                                   "--clear-groups", FDISTD, *args, "-c", conf],
+                                  capture_output=True, timeout=20)
+        how = (": make it %s by others (chmod o+%s), or add the service to its group with a drop-in "
+               "(SupplementaryGroups=, see fdistd.service))")
+        for args in (("-t",), ()):
+            out = as_service(f, *args)
+            want = ("%s:5: file %s: Permission denied (the service's dynamic user (DynamicUser=yes) is "
+                    "neither owner nor in the group of file %s" % (conf, f, f)
+                    + how % ("readable", "r"))
+            assert out.returncode == 78 and want in out.stderr.decode(), (args, out)
+        out = as_service(g, "-t")
+        want = ("%s:5: file %s: Permission denied (the service's dynamic user (DynamicUser=yes) is "
+                "neither owner nor in the group of directory %s/closed" % (conf, g, d)
+                + how % ("searchable", "x"))
+        assert out.returncode == 78 and want in out.stderr.decode(), out
+        os.chmod(f, 0o644)
+        out = as_service(f, "-t")
+        assert out.returncode == 0 and out.stderr == b"", out
+
+
 def test_missing_config_file(tmp):
     out = subprocess.run([FDISTD, "-t", "-c", os.path.join(tmp, "none.ini")], capture_output=True, timeout=20)
-    assert out.returncode == 1
+    assert out.returncode == 78
     assert out.stderr.decode() == "fdistd: %s/none.ini: No such file or directory\n" % tmp
     # its name is escaped like any other in an error
     out = subprocess.run([FDISTD, "-t", "-c", os.path.join(tmp, "\x1b[31mred")], capture_output=True, timeout=20)
-    assert out.returncode == 1
+    assert out.returncode == 78
     assert out.stderr.decode() == "fdistd: %s/\\x1b[31mred: No such file or directory\n" % tmp, out.stderr
 
 
@@ -302,7 +404,7 @@ def test_daemon_refuses_to_start_on_bad_config(tmp):
     with open(path, "w") as f:
         f.write("[fdistd]\nlog = stderr\nack_max = lots\n")
     out = subprocess.run([FDISTD, "-c", path], capture_output=True, timeout=20)
-    assert out.returncode == 1
+    assert out.returncode == 78
     assert "%s:3: ack_max: invalid size 'lots'" % path in out.stderr.decode(), out
 
 

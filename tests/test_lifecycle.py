@@ -91,7 +91,10 @@ def stop_lets_transfers_finish(tmp, stop_signal, then_sighup=False):
         s.close()
         results.append(sha256(data))
 
-    with Daemon(tmp, {"s": {"listen": "127.0.0.1:%d" % port, "file": path}}) as d:
+    rundir = os.path.join(tmp, "run")
+    os.mkdir(rundir)
+    with Daemon(tmp, {"s": {"listen": "127.0.0.1:%d" % port, "file": path}},
+                env={"RUNTIME_DIRECTORY": rundir}) as d:
         # each client is accepted (has a byte) before the signal
         threads = [threading.Thread(target=slow_client, args=stalled_client(port)) for _ in range(3)]
         for t in threads:
@@ -100,7 +103,10 @@ def stop_lets_transfers_finish(tmp, stop_signal, then_sighup=False):
         d.notify.wait_for(lambda m: "STOPPING=1" in m)
         d.wait_log(r"stopping: 3 transfers in flight")
         if then_sighup:
-            d.signal(signal.SIGHUP)
+            # as the unit's ExecReload= would: told it did not happen
+            rc, out, err = reload_client(d.proc.pid, rundir)
+            assert rc == 1 and err.endswith("previous configuration: stopping: reload ignored\n"), \
+                (rc, out, err)
             d.wait_log(r"info: stopping: reload ignored")
         # no new connections once stopping
         try:
@@ -304,6 +310,119 @@ def test_reload_with_port_taken_keeps_old_config(tmp):
             d.reload()
             d.wait_log(r"reload failed, still serving the previous configuration: listen on 127\.0\.0\.1:%d: Address already in use" % pbusy)
             assert len(fetch(pa)) == 100
+
+
+def reload_client(pid, rundir, timeout=90):
+    """fdistd -r PID, as the unit's ExecReload= runs it."""
+    env = dict(os.environ)
+    if rundir is None:
+        env.pop("RUNTIME_DIRECTORY", None)
+    else:
+        env["RUNTIME_DIRECTORY"] = rundir
+    out = subprocess.run([FDISTD, "-r", str(pid)], capture_output=True, timeout=timeout, env=env)
+    return out.returncode, out.stdout.decode(), out.stderr.decode()
+
+
+def test_reload_client_exits_with_the_daemons_result(tmp):
+    """fdistd -r: 0 when the new file is in force, 1 with the daemon's
+    reason when it kept the old one; the status says so until a reload
+    succeeds."""
+    path = make_file(os.path.join(tmp, "data"), 100)
+    rundir = os.path.join(tmp, "run")
+    os.mkdir(rundir)
+    pa = free_port()
+    with port_taken() as busy:
+        pbusy = busy.getsockname()[1]
+        with Daemon(tmp, {"s": {"listen": "127.0.0.1:%d" % pa, "file": path}},
+                    env={"RUNTIME_DIRECTORY": rundir}) as d:
+            rc, out, err = reload_client(d.proc.pid, rundir)
+            assert (rc, out, err) == (0, "fdistd: reloaded: 1 share\n", ""), (rc, out, err)
+            d.write_config({"s": {"listen": "127.0.0.1:%d, 127.0.0.1:%d" % (pa, pbusy), "file": path}})
+            start = len(d.notify.messages)
+            rc, out, err = reload_client(d.proc.pid, rundir)
+            why = "listen on 127.0.0.1:%d: Address already in use" % pbusy
+            assert rc == 1 and out == "" and err == (
+                "fdistd: reload failed, still serving the previous configuration: %s\n" % why), (rc, out, err)
+            d.notify.wait_for(lambda m: m.startswith("STATUS=") and m.endswith("; last reload failed: " + why),
+                              start=start)
+            assert len(fetch(pa)) == 100
+            # a broken file the daemon is sent anyway (no -t before): its file:line
+            with open(d.config, "a") as f:
+                f.write("bogus_key = 1\n")
+            rc, out, err = reload_client(d.proc.pid, rundir)
+            assert rc == 1 and re.search(r"previous configuration: %s:\d+: unknown key 'bogus_key'"
+                                         % re.escape(d.config), err), (rc, out, err)
+            d.write_config({"s": {"listen": "127.0.0.1:%d" % pa, "file": path}})
+            start = len(d.notify.messages)
+            rc, out, err = reload_client(d.proc.pid, rundir)
+            assert rc == 0, (rc, out, err)
+            d.notify.wait_for(lambda m: m.startswith("STATUS=") and "reload failed" not in m, start=start)
+            with open(os.path.join(rundir, "reload")) as f:
+                assert f.read() == "pid %d\ngeneration 4\nresult ok\nmessage reloaded: 1 share\n" % d.proc.pid
+
+
+def test_reload_client_bounded_when_the_daemon_cannot_answer(tmp):
+    """No answer: not a hang, and no false "reloaded"."""
+    rundir = os.path.join(tmp, "run")
+    os.mkdir(rundir)
+    # a process that SIGHUP ends before it reports anything
+    victim = subprocess.Popen(["sleep", "600"])
+    reaper = threading.Thread(target=victim.wait)
+    reaper.start()
+    try:
+        rc, out, err = reload_client(victim.pid, rundir, timeout=30)
+    finally:
+        victim.kill()
+        reaper.join()
+    assert rc == 1 and err == "fdistd: reload failed: pid %d exited before it reported the reload\n" \
+        % victim.pid, (rc, out, err)
+    # a result file of another process is not this one's answer
+    with open(os.path.join(rundir, "reload"), "w") as f:
+        f.write("pid 1\ngeneration 9\nresult ok\nmessage reloaded: 1 share\n")
+    victim = subprocess.Popen(["sleep", "600"])
+    reaper = threading.Thread(target=victim.wait)
+    reaper.start()
+    try:
+        rc, out, err = reload_client(victim.pid, rundir, timeout=30)
+    finally:
+        victim.kill()
+        reaper.join()
+    assert rc == 1 and "exited before it reported" in err, (rc, out, err)
+    # no such process, no RUNTIME_DIRECTORY, no pid
+    rc, out, err = reload_client(victim.pid, rundir)
+    assert rc == 1 and "cannot signal pid %d: No such process" % victim.pid in err, (rc, out, err)
+    rc, out, err = reload_client(os.getpid(), None)
+    assert rc == 2 and "RUNTIME_DIRECTORY is not set" in err, (rc, out, err)
+    rc, out, err = reload_client("", rundir)
+    assert rc == 2 and "invalid pid ''" in err, (rc, out, err)
+
+
+def test_start_errors_exit_with_their_status_and_the_reason_as_status(tmp):
+    """An invalid configuration: 78, which the unit does not restart; a
+    port taken: 1, which it does.  Either way the reason is the STATUS=
+    that systemctl status shows, and not only a log line."""
+    missing = os.path.join(tmp, "none")
+    d = Daemon(tmp, {"s": {"listen": "127.0.0.1:9", "file": missing}}, start=False)
+    try:
+        d.start(wait_ready=False)
+        assert d.proc.wait(20) == 78
+        why = "%s:6: file %s: No such file or directory" % (d.config, missing)
+        d.notify.wait_for(lambda m: m == "STATUS=" + why)
+        assert "fatal: " + why in d.log()
+    finally:
+        d.close()
+    with port_taken() as busy:
+        pbusy = busy.getsockname()[1]
+        other = os.path.join(tmp, "second")
+        os.mkdir(other)
+        d = Daemon(other, {"s": {"listen": "127.0.0.1:%d" % pbusy, "file": make_file(missing, 10)}},
+                   start=False)
+        try:
+            d.start(wait_ready=False)
+            assert d.proc.wait(20) == 1
+            d.notify.wait_for(lambda m: m == "STATUS=listen on 127.0.0.1:%d: Address already in use" % pbusy)
+        finally:
+            d.close()
 
 
 def test_failed_reload_leaves_the_share_rate_limit_as_it_was(tmp):

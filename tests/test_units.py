@@ -130,11 +130,19 @@ def check_service_settings(text):
             "network-online.target" not in " ".join(k.get("Wants", [])):
         fail("fdistd.service: want After= and Wants=network-online.target, have %s, %s"
              % (k.get("After"), k.get("Wants")))
-    # the check first, then the signal, in this order
+    # the check first, then the signal and its result, in this order;
+    # nothing outside fdistd's own package (no /bin/kill of procps)
     reload = k.get("ExecReload", [])
     if len(reload) != 2 or not re.match(r"/\S+/fdistd -t -c /\S+/fdistd\.ini$", reload[0]) \
-            or reload[1] != "/bin/kill -HUP $MAINPID":
-        fail("fdistd.service: want ExecReload= fdistd -t, then kill -HUP; have %s" % reload)
+            or not re.match(r"/\S+/fdistd -r \$MAINPID$", reload[1]):
+        fail("fdistd.service: want ExecReload= fdistd -t, then fdistd -r $MAINPID; have %s" % reload)
+    # where the daemon reports each reload's result to fdistd -r
+    if k.get("RuntimeDirectory", [None])[-1] != "fdistd":
+        fail("fdistd.service: want RuntimeDirectory=fdistd, have %s" % k.get("RuntimeDirectory"))
+    # an invalid configuration (exit 78) is not restarted into the start limit
+    if "78" not in " ".join(k.get("RestartPreventExitStatus", [])).split():
+        fail("fdistd.service: want RestartPreventExitStatus=78, have %s"
+             % k.get("RestartPreventExitStatus"))
     nofile = k.get("LimitNOFILE", ["0"])[-1].split(":")[-1]
     if not nofile.isdigit() or int(nofile) < 12000:
         fail("fdistd.service: LimitNOFILE=%s leaves no headroom over "
