@@ -101,6 +101,121 @@ def slow_download(port, result):
         result.append(e)
 
 
+def status_text(ct):
+    return ct.systemctl("status", "-l", "-n", "15", "fdistd.service").stdout
+
+
+def reload_failures(ct, conf_path, port, out):
+    """The daemon refuses what fdistd -t cannot see: the reload fails."""
+    pid = ct.show("fdistd.service", "MainPID")
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        pbusy = busy.getsockname()[1]
+        ct.write_file(conf_path, config(port).replace(
+            "127.0.0.1:%d" % port, "127.0.0.1:%d, 127.0.0.1:%d" % (port, pbusy)))
+        rc, _, err = ct.run(["systemctl", "reload", "fdistd"], timeout=60)
+        why = "listen on 127.0.0.1:%d: Address already in use" % pbusy
+        check("reload with a port taken fails", rc != 0, (rc, err))
+        st = status_text(ct)
+        check("systemctl status: the daemon's reason, in the status and the log",
+              "last reload failed: " + why in st and
+              "fdistd: reload failed, still serving the previous configuration: " + why in st, st)
+        check("same process, still active, after a refused reload",
+              ct.show("fdistd.service", "MainPID") == pid and ct.is_active("fdistd.service") == "active")
+        r = fetch_file(port, out)
+        check("still serving the old configuration", r.returncode == 0, r)
+    # a new file the service may not read: the unit's check, in the
+    # sandbox, says why
+    ct.write_file("/srv/fdist/private", "secret", 0o600)
+    ct.write_file(conf_path, config(port).replace("/srv/fdist/image", "/srv/fdist/private"))
+    rc, _, err = ct.run(["systemctl", "reload", "fdistd"], timeout=60)
+    st = status_text(ct)
+    check("reload to a file the service cannot read fails, saying why", rc != 0 and
+          "file /srv/fdist/private: Permission denied (the service's dynamic user (DynamicUser=yes)" in st, st)
+    ct.write_file(conf_path, config(port))
+    rc, _, err = ct.run(["systemctl", "reload", "fdistd"], timeout=60)
+    check("reload after mending succeeds", rc == 0, err)
+    check("and the failure is gone from the status",
+          "reload failed" not in ct.show("fdistd.service", "StatusText"), ct.show("fdistd.service", "StatusText"))
+
+
+def start_failures(ct, fdistd, conf_path, port):
+    """A bad file at start: exit 78, no restart loop, the reason shown, and
+    a start as soon as the file is mended."""
+    ct.check(["systemctl", "stop", "fdistd"], timeout=90)
+    ct.write_file(conf_path, config(port, "ack_max = lots\n"))
+    rc, _, err = ct.run(["systemctl", "start", "fdistd"], timeout=60)
+    check("start with an invalid configuration fails", rc != 0, err)
+    time.sleep(3)       # RestartSec=1s: a restart would have happened by now
+    nres, main, state = (ct.show("fdistd.service", p) for p in ("NRestarts", "ExecMainStatus", "ActiveState"))
+    check("exit 78, not restarted", (nres, main, state) == ("0", "78", "failed"), (nres, main, state))
+    st = status_text(ct)
+    why = "%s:3: ack_max: invalid size 'lots'" % conf_path
+    check("systemctl status shows the file:line error as the status", 'Status: "%s' % why in st, st)
+    ct.write_file(conf_path, config(port))
+    rc, _, err = ct.run(["systemctl", "start", "fdistd"], timeout=60)
+    check("mended file starts at once", rc == 0 and ct.is_active("fdistd.service") == "active", err)
+
+    # a file the service cannot read: -t as root warns, the start fails
+    # saying why and what to do
+    for path, mode, reason in (
+            ("/srv/fdist/private", 0o600, "Permission denied (the service's dynamic user (DynamicUser=yes) is "
+             "neither owner nor in the group of file /srv/fdist/private: make it readable by others"),
+            ("/tmp/image", 0o644, "No such file or directory (the service has its own empty /tmp and "
+             "/var/tmp, PrivateTmp=yes: put served files elsewhere")):
+        ct.write_file(path, "data", mode)
+        ct.write_file(conf_path, config(port).replace("/srv/fdist/image", path))
+        rc, out, err = ct.run([fdistd, "-t", "-c", conf_path])
+        check("fdistd -t as root warns of %s" % path, rc == 0 and "configuration OK" in out and
+              "warning: %s:6: share [svc]: file %s: the service cannot read it" % (conf_path, path) in err,
+              (rc, out, err))
+        ct.check(["systemctl", "stop", "fdistd"], timeout=90)
+        rc, _, err = ct.run(["systemctl", "start", "fdistd"], timeout=60)
+        st = status_text(ct)
+        check("start with %s fails with the reason in systemctl status" % path, rc != 0 and
+              ct.show("fdistd.service", "ExecMainStatus") == "78" and
+              'Status: "%s:6: file %s: %s' % (conf_path, path, reason) in st, st)
+    ct.write_file(conf_path, config(port))
+    ct.check(["systemctl", "start", "fdistd"], timeout=60)
+
+
+def restarts(ct):
+    """Crashes and the watchdog still restart the daemon."""
+    # the starts above count against the start limit (5 in 10s), which
+    # would stop the restarts below
+    ct.check(["systemctl", "reset-failed", "fdistd"])
+    for how in ("KILL", "ABRT", "SEGV"):
+        pid, n = ct.show("fdistd.service", "MainPID"), int(ct.show("fdistd.service", "NRestarts"))
+        ct.check(["systemctl", "kill", "--kill-who=main", "--signal=SIG" + how, "fdistd"])
+        try:
+            ct.wait_until(lambda: ct.show("fdistd.service", "MainPID") not in ("0", pid)
+                          and ct.is_active("fdistd.service") == "active", 30, "a restart")
+        except nspawn.Error as e:
+            print(e)
+        check("SIG%s of the daemon: restarted" % how, ct.is_active("fdistd.service") == "active" and
+              int(ct.show("fdistd.service", "NRestarts")) == n + 1, ct.journal("-u", "fdistd", "-n", "10"))
+    # the watchdog: a daemon that stops pinging (SIGSTOP) is aborted, killed
+    # and restarted
+    ct.write_file("/etc/systemd/system/fdistd.service.d/watchdog.conf",
+                  "[Service]\nWatchdogSec=2s\nTimeoutAbortSec=2s\n")
+    ct.check(["systemctl", "daemon-reload"])
+    ct.check(["systemctl", "reset-failed", "fdistd"])
+    ct.check(["systemctl", "restart", "fdistd"], timeout=90)
+    pid, n = ct.show("fdistd.service", "MainPID"), int(ct.show("fdistd.service", "NRestarts"))
+    ct.check(["systemctl", "kill", "--kill-who=main", "--signal=SIGSTOP", "fdistd"])
+    try:
+        ct.wait_until(lambda: ct.show("fdistd.service", "MainPID") not in ("0", pid)
+                      and ct.is_active("fdistd.service") == "active", 40, "a restart by the watchdog")
+    except nspawn.Error as e:
+        print(e)
+    log = ct.journal("-u", "fdistd", "-n", "15")
+    check("a wedged daemon: the watchdog restarts it", ct.is_active("fdistd.service") == "active" and
+          int(ct.show("fdistd.service", "NRestarts")) == n + 1 and "Watchdog timeout" in log, log)
+    ct.check(["rm", "/etc/systemd/system/fdistd.service.d/watchdog.conf"])
+    ct.check(["systemctl", "daemon-reload"])
+
+
 def run(tmp):
     dest = os.path.join(tmp, "dest")
     install_tree(dest)
@@ -128,14 +243,20 @@ def run(tmp):
         files["/etc/systemd/system/fdistd.service.d/asan.conf"] = \
             "[Service]\nEnvironment=ASAN_OPTIONS=detect_leaks=0\n"
     with nspawn.Container(install_tree=dest, files=files, extra_packages=extra) as ct:
-        rc, out, err = ct.run([installed_path(dest, "fdistd"), "-t", "-c", conf_path])
-        check("fdistd -t in the container", rc == 0 and "configuration OK" in out, (rc, out, err))
+        fdistd = installed_path(dest, "fdistd")
+        # the image is a minimal Debian: nothing the unit needs may come from elsewhere
+        present = [p for t in ("ps", "kill", "nc", "netcat", "jq", "man", "ip")
+                   for p in ("/bin/" + t, "/usr/bin/" + t, "/sbin/" + t) if ct.run(["test", "-e", p]).rc == 0]
+        check("the image has no procps, netcat, jq, man-db, iproute2", not present, present)
+        rc, out, err = ct.run([fdistd, "-t", "-c", conf_path])
+        check("fdistd -t in the container", rc == 0 and "configuration OK" in out and err == "", (rc, out, err))
         rc, out, err = ct.run(["systemctl", "start", "fdistd"], timeout=60)
         check("systemctl start fdistd", rc == 0, (out, err, ct.journal("-u", "fdistd", "--no-pager")))
         check("active after start", ct.is_active("fdistd.service"))
-        user = ct.show("fdistd.service", "User") + "/" + ct.run(
-            ["sh", "-c", "ps -o user= -p $(systemctl show -P MainPID fdistd)"])[1].strip()
-        check("runs as a dynamic user", "root" not in user.split("/")[1], user)
+        status_uid = re.search(r"^Uid:\s+(\d+)", ct.read_file(
+            "/proc/%s/status" % ct.show("fdistd.service", "MainPID")).decode(), re.M)
+        user = ct.show("fdistd.service", "User") + "/" + (status_uid.group(1) if status_uid else "?")
+        check("runs as a dynamic user", 61184 <= int(user.split("/")[1].replace("?", "0")) <= 65519, user)
         check("watchdog armed", ct.show("fdistd.service", "WatchdogUSec") not in ("", "0", "infinity"),
               ct.show("fdistd.service", "WatchdogUSec"))
         status = ct.show("fdistd.service", "StatusText")
@@ -151,8 +272,9 @@ def run(tmp):
         # reload with a changed file, replaced by rename as documented
         ct.check(["mv", "/srv/fdist/image.new", "/srv/fdist/image"])
         rc, _, err = ct.run(["systemctl", "reload", "fdistd"], timeout=60)
-        check("systemctl reload (changed file)", rc == 0, err)
-        ct.wait_journal(r"reloaded: 1 share", unit="fdistd.service", timeout=15)
+        check("systemctl reload (changed file), no procps", rc == 0,
+              (err, ct.journal("-u", "fdistd.service", "-n", "10")))
+        ct.wait_journal(r"fdistd: reloaded: 1 share", unit="fdistd.service", timeout=15)
         r = fetch_file(port, out)
         check("new clients get the new file", r.returncode == 0 and file_sha256(out) == sha256(image2_bytes), r)
 
@@ -173,6 +295,10 @@ def run(tmp):
         check("still serving after a broken reload", r.returncode == 0, r)
         ct.write_file(conf_path, config(port))
 
+        reload_failures(ct, conf_path, port, out)
+        start_failures(ct, fdistd, conf_path, port)
+        restarts(ct)
+
         # stop with a transfer in flight: it finishes, then the unit stops cleanly
         result = []
         t = threading.Thread(target=slow_download, args=(port, result))
@@ -189,8 +315,8 @@ def run(tmp):
               result and (len(result[0]) if isinstance(result[0], bytes) else result[0]))
         state = ct.show("fdistd.service", "ActiveState") + "/" + ct.show("fdistd.service", "Result")
         check("stopped cleanly (inactive/success)", state == "inactive/success", state)
-        recs = wait_records(ct, 4, "FDIST_STATUS=acked")
-        check("every transfer logged acked", len(recs) == 4, [r.get("FDIST_STATUS") for r in recs])
+        recs = wait_records(ct, 5, "FDIST_STATUS=acked")
+        check("every transfer logged acked", len(recs) == 5, [r.get("FDIST_STATUS") for r in recs])
 
         # socket activation: systemd binds, fdistd starts on the first client
         port2 = free_port()
@@ -208,14 +334,26 @@ def run(tmp):
         check("service active by activation", ct.is_active("fdistd.service"))
         ct.wait_journal(r"socket activation: 1 socket passed", unit="fdistd.service", timeout=15)
 
+        # a file that no longer matches the socket unit: the daemon keeps
+        # the old one, and the reload says so
+        ct.write_file(conf_path, config(free_port()))
+        rc, _, err = ct.run(["systemctl", "reload", "fdistd"], timeout=60)
+        log = ct.journal("-u", "fdistd.service", "-n", "5")
+        check("reload to a share without a socket fails", rc != 0 and re.search(
+            r"fdistd: reload failed, still serving the previous configuration: share \[svc\] has no socket", log),
+            (rc, err, log))
+        ct.write_file(conf_path, config(port2))
+        rc, _, err = ct.run(["systemctl", "reload", "fdistd"], timeout=60)
+        check("and once mended, reloads", rc == 0, err)
+
         # a burst of clients: journald must drop none of their records
         for _ in range(BURST):
             with socket.create_connection(("127.0.0.1", port2), timeout=10) as s:
                 while s.recv(1 << 20):
                     pass
                 s.sendall(b"Thank you\0")
-        recs = wait_records(ct, 5 + BURST, "FDIST_STATUS=acked")
-        check("no record of a burst dropped by journald", len(recs) == 5 + BURST,
+        recs = wait_records(ct, 6 + BURST, "FDIST_STATUS=acked")
+        check("no record of a burst dropped by journald", len(recs) == 6 + BURST,
               (len(recs), ct.journal("-u", "systemd-journald", "-n", "5")))
         ct.check(["systemctl", "stop", "fdistd.service", "fdistd.socket"], timeout=90)
 
