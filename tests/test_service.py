@@ -154,7 +154,8 @@ def start_failures(ct, fdistd, conf_path, port):
     check("exit 78, not restarted", (nres, main, state) == ("0", "78", "failed"), (nres, main, state))
     st = status_text(ct)
     why = "%s:3: ack_max: invalid size 'lots'" % conf_path
-    check("systemctl status shows the file:line error as the status", 'Status: "%s' % why in st, st)
+    check("systemctl status shows the file:line error as the status and in its log lines",
+          'Status: "%s' % why in st and re.search(r"fdistd\[\d+\]: " + re.escape(why), st), st)
     ct.write_file(conf_path, config(port))
     rc, _, err = ct.run(["systemctl", "start", "fdistd"], timeout=60)
     check("mended file starts at once", rc == 0 and ct.is_active("fdistd.service") == "active", err)
