@@ -156,6 +156,15 @@ sandbox_explain(const char *path, int errnum, char *buf, size_t len)
 		    "/var/tmp, PrivateTmp=yes: %s)", SANDBOX_HOW_TMP);
 		return;
 	}
+	if (errnum == ENOENT && (strncmp(path, "/home/", 6) == 0 ||
+	    strncmp(path, "/root/", 6) == 0 ||
+	    strncmp(path, "/run/user/", 10) == 0)) {
+		snprintf(buf, len, " (the shipped unit's ProtectHome=read-only "
+		    "shows /home, /root and /run/user; a drop-in's "
+		    "ProtectHome=tmpfs or yes hides them: %s)",
+		    SANDBOX_HOW_TMP);
+		return;
+	}
 	if (errnum != EACCES)
 		return;
 	/* Name the first directory on the path we may not search. */

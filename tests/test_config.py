@@ -384,6 +384,18 @@ def test_service_user_is_told_why_it_cannot_open(tmp):
                 "neither owner nor in the group of directory %s/closed" % (conf, g, d)
                 + how % ("searchable", "x"))
         assert out.returncode == 78 and want in out.stderr.decode(), out
+        # what the unit's sandbox hides is said to be hidden
+        for hidden, why in (("/tmp/fdtest-none/f", "(the service has its own empty /tmp and /var/tmp, "
+                             "PrivateTmp=yes: put served files elsewhere, e.g. under /srv)"),
+                            ("/home/fdtest-none/f", "(the shipped unit's ProtectHome=read-only shows /home, "
+                             "/root and /run/user; a drop-in's ProtectHome=tmpfs or yes hides them: put "
+                             "served files elsewhere, e.g. under /srv)")):
+            out = as_service(hidden, "-t")
+            want = "%s:5: file %s: No such file or directory %s\n" % (conf, hidden, why)
+            assert out.returncode == 78 and out.stderr.decode() == "fdistd: " + want, (out, want)
+        # run by anyone else, no such explanation
+        out = subprocess.run([FDISTD, "-t", "-c", conf], capture_output=True, timeout=20)
+        assert out.returncode == 78 and out.stderr.decode().endswith(": No such file or directory\n"), out
         os.chmod(f, 0o644)
         out = as_service(f, "-t")
         assert out.returncode == 0 and out.stderr == b"", out
