@@ -242,6 +242,8 @@ fdistd_run(struct config *cf)
 		log_event(LOG_CRIT, NULL, "%s", err);
 		log_flush();
 		notify_failure(err);
+		if (server_mismatch())
+			status = EX_CONFIG;
 		goto out;	/* freed, so a leak checker sees a clean exit */
 	}
 	notify_init(base);

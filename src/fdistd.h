@@ -337,6 +337,7 @@ int		 server_start(struct event_base *, struct config *, char *,
 int		 server_apply(struct config *, char *, size_t);
 void		 server_stop(bool);
 bool		 server_stopping(void);
+bool		 server_mismatch(void);
 void		 server_free(void);
 void		 server_accept(struct listener *);
 void		 server_conn_released(void);

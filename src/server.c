@@ -78,6 +78,7 @@ static struct listener_list	 listeners =
 static struct server_stats	 stats;
 static bool			 stopping;
 static bool			 activated;	/* sockets came from systemd */
+static bool			 mismatch;	/* a cf and those sockets disagree */
 static bool			 paused;	/* out of descriptors */
 static const char		*shortage;	/* of the pause, or NULL */
 static int			 reserve_fd = -1;
@@ -525,6 +526,7 @@ server_check_inherited(const struct config *cf, char *err, size_t errlen)
 	const struct listener		*ls;
 	bool				 found;
 
+	mismatch = true;
 	TAILQ_FOREACH(sc, &cf->cf_shares, sc_entry) {
 		found = false;
 		TAILQ_FOREACH(ls, &listeners, ls_entry)
@@ -550,6 +552,7 @@ server_check_inherited(const struct config *cf, char *err, size_t errlen)
 			return (-1);
 		}
 	}
+	mismatch = false;
 	return (0);
 }
 
@@ -771,6 +774,17 @@ bool
 server_stopping(void)
 {
 	return (stopping);
+}
+
+/*
+ * Whether the last check of a configuration against the sockets of
+ * socket activation failed: the file and the socket units disagree,
+ * which no restart mends.
+ */
+bool
+server_mismatch(void)
+{
+	return (mismatch);
 }
 
 /* Release everything (at exit, so leak checkers see a clean heap). */
