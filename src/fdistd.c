@@ -135,7 +135,7 @@ fdistd_reloaded(bool ok, const char *message)
 	log_flush();	/* the daemon's reason first, then the helper's */
 	notify_reload_result(ok, message);
 	notify_ready();
-	reload_report(ok, message);
+	reload_result_report(ok, message);
 }
 
 /* SIGHUP: load the file again; keep running on the old one if it fails. */
@@ -147,7 +147,7 @@ fdistd_reload(void)
 
 	if (server_stopping()) {
 		log_info("stopping: reload ignored");
-		reload_report(false, "stopping: reload ignored");
+		reload_result_report(false, "stopping: reload ignored");
 		return;
 	}
 	notify_reloading();
@@ -327,7 +327,7 @@ main(int argc, char *argv[])
 		return (2);
 	}
 	if (reload_pid != NULL)
-		return (reload_client(reload_pid));
+		return (reload_result_client(reload_pid));
 
 	log_init(debug_mode ? LOG_STDERR : LOG_AUTO, fdistd_verbose);
 	cf = config_load(config_path, true, err, sizeof(err));

@@ -363,10 +363,10 @@ void	 notify_free(void);
 void	 notify_reload_result(bool, const char *);
 void	 notify_failure(const char *);
 
-/* reload.c: a reload's result, for the ExecReload= helper (fdistd -r). */
+/* reload_result.c: a reload's result, for ExecReload= (fdistd -r). */
 #define RELOAD_WAIT_S	60	/* under systemd's default TimeoutStartSec */
-void	 reload_report(bool, const char *);
-int	 reload_client(const char *);
+void	 reload_result_report(bool, const char *);
+int	 reload_result_client(const char *);
 
 /* sandbox.c: what the unit's sandbox and dynamic user can open. */
 void	 sandbox_explain(const char *, int, char *, size_t);

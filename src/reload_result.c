@@ -1,5 +1,5 @@
 /*
- * reload.c: how a reload ended, told to whoever asked for it.
+ * reload_result.c: how a reload ended, told to whoever asked for it.
  *
  * systemd 252 has no Type=notify-reload: its ExecReload= must learn the
  * daemon's result itself.  The daemon writes the result of each reload
@@ -41,7 +41,7 @@ struct reload_result {
 };
 
 static const char *
-reload_dir(void)
+reload_result_dir(void)
 {
 	const char	*dir = getenv("RUNTIME_DIRECTORY");
 
@@ -56,7 +56,7 @@ reload_dir(void)
  * whole (rename), so a reader never sees half of it.
  */
 void
-reload_report(bool ok, const char *message)
+reload_result_report(bool ok, const char *message)
 {
 	char		 path[PATH_MAX], tmp[PATH_MAX], line[ERR_MAX + 128];
 	const char	*dir;
@@ -65,7 +65,7 @@ reload_report(bool ok, const char *message)
 	int		 fd;
 
 	reload_generation++;
-	if ((dir = reload_dir()) == NULL)
+	if ((dir = reload_result_dir()) == NULL)
 		return;
 	/* One line: the message is already escaped, but be sure. */
 	snprintf(line, sizeof(line), "%s", message);
@@ -97,7 +97,7 @@ fail:
 
 /* Read the last result; false if there is none (yet) or it is unreadable. */
 static bool
-reload_read(const char *path, struct reload_result *rr)
+reload_result_read(const char *path, struct reload_result *rr)
 {
 	char	 buf[sizeof(rr->rr_message) + 128], *line, *next;
 	ssize_t	 n;
@@ -132,7 +132,7 @@ reload_read(const char *path, struct reload_result *rr)
 }
 
 static int64_t
-reload_now_ms(void)
+reload_result_now_ms(void)
 {
 	struct timespec	ts;
 
@@ -147,7 +147,7 @@ reload_now_ms(void)
  * standard error).
  */
 int
-reload_client(const char *pidarg)
+reload_result_client(const char *pidarg)
 {
 	struct reload_result	 rr;
 	char			 path[PATH_MAX], *end;
@@ -165,14 +165,14 @@ reload_client(const char *pidarg)
 		    "passes $MAINPID)\n", pidarg);
 		return (2);
 	}
-	if ((dir = reload_dir()) == NULL) {
+	if ((dir = reload_result_dir()) == NULL) {
 		fprintf(stderr, "fdistd: -r: RUNTIME_DIRECTORY is not set: "
 		    "the daemon reports reloads there, and the unit's "
 		    "RuntimeDirectory= sets it\n");
 		return (2);
 	}
 	snprintf(path, sizeof(path), "%s/%s", dir, RELOAD_FILE);
-	if (reload_read(path, &rr) && rr.rr_pid == pid)
+	if (reload_result_read(path, &rr) && rr.rr_pid == pid)
 		before = rr.rr_generation;
 	/* Watch before signalling, so no rename can be missed. */
 	ifd = inotify_init1(IN_CLOEXEC | IN_NONBLOCK);
@@ -187,9 +187,9 @@ reload_client(const char *pidarg)
 			close(ifd);
 		return (1);
 	}
-	deadline = reload_now_ms() + RELOAD_WAIT_S * 1000;
+	deadline = reload_result_now_ms() + RELOAD_WAIT_S * 1000;
 	for (;;) {
-		if (reload_read(path, &rr) && rr.rr_pid == pid &&
+		if (reload_result_read(path, &rr) && rr.rr_pid == pid &&
 		    rr.rr_generation > before)
 			break;
 		if (kill((pid_t)pid, 0) == -1 && errno == ESRCH) {
@@ -197,7 +197,7 @@ reload_client(const char *pidarg)
 			    "exited before it reported the reload\n", pid);
 			goto fail;
 		}
-		if ((timeout = (int)(deadline - reload_now_ms())) <= 0) {
+		if ((timeout = (int)(deadline - reload_result_now_ms())) <= 0) {
 			fprintf(stderr, "fdistd: reload failed: pid %ld did "
 			    "not report the reload within %d seconds\n", pid,
 			    RELOAD_WAIT_S);
