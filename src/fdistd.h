@@ -360,6 +360,14 @@ void	 notify_stopping(void);
 void	 notify_status(void);
 void	 notify_free(void);
 
+/* reload.c: SIGHUP's load of the file, in a worker thread. */
+typedef void	(*reload_done_cb)(struct config *, const char *);
+void		 reload_init(struct event_base *, const char *,
+		    reload_done_cb);
+void		 reload_start(void);
+bool		 reload_running(void);
+void		 reload_free(void);
+
 /* fdistd.c */
 extern int	 fdistd_verbose;
 

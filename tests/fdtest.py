@@ -251,6 +251,27 @@ class Daemon:
             self.stderr = None
 
 
+def name_launcher(tmp, hosts="", nameserver=None, resolv_options=""):
+    """A launcher that runs the program in a mount namespace of its own,
+    where /etc/hosts is the given text and, with a nameserver (an address
+    on loopback), host names go to that DNS server and nowhere else; with
+    none, names are looked up in that /etc/hosts only.  So a test never
+    depends on how the machine resolves names."""
+    d = tempfile.mkdtemp(prefix="names-", dir=tmp)
+    with open(os.path.join(d, "hosts"), "w") as f:
+        f.write(hosts)
+    with open(os.path.join(d, "nsswitch.conf"), "w") as f:
+        f.write("hosts: %s\n" % ("files dns" if nameserver else "files"))
+    with open(os.path.join(d, "resolv.conf"), "w") as f:
+        if nameserver:
+            f.write("nameserver %s\n" % nameserver)
+        if resolv_options:
+            f.write("options %s\n" % resolv_options)
+    script = "".join("mount --bind %s/%s /etc/%s && " % (d, n, n)
+                     for n in ("hosts", "nsswitch.conf", "resolv.conf"))
+    return ["unshare", "-m", "--propagation", "private", "sh", "-c", script + 'exec "$@"', "sh"]
+
+
 def strace_attach(pid, *args, timeout=10):
     """strace (with args) attached to a running process; returns once the
     kernel shows it as the tracer, not after a guessed delay."""
