@@ -24,6 +24,7 @@ FDISTD = os.environ.get("FDISTD", "build/fdistd")
 SRCDIR = os.environ.get("SRCDIR", os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:",
+                     "WARNING: ThreadSanitizer",
                      "SUMMARY: UndefinedBehaviorSanitizer")
 RECORD_RE = re.compile(r"^\S+ (?:info|warning): transfer (.*)$")
 FIELD_RE = re.compile(r'(\w+)=("(?:[^"\\]|\\.)*"|\S+)')
