@@ -157,12 +157,18 @@ def test_reload_slow_resolver_keeps_serving(tmp):
             assert dns.asked.wait(RESOLVE_TIMEOUT / 2), "the DNS server was never asked"
             assert (SLOW_NAME, 1) in dns.queries, dns.queries
             moved, secs = served_meanwhile(trickle, pb, small)
-            assert not any("READY=1" in m for m in d.notify.messages[start:]), \
+            assert not any("READY=1" in m for _, m in d.notify.messages[start:]), \
                 "reload finished before the answer came"
+            # A SIGHUP meanwhile loads the file again after this load.
+            d.signal(1)
+            d.wait_log(r"a reload is loading .*: another follows it")
             dns.release()
             i = d.notify.wait_for(lambda m: "RELOADING=1" in m, 5, start)
             d.notify.wait_for(lambda m: "READY=1" in m.split("\n"), 15, i + 1)
             d.wait_log(r"reloaded: 3 shares")
+            assert [q for q in dns.queries if q == (SLOW_NAME, 1)] == [(SLOW_NAME, 1)] * 2, dns.queries
+            assert len(d.wait_log(r"reloaded: ")) == 1 and \
+                sum("READY=1" in m.split("\n") for _, m in d.notify.messages[start:]) == 1, d.log()
             assert fetch(pc) == open(small, "rb").read(), "the looked-up listener does not serve"
             assert trickle.bytes_in(0.5) > 0
             trickle.close()
