@@ -263,13 +263,15 @@ def name_launcher(tmp, hosts="", nameserver=None, resolv_options=""):
         f.write(hosts)
     with open(os.path.join(d, "nsswitch.conf"), "w") as f:
         f.write("hosts: %s\n" % ("files dns" if nameserver else "files"))
-    with open(os.path.join(d, "resolv.conf"), "w") as f:
-        if nameserver:
+    files = ["hosts", "nsswitch.conf"]
+    if nameserver:
+        assert os.path.exists("/etc/resolv.conf"), "no /etc/resolv.conf to mount over"
+        files.append("resolv.conf")
+        with open(os.path.join(d, "resolv.conf"), "w") as f:
             f.write("nameserver %s\n" % nameserver)
-        if resolv_options:
-            f.write("options %s\n" % resolv_options)
-    script = "".join("mount --bind %s/%s /etc/%s && " % (d, n, n)
-                     for n in ("hosts", "nsswitch.conf", "resolv.conf"))
+            if resolv_options:
+                f.write("options %s\n" % resolv_options)
+    script = "".join("mount --bind %s/%s /etc/%s && " % (d, n, n) for n in files)
     return ["unshare", "-m", "--propagation", "private", "sh", "-c", script + 'exec "$@"', "sh"]
 
 
