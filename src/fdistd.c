@@ -138,21 +138,43 @@ fdistd_reloaded(bool ok, const char *message)
 	reload_result_report(ok, message);
 }
 
-/* SIGHUP: load the file again; keep running on the old one if it fails. */
+/*
+ * SIGHUP: load the file again, off the loop (reload.c); keep running on
+ * the old one if it fails.
+ */
 static void
 fdistd_reload(void)
 {
-	struct config	*cf;
-	char		 err[ERR_MAX];
-
 	if (server_stopping()) {
 		log_info("stopping: reload ignored");
 		reload_result_report(false, "stopping: reload ignored");
 		return;
 	}
+	if (reload_running()) {
+		log_info("a reload is loading %s: another follows it",
+		    config_path);
+		reload_start();
+		return;
+	}
 	notify_reloading();
 	log_info("reloading %s", config_path);
-	cf = config_load(config_path, true, err, sizeof(err));
+	reload_start();
+}
+
+/* The reload's load is done: apply it from the loop. */
+static void
+fdistd_reload_done(struct config *cf, const char *loaderr)
+{
+	char	err[ERR_MAX];
+
+	if (server_stopping()) {
+		log_info("stopping: the reloaded configuration is not applied");
+		config_free(cf);
+		reload_result_report(false, "stopping: the reloaded "
+		    "configuration is not applied");
+		return;
+	}
+	snprintf(err, sizeof(err), "%s", loaderr);
 	if (cf == NULL || server_apply(cf, err, sizeof(err)) == -1) {
 		log_event(LOG_WARNING, MSGID_RELOAD_FAILED, "reload failed, "
 		    "still serving the previous configuration: %s", err);
@@ -238,6 +260,7 @@ fdistd_run(struct config *cf)
 	signals[2] = fdistd_signal(SIGINT);
 	signals[3] = NULL;
 	digest_init(base);
+	reload_init(base, config_path, fdistd_reload_done);
 	if (server_start(base, cf, err, sizeof(err)) == -1) {
 		log_event(LOG_CRIT, NULL, "%s", err);
 		log_flush();
@@ -259,6 +282,7 @@ fdistd_run(struct config *cf)
 		log_flush();
 	status = 0;
 out:
+	reload_free();
 	server_free();
 	digest_free();
 	notify_free();

@@ -372,6 +372,14 @@ int	 reload_result_client(const char *);
 void	 sandbox_explain(const char *, int, char *, size_t);
 void	 sandbox_warn(const struct config *, FILE *);
 
+/* reload.c: SIGHUP's load of the file, in a worker thread. */
+typedef void	(*reload_done_cb)(struct config *, const char *);
+void		 reload_init(struct event_base *, const char *,
+		    reload_done_cb);
+void		 reload_start(void);
+bool		 reload_running(void);
+void		 reload_free(void);
+
 /* fdistd.c */
 extern int	 fdistd_verbose;
 

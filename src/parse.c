@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "fdistd.h"
+#include "resolve.h"
 
 struct unit {
 	const char	*u_name;
@@ -239,7 +240,7 @@ listen_add_host(struct listen_addr *list, size_t max, size_t *n,
 	hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
 	if (numeric || !resolve)
 		hints.ai_flags |= AI_NUMERICHOST;
-	rv = getaddrinfo(host, "1", &hints, &res);
+	rv = resolve_host(host, "1", &hints, &res);
 	if (rv != 0) {
 		if (numeric)
 			snprintf(err, errlen, "'%s' is not a numeric IPv6 "
@@ -249,7 +250,7 @@ listen_add_host(struct listen_addr *list, size_t max, size_t *n,
 			    host);
 		else
 			snprintf(err, errlen, "cannot resolve '%s': %s", host,
-			    gai_strerror(rv));
+			    resolve_strerror(rv));
 		return (-1);
 	}
 	for (ai = res; ai != NULL; ai = ai->ai_next) {

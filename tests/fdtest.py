@@ -24,6 +24,7 @@ FDISTD = os.environ.get("FDISTD", "build/fdistd")
 SRCDIR = os.environ.get("SRCDIR", os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:",
+                     "WARNING: ThreadSanitizer",
                      "SUMMARY: UndefinedBehaviorSanitizer")
 RECORD_RE = re.compile(r"^\S+ (?:info|warning): transfer (.*)$")
 FIELD_RE = re.compile(r'(\w+)=("(?:[^"\\]|\\.)*"|\S+)')
@@ -249,6 +250,29 @@ class Daemon:
         if getattr(self, "stderr", None):
             self.stderr.close()
             self.stderr = None
+
+
+def name_launcher(tmp, hosts="", nameserver=None, resolv_options=""):
+    """A launcher that runs the program in a mount namespace of its own,
+    where /etc/hosts is the given text and, with a nameserver (an address
+    on loopback), host names go to that DNS server and nowhere else; with
+    none, names are looked up in that /etc/hosts only.  So a test never
+    depends on how the machine resolves names."""
+    d = tempfile.mkdtemp(prefix="names-", dir=tmp)
+    with open(os.path.join(d, "hosts"), "w") as f:
+        f.write(hosts)
+    with open(os.path.join(d, "nsswitch.conf"), "w") as f:
+        f.write("hosts: %s\n" % ("files dns" if nameserver else "files"))
+    files = ["hosts", "nsswitch.conf"]
+    if nameserver:
+        assert os.path.exists("/etc/resolv.conf"), "no /etc/resolv.conf to mount over"
+        files.append("resolv.conf")
+        with open(os.path.join(d, "resolv.conf"), "w") as f:
+            f.write("nameserver %s\n" % nameserver)
+            if resolv_options:
+                f.write("options %s\n" % resolv_options)
+    script = "".join("mount --bind %s/%s /etc/%s && " % (d, n, n) for n in files)
+    return ["unshare", "-m", "--propagation", "private", "sh", "-c", script + 'exec "$@"', "sh"]
 
 
 def strace_attach(pid, *args, timeout=10):

@@ -7,7 +7,7 @@ import shutil
 import subprocess
 import tempfile
 
-from fdtest import FDISTD, Daemon, fetch, free_port, main, make_file
+from fdtest import FDISTD, Daemon, fetch, free_port, main, make_file, name_launcher
 
 BUILDDIR = os.environ.get("BUILDDIR", os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "build"))
 # A uid in systemd's range of dynamic users: fdistd as the service sees it.
@@ -27,18 +27,18 @@ def servable():
         shutil.rmtree(d)
 
 
-def check(tmp, text, mode="w", args=()):
+def check(tmp, text, mode="w", args=(), launcher=()):
     """Run fdistd -t on text; return (exit status, stdout, stderr, path)."""
     path = os.path.join(tmp, "t.ini")
     with open(path, mode) as f:
         f.write(text)
-    out = subprocess.run([FDISTD, "-t", *args, "-c", path], capture_output=True, timeout=20)
+    out = subprocess.run([*launcher, FDISTD, "-t", *args, "-c", path], capture_output=True, timeout=20)
     return out.returncode, out.stdout.decode(), out.stderr.decode(), path
 
 
-def effective_config(tmp, text):
+def effective_config(tmp, text, launcher=()):
     """fdistd -t -v on text: the effective configuration it prints."""
-    rc, out, err, _ = check(tmp, text, args=("-v",))
+    rc, out, err, _ = check(tmp, text, args=("-v",), launcher=launcher)
     assert rc == 0 and out.endswith("configuration OK\n"), (rc, out, err)
     return out
 
@@ -72,13 +72,13 @@ def test_every_key_units_comments_and_overrides(tmp):
             "send_timeout = 2m\nack_max = 1K\nmax_clients = 5\n"
             "shutdown_timeout = 0\nlog = stderr\n\n"
             "[img-1.x_y]\nlisten = *:9001, [::1]:9002, 127.0.0.2:9002\nfile = %s\n"
-            "ack_timeout = 1h\n\n[other]\nlisten=localhost:9003\nfile=%s\nack_max=64\n" % (f, f))
-    dump = effective_config(tmp, text)
+            "ack_timeout = 1h\n\n[other]\nlisten=conf-host.test:9003\nfile=%s\nack_max=64\n" % (f, f))
+    dump = effective_config(tmp, text, name_launcher(tmp, "127.0.0.1 conf-host.test\n"))
     assert ("[fdistd]\nack_timeout = 1500ms\nsend_timeout = 120000ms\nack_max = 1024\nmax_per_ip = 0\n"
             "rate_limit = 0\nshare_rate_limit = 0\nmax_clients = 5\nshutdown_timeout = 0ms\nlog = stderr\n") in dump, dump
     assert ("[img-1.x_y]\nlisten = 0.0.0.0:9001, [::]:9001, [::1]:9002, 127.0.0.2:9002\nfile = %s\n"
             "ack_timeout = 3600000ms\nsend_timeout = 120000ms\nack_max = 1024\n" % f) in dump, dump
-    assert "[other]\nlisten = " in dump and "127.0.0.1:9003" in dump
+    assert "[other]\nlisten = 127.0.0.1:9003\n" in dump, dump
     assert "ack_timeout = 1500ms\nsend_timeout = 120000ms\nack_max = 64\n" in dump
 
 
@@ -449,7 +449,8 @@ def test_bound_port_in_use_is_a_clear_start_error(tmp):
 def test_listen_by_name_serves(tmp):
     f = make_file(os.path.join(tmp, "f"), 5000)
     port = free_port()
-    with Daemon(tmp, {"n": {"listen": "localhost:%d" % port, "file": f}}) as d:
+    names = name_launcher(tmp, "127.0.0.1 share-host.test\n")
+    with Daemon(tmp, {"n": {"listen": "share-host.test:%d" % port, "file": f}}, launcher=names) as d:
         assert len(fetch(port)) == 5000
         d.wait_records(1)
 
