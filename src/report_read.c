@@ -1,0 +1,684 @@
+/*
+ * report_read.c: reading fdistd's records through sd-journal.  Only the
+ * entries the field indexes select are read (MESSAGE_ID and
+ * FDIST_SHARE); each folds into its host's entry and is forgotten.
+ */
+#include <sys/types.h>
+#include <sys/stat.h>
+
+#include <dirent.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "report.h"
+
+#define REPORT_VALUE_MAX	512
+
+/* The fields of one record that the report uses. */
+struct report_entry {
+	char		 re_msgid[33];
+	char		 re_peer[REPORT_NAME_MAX];
+	char		 re_status[REPORT_STATUS_MAX];
+	char		 re_verified[16];
+	char		 re_sha[REPORT_HEXLEN + 1];
+	char		 re_file_sha[REPORT_HEXLEN + 1];
+	char		 re_version[REPORT_NAME_MAX];
+	char		 re_host_id[REPORT_NAME_MAX];
+	char		 re_hostname[REPORT_NAME_MAX];
+	char		 re_machine[33];
+	char		 re_claim[REPORT_HEXLEN + 1];	/* from FDIST_ACK */
+	uint64_t	 re_bytes;
+	uint64_t	 re_size;
+	uint64_t	 re_time;
+};
+
+static const char report_access_hint[] =
+    "run as root or as a member of the systemd-journal or adm group";
+
+static int	report_read_access_dir(const char *, int, size_t *, size_t *,
+		    char *, size_t);
+static int	report_read_access(struct report *);
+static void	report_read_copy(char *, size_t, const char *, size_t);
+static void	report_read_claim(char *, const char *, size_t);
+static int	report_read_entry(struct report *, struct report_entry *);
+static int	report_read_server(struct report *, const struct report_entry *);
+static int	report_read_version(struct report *, int, const char *);
+static void	report_read_digest(struct report *, const struct report_entry *,
+		    int);
+static void	report_read_transfer(struct report *,
+		    const struct report_entry *, int);
+static int	report_read_hex(const char *);
+
+/*
+ * Count journal files under dir (and its subdirectories, one level: the
+ * machine ids of /var/log/journal) and those we may not read.
+ */
+static int
+report_read_access_dir(const char *dir, int depth, size_t *files,
+    size_t *denied, char *first, size_t firstlen)
+{
+	DIR		*d;
+	struct dirent	*de;
+	char		 path[4096];
+	size_t		 n;
+	struct stat	 st;
+
+	if ((d = opendir(dir)) == NULL) {
+		if (errno == ENOENT && depth > 0)
+			return (0);
+		if (errno == EACCES) {
+			(*denied)++;
+			if (*first == '\0')
+				snprintf(first, firstlen, "%s", dir);
+			return (0);
+		}
+		if (errno == ENOENT)
+			return (0);
+		report_warn("%s", dir);
+		return (-1);
+	}
+	while ((de = readdir(d)) != NULL) {
+		if (de->d_name[0] == '.')
+			continue;
+		snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
+		n = strlen(de->d_name);
+		if ((n > 8 && strcmp(de->d_name + n - 8, ".journal") == 0) ||
+		    (n > 9 && strcmp(de->d_name + n - 9, ".journal~") == 0)) {
+			(*files)++;
+			if (access(path, R_OK) == -1) {
+				(*denied)++;
+				if (*first == '\0')
+					snprintf(first, firstlen, "%s", path);
+			}
+		} else if (depth == 0 && stat(path, &st) == 0 &&
+		    S_ISDIR(st.st_mode))
+			report_read_access_dir(path, 1, files, denied, first,
+			    firstlen);
+	}
+	closedir(d);
+	return (0);
+}
+
+/*
+ * sd-journal skips the files it may not read, which would make a
+ * report of nothing: refuse instead, and say what would help.
+ */
+static int
+report_read_access(struct report *r)
+{
+	static const char *const local[] = { "/run/log/journal",
+	    "/var/log/journal", NULL };
+	const char *const	*dirs = local;
+	const char		*one[2] = { r->r_dir, NULL };
+	char			 first[4096] = "";
+	size_t			 files = 0, denied = 0, i;
+
+	if (r->r_nfiles > 0) {
+		for (i = 0; i < r->r_nfiles; i++)
+			if (access(r->r_files[i], R_OK) == -1) {
+				report_warn("%s", r->r_files[i]);
+				if (errno == EACCES)
+					report_warnx("%s", report_access_hint);
+				return (-1);
+			}
+		return (0);
+	}
+	if (r->r_dir != NULL)
+		dirs = one;
+	for (i = 0; dirs[i] != NULL; i++)
+		if (report_read_access_dir(dirs[i], 0, &files, &denied,
+		    first, sizeof(first)) == -1)
+			return (-1);
+	if (denied > 0) {
+		report_warnx("%s: permission denied (%zu of %zu journal files "
+		    "unreadable); %s", first, denied, files, report_access_hint);
+		return (-1);
+	}
+	if (files == 0) {
+		if (r->r_dir != NULL)
+			report_warnx("%s: no journal files", r->r_dir);
+		else
+			report_warnx("no journal files in /run/log/journal or "
+			    "/var/log/journal");
+		return (-1);
+	}
+	return (0);
+}
+
+/* Open the journal the options name, after checking it is readable. */
+int
+report_read_open(struct report *r)
+{
+	int	e;
+
+	if (report_read_access(r) == -1)
+		return (-1);
+	if (r->r_nfiles > 0)
+		e = sd_journal_open_files(&r->r_j, r->r_files, 0);
+	else if (r->r_dir != NULL)
+		e = sd_journal_open_directory(&r->r_j, r->r_dir, 0);
+	else
+		e = sd_journal_open(&r->r_j, SD_JOURNAL_LOCAL_ONLY);
+	if (e < 0) {
+		report_warnx("cannot open the journal: %s", strerror(-e));
+		return (-1);
+	}
+	return (0);
+}
+
+/* Seek to --since; 0, or -1 after a message. */
+static int
+report_read_seek(struct report *r)
+{
+	int	e;
+
+	e = r->r_since > 0 ? sd_journal_seek_realtime_usec(r->r_j, r->r_since)
+	    : sd_journal_seek_head(r->r_j);
+	if (e < 0) {
+		report_warnx("cannot seek in the journal: %s", strerror(-e));
+		return (-1);
+	}
+	return (0);
+}
+
+/*
+ * Without --share, the one share with transfer records in the time
+ * range; an error listing them if there are several.
+ */
+int
+report_read_share(struct report *r, char **share)
+{
+	static char	 names[64][REPORT_NAME_MAX];
+	const void	*d;
+	size_t		 l, n = 0, i;
+	uint64_t	 t;
+	int		 e;
+	char		 m[REPORT_NAME_MAX + 16];
+
+	if (sd_journal_query_unique(r->r_j, "FDIST_SHARE") < 0) {
+		report_warnx("cannot list the shares in the journal");
+		return (-1);
+	}
+	SD_JOURNAL_FOREACH_UNIQUE(r->r_j, d, l) {
+		if (n == sizeof(names) / sizeof(names[0]))
+			break;
+		report_read_copy(names[n], sizeof(names[n]),
+		    (const char *)d + 12, l - 12);
+		n++;
+	}
+	for (i = 0; i < n; ) {
+		/* Keep those with a transfer record in range. */
+		sd_journal_flush_matches(r->r_j);
+		snprintf(m, sizeof(m), "FDIST_SHARE=%s", names[i]);
+		if (sd_journal_add_match(r->r_j, "MESSAGE_ID="
+		    REPORT_MSGID_TRANSFER, 0) < 0 ||
+		    sd_journal_add_match(r->r_j, m, 0) < 0 ||
+		    report_read_seek(r) == -1)
+			return (-1);
+		e = sd_journal_next(r->r_j);
+		if (e > 0 && sd_journal_get_realtime_usec(r->r_j, &t) >= 0 &&
+		    t <= r->r_until) {
+			i++;
+			continue;
+		}
+		memmove(names[i], names[i + 1], (n - i - 1) * sizeof(names[0]));
+		n--;
+	}
+	sd_journal_flush_matches(r->r_j);
+	if (n == 0) {
+		report_warnx("no fdistd transfer records in the journal%s",
+		    r->r_since > 0 || r->r_until != UINT64_MAX ?
+		    " in that time range" : "");
+		return (-1);
+	}
+	if (n > 1) {
+		report_warnx("records of %zu shares; choose one with --share:",
+		    n);
+		for (i = 0; i < n; i++)
+			fprintf(stderr, "  %s\n", names[i]);
+		return (-1);
+	}
+	if ((*share = strdup(names[0])) == NULL) {
+		report_warn("out of memory");
+		return (-1);
+	}
+	r->r_share = *share;
+	return (0);
+}
+
+/* value (of len bytes, not terminated) into dst, cut to fit. */
+static void
+report_read_copy(char *dst, size_t size, const char *value, size_t len)
+{
+	if (len >= size)
+		len = size - 1;
+	memcpy(dst, value, len);
+	dst[len] = '\0';
+}
+
+/* Whether s is 64 hex digits (lowercase: as the daemon writes them). */
+static int
+report_read_hex(const char *s)
+{
+	size_t	i;
+
+	for (i = 0; i < REPORT_HEXLEN; i++)
+		if (!((s[i] >= '0' && s[i] <= '9') ||
+		    (s[i] >= 'a' && s[i] <= 'f')))
+			return (0);
+	return (s[i] == '\0');
+}
+
+/*
+ * The digest an (escaped) ack claims: "sha256=" and 64 hex digits, as
+ * the daemon finds it (ack.c); "" if none.
+ */
+static void
+report_read_claim(char *claim, const char *ack, size_t len)
+{
+	static const char	 key[] = "sha256=";
+	const size_t		 klen = sizeof(key) - 1;
+	size_t			 i, j;
+	char			 c;
+
+	claim[0] = '\0';
+	for (i = 0; i + klen + REPORT_HEXLEN <= len; i++) {
+		if (memcmp(ack + i, key, klen) != 0)
+			continue;
+		for (j = 0; j < REPORT_HEXLEN; j++) {
+			c = ack[i + klen + j];
+			if (c >= 'A' && c <= 'F')
+				c = (char)(c - 'A' + 'a');
+			if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f')))
+				break;
+			claim[j] = c;
+		}
+		if (j == REPORT_HEXLEN) {
+			claim[j] = '\0';
+			return;
+		}
+	}
+	claim[0] = '\0';
+}
+
+#define REPORT_FIELD(name, d, l) \
+	((l) > sizeof(name) && memcmp((d), name "=", sizeof(name)) == 0)
+#define REPORT_VALUE(name, d) ((const char *)(d) + sizeof(name))
+#define REPORT_VLEN(name, l) ((l) - sizeof(name))
+
+/* The fields of the current entry, in one pass over its data. */
+static int
+report_read_entry(struct report *r, struct report_entry *e)
+{
+	const void	*d;
+	size_t		 l;
+	char		 num[32];
+	int		 rv;
+
+	memset(e, 0, offsetof(struct report_entry, re_bytes));
+	e->re_bytes = e->re_size = 0;
+	if ((rv = sd_journal_get_realtime_usec(r->r_j, &e->re_time)) < 0)
+		return (rv);
+	sd_journal_restart_data(r->r_j);
+	while ((rv = sd_journal_enumerate_data(r->r_j, &d, &l)) != 0) {
+		if (rv < 0)
+			continue;	/* a damaged field: skip it */
+#define COPY(name, dst) \
+		if (REPORT_FIELD(name, d, l)) { \
+			report_read_copy(dst, sizeof(dst), \
+			    REPORT_VALUE(name, d), REPORT_VLEN(name, l)); \
+			continue; \
+		}
+		COPY("MESSAGE_ID", e->re_msgid)
+		COPY("FDIST_PEER", e->re_peer)
+		COPY("FDIST_STATUS", e->re_status)
+		COPY("FDIST_VERIFIED", e->re_verified)
+		COPY("FDIST_SHA256", e->re_sha)
+		COPY("FDIST_FILE_SHA256", e->re_file_sha)
+		COPY("FDIST_VERSION", e->re_version)
+		COPY("FDIST_HOST_ID", e->re_host_id)
+		COPY("_HOSTNAME", e->re_hostname)
+		COPY("_MACHINE_ID", e->re_machine)
+#undef COPY
+		if (REPORT_FIELD("FDIST_BYTES", d, l)) {
+			report_read_copy(num, sizeof(num),
+			    REPORT_VALUE("FDIST_BYTES", d),
+			    REPORT_VLEN("FDIST_BYTES", l));
+			e->re_bytes = strtoull(num, NULL, 10);
+		} else if (REPORT_FIELD("FDIST_SIZE", d, l)) {
+			report_read_copy(num, sizeof(num),
+			    REPORT_VALUE("FDIST_SIZE", d),
+			    REPORT_VLEN("FDIST_SIZE", l));
+			e->re_size = strtoull(num, NULL, 10);
+		} else if (REPORT_FIELD("FDIST_ACK", d, l))
+			report_read_claim(e->re_claim,
+			    REPORT_VALUE("FDIST_ACK", d),
+			    REPORT_VLEN("FDIST_ACK", l));
+	}
+	if (!report_read_hex(e->re_sha))
+		e->re_sha[0] = '\0';
+	if (!report_read_hex(e->re_file_sha))
+		e->re_file_sha[0] = '\0';
+	return (0);
+}
+
+/* The index of the entry's server, added if new. */
+static int
+report_read_server(struct report *r, const struct report_entry *e)
+{
+	static size_t		 last;
+	struct report_server	*s, *ns;
+	size_t			 i;
+
+	if (last < r->r_nservers) {
+		s = &r->r_servers[last];
+		if (strcmp(s->rs_machine, e->re_machine) == 0 &&
+		    strcmp(s->rs_hostname, e->re_hostname) == 0)
+			return ((int)last);
+	}
+	for (i = 0; i < r->r_nservers; i++) {
+		s = &r->r_servers[i];
+		if (strcmp(s->rs_machine, e->re_machine) == 0 &&
+		    strcmp(s->rs_hostname, e->re_hostname) == 0)
+			return ((int)(last = i));
+	}
+	ns = reallocarray(r->r_servers, r->r_nservers + 1, sizeof(*ns));
+	if (ns == NULL)
+		return (REPORT_NOSERVER);
+	r->r_servers = ns;
+	s = &ns[r->r_nservers];
+	memset(s, 0, sizeof(*s));
+	snprintf(s->rs_hostname, sizeof(s->rs_hostname), "%s",
+	    e->re_hostname[0] != '\0' ? e->re_hostname : "?");
+	snprintf(s->rs_machine, sizeof(s->rs_machine), "%s", e->re_machine);
+	/* Two servers of one name are told apart by their machine ids. */
+	snprintf(s->rs_display, sizeof(s->rs_display), "%s", s->rs_hostname);
+	for (i = 0; i < r->r_nservers; i++)
+		if (strcmp(ns[i].rs_hostname, s->rs_hostname) == 0) {
+			snprintf(s->rs_display, sizeof(s->rs_display),
+			    "%s/%.8s", s->rs_hostname, s->rs_machine);
+			snprintf(ns[i].rs_display, sizeof(ns[i].rs_display),
+			    "%s/%.8s", ns[i].rs_hostname, ns[i].rs_machine);
+		}
+	last = r->r_nservers;
+	return ((int)r->r_nservers++);
+}
+
+const char *
+report_read_server_name(const struct report *r, int server)
+{
+	if (server < 0 || (size_t)server >= r->r_nservers)
+		return ("-");
+	return (r->r_servers[server].rs_display);
+}
+
+/* The index of a server's version token, added (unresolved) if new. */
+static int
+report_read_version(struct report *r, int server, const char *token)
+{
+	struct report_version	*nv, *v;
+	size_t			 i;
+
+	for (i = r->r_nversions; i-- > 0; )
+		if (r->r_versions[i].rv_server == server &&
+		    strcmp(r->r_versions[i].rv_token, token) == 0)
+			return ((int)i);
+	nv = reallocarray(r->r_versions, r->r_nversions + 1, sizeof(*nv));
+	if (nv == NULL)
+		return (-1);
+	r->r_versions = nv;
+	v = &nv[r->r_nversions];
+	if ((v->rv_token = strdup(token)) == NULL)
+		return (-1);
+	v->rv_server = server;
+	v->rv_sha[0] = '\0';
+	return ((int)r->r_nversions++);
+}
+
+/* The digest of a version, "" while no digest record named it. */
+const char *
+report_read_version_sha(const struct report *r, int version)
+{
+	if (version < 0 || (size_t)version >= r->r_nversions)
+		return ("");
+	return (r->r_versions[version].rv_sha);
+}
+
+/* A digest record: a version's digest, and what its server serves. */
+static void
+report_read_digest(struct report *r, const struct report_entry *e,
+    int server)
+{
+	struct report_server	*s = &r->r_servers[server];
+	int			 v;
+
+	if (e->re_file_sha[0] == '\0')
+		return;
+	if (e->re_version[0] != '\0' &&
+	    (v = report_read_version(r, server, e->re_version)) >= 0 &&
+	    strcmp(r->r_versions[v].rv_sha, e->re_file_sha) != 0) {
+		memcpy(r->r_versions[v].rv_sha, e->re_file_sha,
+		    sizeof(e->re_file_sha));
+		r->r_target_changed = 1;	/* acks may resolve now */
+	}
+	if (e->re_time <= r->r_until && e->re_time >= s->rs_dtime) {
+		s->rs_dtime = e->re_time;
+		memcpy(s->rs_dsha, e->re_file_sha, sizeof(e->re_file_sha));
+	}
+}
+
+/* Fold a version's ack into the host's (at most REPORT_ACKS) versions. */
+static void
+report_read_ack(struct report_host *h, const char *sha, int version,
+    int verified, uint64_t t, int server)
+{
+	struct report_ack	*a = NULL;
+	int			 i, oldest = 0;
+
+	for (i = 0; i < h->rh_nacks; i++) {
+		a = &h->rh_acks[i];
+		if (sha[0] != '\0' ? strcmp(a->ra_sha, sha) == 0 :
+		    (a->ra_sha[0] == '\0' && a->ra_version == version))
+			break;
+		if ((a->ra_vtime > a->ra_utime ? a->ra_vtime : a->ra_utime) <
+		    (h->rh_acks[oldest].ra_vtime > h->rh_acks[oldest].ra_utime ?
+		    h->rh_acks[oldest].ra_vtime : h->rh_acks[oldest].ra_utime))
+			oldest = i;
+	}
+	if (i == h->rh_nacks) {
+		/* A new version; past the limit it replaces the oldest. */
+		if (h->rh_nacks < REPORT_ACKS)
+			i = h->rh_nacks++;
+		else
+			i = oldest;
+		a = &h->rh_acks[i];
+		memset(a, 0, sizeof(*a));
+		snprintf(a->ra_sha, sizeof(a->ra_sha), "%s", sha);
+		a->ra_version = version;
+	}
+	if (verified && t >= a->ra_vtime) {
+		a->ra_vtime = t;
+		a->ra_vserver = server;
+	} else if (!verified && t >= a->ra_utime) {
+		a->ra_utime = t;
+		a->ra_userver = server;
+	}
+}
+
+/* A transfer record: one attempt of one host. */
+static void
+report_read_transfer(struct report *r, const struct report_entry *e,
+    int server)
+{
+	struct report_host	*h;
+	char			 key[REPORT_NAME_MAX];
+	const char		*sha, *fail = NULL;
+	int			 version = -1;
+
+	if (report_hosts_key(r->r_match == MATCH_HOST_ID ? e->re_host_id :
+	    e->re_peer, key, sizeof(key), r->r_match) == -1)
+		return;			/* no peer, or no claimed id */
+	r->r_records++;
+	if ((h = report_hosts_find(r, key)) == NULL) {
+		if (r->r_hosts_path != NULL) {
+			r->r_unlisted++;
+			return;
+		}
+		if ((h = report_hosts_add(r, key)) == NULL)
+			return;
+	}
+	h->rh_attempts++;
+	h->rh_dirty = 1;
+	if (strcmp(e->re_status, "acked") != 0)
+		fail = e->re_status;
+	else if (strcmp(e->re_verified, "yes") == 0) {
+		sha = e->re_sha[0] != '\0' ? e->re_sha : e->re_file_sha;
+		report_read_ack(h, sha, -1, 1, e->re_time, server);
+	} else if (strcmp(e->re_verified, "no") == 0)
+		fail = "verified=no";
+	else if (e->re_verified[0] != '\0') {
+		/*
+		 * "unknown": the daemon had no digest yet.  The client's
+		 * claim names what it has, unless the digest known now
+		 * (FDIST_FILE_SHA256) says otherwise.
+		 */
+		if (e->re_claim[0] == '\0' || (e->re_file_sha[0] != '\0' &&
+		    strcmp(e->re_claim, e->re_file_sha) != 0))
+			fail = "verified=no";
+		else
+			report_read_ack(h, e->re_claim, -1, 1, e->re_time,
+			    server);
+	} else {
+		/* No digest claimed (nc, the textbook client). */
+		if (e->re_file_sha[0] == '\0' && e->re_version[0] != '\0')
+			version = report_read_version(r, server,
+			    e->re_version);
+		report_read_ack(h, e->re_file_sha, version, 0, e->re_time,
+		    server);
+	}
+	if (fail != NULL) {
+		h->rh_failures++;
+		if (e->re_time >= h->rh_ftime) {
+			h->rh_ftime = e->re_time;
+			h->rh_fbytes = e->re_bytes;
+			h->rh_fsize = e->re_size;
+			h->rh_fserver = server;
+			snprintf(h->rh_fstatus, sizeof(h->rh_fstatus), "%s",
+			    fail[0] != '\0' ? fail : "?");
+		}
+	}
+}
+
+/* Fold the entries from the current position on; -1 on a read error. */
+int
+report_read_process(struct report *r)
+{
+	struct report_entry	e;
+	int			rv, server;
+
+	while ((rv = sd_journal_next(r->r_j)) > 0) {
+		if (report_read_entry(r, &e) < 0)
+			continue;
+		if (e.re_time > r->r_until)
+			break;
+		if ((server = report_read_server(r, &e)) == REPORT_NOSERVER) {
+			report_warn("out of memory");
+			return (-1);
+		}
+		if (strcmp(e.re_msgid, MSGID_DIGEST) == 0)
+			report_read_digest(r, &e, server);
+		else if (strcmp(e.re_msgid, REPORT_MSGID_TRANSFER) == 0)
+			report_read_transfer(r, &e, server);
+	}
+	if (rv < 0) {
+		report_warnx("cannot read the journal: %s", strerror(-rv));
+		return (-1);
+	}
+	return (0);
+}
+
+/* Match the share's records of the given message ids. */
+static int
+report_read_match(struct report *r, int transfers)
+{
+	char	m[REPORT_NAME_MAX + 16];
+
+	sd_journal_flush_matches(r->r_j);
+	snprintf(m, sizeof(m), "FDIST_SHARE=%s", r->r_share);
+	if (sd_journal_add_match(r->r_j, "MESSAGE_ID=" MSGID_DIGEST, 0) < 0 ||
+	    (transfers && sd_journal_add_match(r->r_j,
+	    "MESSAGE_ID=" REPORT_MSGID_TRANSFER, 0) < 0) ||
+	    sd_journal_add_match(r->r_j, m, 0) < 0) {
+		report_warnx("cannot match the journal's records");
+		return (-1);
+	}
+	return (0);
+}
+
+/*
+ * Every digest record of the share, also those before --since: the
+ * version served then may still be the one served now.
+ */
+int
+report_read_digests(struct report *r)
+{
+	if (report_read_match(r, 0) == -1 ||
+	    sd_journal_seek_head(r->r_j) < 0)
+		return (-1);
+	return (report_read_process(r));
+}
+
+/* The transfer records in range; the journal stays open to follow. */
+int
+report_read_scan(struct report *r)
+{
+	if (report_read_match(r, 1) == -1 || report_read_seek(r) == -1)
+		return (-1);
+	return (report_read_process(r));
+}
+
+/*
+ * Without --sha256, the version the share serves now: the digest of its
+ * newest digest record (of the server that logged one last).
+ */
+int
+report_read_target(struct report *r)
+{
+	struct report_server	*s, *best = NULL;
+	size_t			 i;
+	int			 warned = 0;
+
+	if (r->r_sha_given)
+		return (0);
+	for (i = 0; i < r->r_nservers; i++) {
+		s = &r->r_servers[i];
+		if (s->rs_dtime > 0 && (best == NULL ||
+		    s->rs_dtime > best->rs_dtime))
+			best = s;
+	}
+	if (best == NULL) {
+		if (r->r_wait)
+			return (0);	/* the first digest record will do */
+		report_warnx("no digest record of share %s in the journal: "
+		    "give the version with --sha256", r->r_share);
+		return (-1);
+	}
+	if (strcmp(r->r_sha, best->rs_dsha) == 0)
+		return (0);
+	memcpy(r->r_sha, best->rs_dsha, sizeof(r->r_sha));
+	r->r_target_changed = 1;
+	for (i = 0; i < r->r_nservers; i++) {
+		s = &r->r_servers[i];
+		if (s->rs_dtime == 0 || strcmp(s->rs_dsha, r->r_sha) == 0 ||
+		    warned++ > 0)
+			continue;
+		report_warnx("warning: servers serve different versions of "
+		    "%s (%s: %.12s, %s: %.12s); reporting the newest",
+		    r->r_share, best->rs_display, best->rs_dsha, s->rs_display,
+		    s->rs_dsha);
+	}
+	return (0);
+}
