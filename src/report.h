@@ -17,6 +17,7 @@
 #define REPORT_ACKS		4	/* versions kept per host */
 #define REPORT_STATUS_MAX	24
 #define REPORT_NAME_MAX		256
+#define REPORT_ACK_MAX		1024	/* of an ack kept, escaped text */
 #define REPORT_NOSERVER		(-1)
 
 #define REPORT_MSGID_TRANSFER	"68da270df4994c348ba467a048bebbc3"
@@ -69,6 +70,8 @@ struct report_host {
 	uint64_t	 rh_fsize;
 	int		 rh_fserver;
 	char		 rh_fstatus[REPORT_STATUS_MAX];
+	char		*rh_ack;	/* of the newest record, escaped */
+	uint64_t	 rh_ack_time;
 	int		 rh_dirty;	/* changed since evaluated */
 
 	/* report_eval() */

@@ -314,6 +314,7 @@ report_hosts_free(struct report *r)
 	for (i = 0; i < r->r_nhosts; i++) {
 		free(r->r_hosts[i]->rh_name);
 		free(r->r_hosts[i]->rh_label);
+		free(r->r_hosts[i]->rh_ack);
 		free(r->r_hosts[i]);
 	}
 	free(r->r_hosts);

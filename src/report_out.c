@@ -310,6 +310,8 @@ report_out_json(FILE *fp, struct report *r)
 		    (uintmax_t)h->rh_failures);
 		report_out_str(fp, h->rh_state == RS_OLD && h->rh_has[0] != '\0'
 		    ? h->rh_has : NULL);
+		fputs(",\"ack\":", fp);
+		report_out_str(fp, h->rh_ack);
 		fputs(",\"last_failure\":", fp);
 		if (h->rh_failures == 0) {
 			fputs("null}", fp);

@@ -30,6 +30,8 @@ struct report_entry {
 	char		 re_hostname[REPORT_NAME_MAX];
 	char		 re_machine[33];
 	char		 re_claim[REPORT_HEXLEN + 1];	/* from FDIST_ACK */
+	char		 re_ack[REPORT_ACK_MAX + 1];	/* cut */
+	int		 re_has_ack;
 	uint64_t	 re_bytes;
 	uint64_t	 re_size;
 	uint64_t	 re_time;
@@ -318,7 +320,12 @@ report_read_entry(struct report *r, struct report_entry *e)
 	char		 num[32];
 	int		 rv;
 
-	memset(e, 0, offsetof(struct report_entry, re_bytes));
+	/* Not a memset: a million records would clear 3 GB. */
+	e->re_msgid[0] = e->re_peer[0] = e->re_status[0] = '\0';
+	e->re_verified[0] = e->re_sha[0] = e->re_file_sha[0] = '\0';
+	e->re_version[0] = e->re_host_id[0] = e->re_hostname[0] = '\0';
+	e->re_machine[0] = e->re_claim[0] = e->re_ack[0] = '\0';
+	e->re_has_ack = 0;
 	e->re_bytes = e->re_size = 0;
 	if ((rv = sd_journal_get_realtime_usec(r->r_j, &e->re_time)) < 0)
 		return (rv);
@@ -353,10 +360,16 @@ report_read_entry(struct report *r, struct report_entry *e)
 			    REPORT_VALUE("FDIST_SIZE", d),
 			    REPORT_VLEN("FDIST_SIZE", l));
 			e->re_size = strtoull(num, NULL, 10);
-		} else if (REPORT_FIELD("FDIST_ACK", d, l))
+		} else if (REPORT_FIELD("FDIST_ACK", d, l)) {
+			/* d is valid only until the next field: copy. */
 			report_read_claim(e->re_claim,
 			    REPORT_VALUE("FDIST_ACK", d),
 			    REPORT_VLEN("FDIST_ACK", l));
+			report_read_copy(e->re_ack, sizeof(e->re_ack),
+			    REPORT_VALUE("FDIST_ACK", d),
+			    REPORT_VLEN("FDIST_ACK", l));
+			e->re_has_ack = 1;
+		}
 	}
 	if (!report_read_hex(e->re_sha))
 		e->re_sha[0] = '\0';
@@ -532,6 +545,11 @@ report_read_transfer(struct report *r, const struct report_entry *e,
 	}
 	h->rh_attempts++;
 	h->rh_dirty = 1;
+	if (e->re_time >= h->rh_ack_time) {
+		h->rh_ack_time = e->re_time;
+		free(h->rh_ack);
+		h->rh_ack = e->re_has_ack ? strdup(e->re_ack) : NULL;
+	}
 	if (strcmp(e->re_status, "acked") != 0)
 		fail = e->re_status;
 	else if (strcmp(e->re_verified, "yes") == 0) {
