@@ -181,13 +181,22 @@ report_parse_time(const char *s, uint64_t *usec)
 		return (0);
 	}
 	if (s[0] == '@') {
+		/* "@SECONDS[.FRACTION]", to the microsecond */
 		errno = 0;
 		v = strtoull(s + 1, &end, 10);
-		if (s[1] < '0' || s[1] > '9' || *end != '\0' || errno != 0 ||
-		    v > UINT64_MAX / 1000000)
+		if (s[1] < '0' || s[1] > '9' || errno != 0 ||
+		    v > UINT64_MAX / 1000000 - 1)
 			return (-1);
 		*usec = v * 1000000;
-		return (0);
+		if (*end == '.') {
+			for (p = end + 1, v = 100000; *p >= '0' && *p <= '9';
+			    p++, v /= 10)
+				*usec += (uint64_t)(*p - '0') * v;
+			if (p == end + 1)
+				return (-1);
+			end = (char *)(uintptr_t)p;
+		}
+		return (*end == '\0' ? 0 : -1);
 	}
 	if (s[0] == '-') {
 		if (parse_duration_ms(s + 1, &v, err, sizeof(err)) == -1 ||

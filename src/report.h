@@ -21,9 +21,6 @@
 #define REPORT_NOSERVER		(-1)
 
 #define REPORT_MSGID_TRANSFER	"68da270df4994c348ba467a048bebbc3"
-#ifndef MSGID_DIGEST
-#define MSGID_DIGEST		"20aedb80c2af4366ad3a62a516409ae1"
-#endif
 
 /* Exit codes; the man page and --help list them. */
 enum report_exit {

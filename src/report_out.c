@@ -20,6 +20,8 @@ static void	report_out_detail(const struct report *,
 		    const struct report_host *, char *, size_t);
 static void	report_out_str(FILE *, const char *);
 static void	report_out_sorted(struct report *);
+static void	report_out_row(FILE *, const char *const *, const size_t *,
+		    int);
 
 /* How many hosts are in each state (after report_eval). */
 void
@@ -139,6 +141,7 @@ report_out_table(FILE *fp, struct report *r)
 	struct report_host	*h;
 	size_t			 counts[RS_COUNT], w[REPORT_COLS], i, c, n;
 	char			 cell[REPORT_COLS][512];
+	const char		*cells[REPORT_COLS];
 	int			 labels = 0, pass;
 
 	report_out_counts(r, counts);
@@ -151,18 +154,8 @@ report_out_table(FILE *fp, struct report *r)
 		w[c] = strlen(head[c]);
 	/* Two passes: measure the columns, then print. */
 	for (pass = 0; pass < 2; pass++) {
-		if (pass == 1) {
-			for (c = 0; c < REPORT_COLS; c++) {
-				if (c == 2 && !labels)
-					continue;
-				if (c == REPORT_COLS - 1)
-					fprintf(fp, "%s", head[c]);
-				else
-					fprintf(fp, "%-*s  ", (int)w[c],
-					    head[c]);
-			}
-			fputc('\n', fp);
-		}
+		if (pass == 1)
+			report_out_row(fp, head, w, labels);
 		for (i = 0; i < r->r_nhosts; i++) {
 			h = r->r_hosts[i];
 			if (r->r_only != 0 && !(r->r_only & (1U << h->rh_state)))
@@ -185,25 +178,41 @@ report_out_table(FILE *fp, struct report *r)
 			else
 				snprintf(cell[6], sizeof(cell[6]), "-");
 			report_out_detail(r, h, cell[7], sizeof(cell[7]));
-			for (c = 0; c < REPORT_COLS; c++) {
-				n = strlen(cell[c]);
-				if (pass == 0) {
-					if (n > w[c])
-						w[c] = n;
-					continue;
-				}
-				if (c == 2 && !labels)
-					continue;
-				if (c == REPORT_COLS - 1)
-					fprintf(fp, "%s", cell[c]);
-				else
-					fprintf(fp, "%-*s  ", (int)w[c],
-					    cell[c]);
+			if (pass == 1) {
+				for (c = 0; c < REPORT_COLS; c++)
+					cells[c] = cell[c];
+				report_out_row(fp, cells, w, labels);
+				continue;
 			}
-			if (pass == 1)
-				fputc('\n', fp);
+			for (c = 0; c < REPORT_COLS; c++)
+				if ((n = strlen(cell[c])) > w[c])
+					w[c] = n;
 		}
 	}
+}
+
+/* One row, padded to the widths, without trailing blanks. */
+static void
+report_out_row(FILE *fp, const char *const *cell, const size_t *w,
+    int labels)
+{
+	char	line[REPORT_COLS * 520];
+	size_t	c, o = 0;
+	int	n;
+
+	for (c = 0; c < REPORT_COLS; c++) {
+		if (c == 2 && !labels)
+			continue;
+		n = snprintf(line + o, sizeof(line) - o, "%-*s  ",
+		    (int)w[c], cell[c]);
+		if (n < 0 || (size_t)n >= sizeof(line) - o)
+			break;
+		o += (size_t)n;
+	}
+	while (o > 0 && line[o - 1] == ' ')
+		o--;
+	line[o] = '\0';
+	fprintf(fp, "%s\n", line);
 }
 
 /*

@@ -13,6 +13,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "fdistd.h"		/* MSGID_DIGEST */
 #include "report.h"
 
 #define REPORT_VALUE_MAX	512
@@ -186,6 +187,12 @@ report_read_seek(struct report *r)
 	return (0);
 }
 
+static int
+report_read_strcmp(const void *a, const void *b)
+{
+	return (strcmp(a, b));
+}
+
 /*
  * Without --share, the one share with transfer records in the time
  * range; an error listing them if there are several.
@@ -230,6 +237,7 @@ report_read_share(struct report *r, char **share)
 		n--;
 	}
 	sd_journal_flush_matches(r->r_j);
+	qsort(names, n, sizeof(names[0]), report_read_strcmp);
 	if (n == 0) {
 		report_warnx("no fdistd transfer records in the journal%s",
 		    r->r_since > 0 || r->r_until != UINT64_MAX ?

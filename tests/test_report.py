@@ -1,0 +1,431 @@
+#!/usr/bin/env python3
+"""fdist-report against a real, private systemd-journald and real transfers.
+
+Real clients (Python sockets bound to 127.0.0.2, 127.0.0.3, ... and
+fdist-fetch from 127.0.0.1) fetch from the real daemon: verified, no-digest
+acks as nc sends them, resets mid-file, one before a reload swapped the
+file, one never.  The report's table, JSON and exit status are asserted for
+each state; --wait against clients that ack while it follows; a user
+without journal access; two daemons (each with its own journald and host
+name, in unshare -m -u) whose journals the real systemd-journal-remote
+merges.
+"""
+
+import json
+import os
+import select
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+from fdtest import (Daemon, connect, file_sha256, free_port, linger_reset, make_file,
+                    read_all, sha256)
+from test_journal import JOURNALD, TRANSFER_ID, inside_namespace, journal
+
+REPORT = os.environ.get("FDIST_REPORT", "build/fdist-report")
+FETCH = os.environ.get("FDIST_FETCH", "build/fdist-fetch")
+DIGEST_ID = "20aedb80c2af4366ad3a62a516409ae1"
+JOURNAL_REMOTE = "/lib/systemd/systemd-journal-remote"
+BIG = 8 * 1024 * 1024           # more than loopback's socket buffers hold
+
+
+def report(*args, user=None, stdin=None, timeout=60):
+    """Run fdist-report; (exit status, stdout, stderr)."""
+    cmd = [os.path.abspath(REPORT)] + list(args)
+    if user:
+        cmd = ["setpriv", "--reuid=" + user, "--regid=nogroup", "--clear-groups"] + cmd
+    r = subprocess.run(cmd, capture_output=True, timeout=timeout, input=stdin)
+    return r.returncode, r.stdout.decode(), r.stderr.decode()
+
+
+def rows(out):
+    """The table's rows after the summary and header: lists of cells
+    split on the two-space column gaps."""
+    lines = out.splitlines()
+    assert lines[1].startswith("STATE"), out
+    return [[c.strip() for c in line.split("  ") if c.strip()] for line in lines[2:]]
+
+
+def client(port, src, ack=None, reset_after=None, host="127.0.0.1"):
+    """A real client from source address src: reads the file, acks it
+    (by default as fdist-fetch does, with its digest), or resets the
+    connection after reset_after bytes."""
+    s = connect(port, host, timeout=30, bind=src)
+    try:
+        if reset_after is not None:
+            got = 0
+            while got < reset_after:
+                b = s.recv(65536)
+                assert b, "EOF before %d bytes" % reset_after
+                got += len(b)
+            linger_reset(s)
+            return None
+        data = read_all(s)
+        if ack is None:
+            ack = ("Thank you sha256=%s\n" % sha256(data)).encode()
+        s.sendall(ack)
+        s.shutdown(1)
+        s.recv(1)
+        return data
+    finally:
+        s.close()
+
+
+def transfers(n, share="img"):
+    return journal("MESSAGE_ID=" + TRANSFER_ID, "FDIST_SHARE=" + share, want=n, timeout=30)
+
+
+def wait_digest(sha, share="img"):
+    recs = journal("MESSAGE_ID=" + DIGEST_ID, "FDIST_SHARE=" + share, "FDIST_FILE_SHA256=" + sha,
+                   timeout=30)
+    assert recs, "no digest record of %s" % sha
+
+
+def hosts_file(tmp, text, name="hosts.txt"):
+    path = os.path.join(tmp, name)
+    with open(path, "w") as f:
+        f.write(text)
+    return path
+
+
+LAB = """# the lab
+127.0.0.1   fetcher
+127.0.0.2   rack "2"       # a label with a quote
+127.0.0.3   nc-client
+
+127.0.0.4
+127.0.0.5   never
+127.0.0.6   before-reload
+127.0.0.7   later-reset
+::1         v6
+"""
+
+
+def lab(tmp, d, port, path):
+    """The rollout the state tests report on; returns the digests of the
+    version before the reload and the one after."""
+    v1 = file_sha256(path)
+    wait_digest(v1)
+    client(port, "127.0.0.6")
+    new = make_file(os.path.join(tmp, "img.new"), BIG, seed=2)
+    v2 = file_sha256(new)
+    os.rename(new, path)                    # publish by rename, then reload
+    d.reload()
+    wait_digest(v2)
+    r = subprocess.run([FETCH, "-q", "-o", os.path.join(tmp, "got"), "127.0.0.1:%d" % port],
+                       capture_output=True, timeout=60)
+    assert r.returncode == 0, r
+    assert file_sha256(os.path.join(tmp, "got")) == v2
+    client(port, "127.0.0.2")
+    client(port, "127.0.0.3", ack=b"Thank you\0")        # what nc or the textbook sends
+    client(port, "127.0.0.4", reset_after=65536)
+    client(port, "127.0.0.4", reset_after=65536)
+    client(port, "127.0.0.7")
+    client(port, "127.0.0.7", reset_after=65536)
+    client(port, None, host="::1")
+    transfers(9)
+    return v1, v2
+
+
+def test_states_table_json_and_exit_status(tmp):
+    path = os.path.join(tmp, "img")
+    make_file(path, 300000, seed=1)
+    port = free_port()
+    with Daemon(tmp, {"img": {"listen": "127.0.0.1:%d, [::1]:%d" % (port, port), "file": path}},
+                {"log": "journal"}) as d:
+        v1, v2 = lab(tmp, d, port, path)
+        hosts = hosts_file(tmp, LAB)
+        rc, out, err = report("--share", "img", "--hosts", hosts)
+        assert rc == 1, (rc, out, err)
+        assert err == "", err
+        first = out.splitlines()[0]
+        assert first == ("share img sha256 %s\u2026: 4/8 done, 1 unverified, 1 old, 1 failed, "
+                         "1 missing" % v2[:8]), first
+        t = rows(out)
+        assert [r[0] for r in t] == ["missing", "failed", "old", "unverified",
+                                     "done", "done", "done", "done"], out
+        by = {r[1]: r for r in t}
+        assert by["127.0.0.5"][2:] == ["never", "-", "-", "0", "-", "no record"], out
+        f = by["127.0.0.4"]
+        assert f[2] == "fdtest-a" and f[4] == "2", out      # server, tries
+        bytes_, size = map(int, f[5].split("/"))
+        assert size == BIG and 0 < bytes_ < BIG and f[6] == "aborted", out
+        assert by["127.0.0.6"][-1] == "has sha256 %s" % v1[:12], out
+        assert by["127.0.0.3"][-1] == "no digest claimed", out
+        assert by["127.0.0.7"][0] == "done" and by["127.0.0.7"][-1].startswith("later aborted at "), out
+        assert by["::1"][2] == "v6" and by["127.0.0.1"][2] == "fetcher", out
+        # the table is aligned: every row's DETAIL column starts where the header's does
+        lines = out.splitlines()[1:]
+        col = lines[0].index("DETAIL")
+        assert all(len(l) <= col or l[col - 2:col] == "  " for l in lines), out
+
+        rc, out, _ = report("--share", "img", "--hosts", hosts, "--json")
+        assert rc == 1
+        doc = json.loads(out)
+        s = doc["summary"]
+        assert (s["share"], s["sha256"], s["total"], s["done"], s["unverified"], s["old"],
+                s["failed"], s["missing"], s["complete"]) == ("img", v2, 8, 4, 1, 1, 1, 1, False), s
+        assert s["servers"] == ["fdtest-a"] and s["records"] == 9, s
+        h = {x["host"]: x for x in doc["hosts"]}
+        assert h["127.0.0.2"]["label"] == 'rack "2"', h["127.0.0.2"]
+        assert h["127.0.0.5"]["state"] == "missing" and h["127.0.0.5"]["server"] is None
+        assert h["127.0.0.4"]["state"] == "failed" and h["127.0.0.4"]["attempts"] == 2
+        assert h["127.0.0.4"]["last_failure"]["status"] == "aborted"
+        assert h["127.0.0.4"]["last_failure"]["size"] == BIG
+        assert h["127.0.0.6"]["state"] == "old" and h["127.0.0.6"]["has_sha256"] == v1
+        assert h["127.0.0.3"]["state"] == "unverified" and not h["127.0.0.3"]["verified"]
+        assert h["127.0.0.7"]["state"] == "done" and h["127.0.0.7"]["verified"]
+        assert h["127.0.0.7"]["last_failure"]["status"] == "aborted"
+        assert h["127.0.0.7"]["last_failure"]["time_usec"] > h["127.0.0.7"]["time_usec"]
+        assert h["127.0.0.1"]["ack"] == "Thank you sha256=%s host=fdtest-a" % v2, h["127.0.0.1"]
+        assert h["::1"]["state"] == "done" and h["::1"]["server"] == "fdtest-a"
+
+        rc, out, _ = report("--share", "img", "--hosts", hosts, "--accept-unverified")
+        assert rc == 1 and out.startswith("share img sha256 %s\u2026: 5/8 done," % v2[:8]), out
+        rc, out, _ = report("--share", "img", "--hosts", hosts, "--only", "failed,missing")
+        assert [r[1] for r in rows(out)] == ["127.0.0.5", "127.0.0.4"], out
+        # the older version: only the host that fetched before the reload has it
+        rc, out, _ = report("--share", "img", "--hosts", hosts, "--sha256", v1.upper(), "--json")
+        h = {x["host"]: x["state"] for x in json.loads(out)["hosts"]}
+        assert h == {"127.0.0.1": "old", "127.0.0.2": "old", "127.0.0.3": "old",
+                     "127.0.0.4": "failed", "127.0.0.5": "missing", "127.0.0.6": "done",
+                     "127.0.0.7": "old", "::1": "old"}, h
+        # every host done: exit 0
+        done = hosts_file(tmp, "127.0.0.1\n127.0.0.2\n::1\n", "done.txt")
+        rc, out, _ = report("--share", "img", "--hosts", done)
+        assert rc == 0 and out.startswith("share img sha256 %s\u2026: 3/3 done\n" % v2[:8]), out
+        # from stdin, and a name resolved once, at start
+        rc, out, _ = report("--share", "img", "--hosts", "-", stdin=b"localhost\n127.0.0.2\n")
+        assert rc == 0 and rows(out)[0][1] in ("localhost", "127.0.0.2"), out
+        # without --hosts every peer seen is listed, none missing
+        rc, out, _ = report("--share", "img")
+        assert rc == 1 and "7/" not in out and "missing" not in out, out
+        assert sorted(r[1] for r in rows(out)) == sorted(
+            ["127.0.0.%d" % i for i in (1, 2, 3, 4, 6, 7)] + ["::1"]), out
+        # by the id fdist-fetch claims (its host name here)
+        ids = hosts_file(tmp, "FDTEST-A  the fetcher\nother\n", "ids.txt")
+        rc, out, _ = report("--share", "img", "--hosts", ids, "--match", "host-id", "--json")
+        h = {x["host"]: x["state"] for x in json.loads(out)["hosts"]}
+        assert rc == 1 and h == {"FDTEST-A": "done", "other": "missing"}, out
+        # since the last minute only, nothing before it is seen
+        rc, out, _ = report("--share", "img", "--hosts", done, "--since", "@%d" % (time.time() + 3600))
+        assert rc == 1 and out.startswith("share img sha256 %s\u2026: 0/3 done, 3 missing" % v2[:8])
+
+
+def test_usage_and_read_errors(tmp):
+    since = "--since=@%.6f" % time.time()   # the journal has the other tests' records too
+    time.sleep(0.01)
+    path = make_file(os.path.join(tmp, "img"), 1000)
+    p1, p2 = free_port(), free_port()
+    with Daemon(tmp, {"img": {"listen": "127.0.0.1:%d" % p1, "file": path},
+                      "iso": {"listen": "127.0.0.1:%d" % p2, "file": path}}, {"log": "journal"}):
+        client(p1, "127.0.0.2")
+        client(p2, "127.0.0.2")
+        transfers(1, "img")
+        transfers(1, "iso")
+        rc, out, err = report(since)
+        assert rc == 2 and out == "", (rc, out, err)
+        assert "records of 2 shares; choose one with --share:\n  img\n  iso\n" in err, err
+        rc, out, err = report("--share", "iso")
+        assert rc == 0 and out.startswith("share iso sha256 "), (out, err)
+        bad = hosts_file(tmp, "127.0.0.2\n# ok\n\nno-such-host.invalid  lab\n")
+        rc, out, err = report("--share", "img", "--hosts", bad)
+        assert rc == 2 and "hosts.txt:4: cannot resolve no-such-host.invalid" in err, err
+        dup = hosts_file(tmp, "127.0.0.2\n127.0.0.2\n", "dup.txt")
+        rc, _, err = report("--share", "img", "--hosts", dup)
+        assert rc == 2 and "dup.txt:2: 127.0.0.2 is 127.0.0.2, already listed on line 1" in err, err
+        for args in (["--only", "gone"], ["--wait=0"], ["--sha256", "12"], ["--since", "soon"],
+                     ["--wait", "--until", "now"], ["-D", tmp, "--file", path], ["extra"]):
+            rc, out, err = report("--share", "img", *args)
+            assert rc == 2 and out == "" and err, (args, rc, out, err)
+        empty = tempfile.mkdtemp(dir=tmp)
+        rc, _, err = report("-D", empty)
+        assert rc == 2 and err == "fdist-report: %s: no journal files\n" % empty, err
+
+
+def export_journal(tmp, name):
+    """This namespace's journal, through journalctl -o export and the real
+    systemd-journal-remote, as a file in a directory of its own."""
+    exp = os.path.join(tmp, name + ".export")
+    with open(exp, "wb") as f:
+        subprocess.run(["journalctl", "-D", "/run/log/journal", "-o", "export"], stdout=f,
+                       check=True, timeout=60)
+    return exp
+
+
+def remote(exports, outdir):
+    os.makedirs(outdir, exist_ok=True)
+    for name, exp in exports:
+        subprocess.run([JOURNAL_REMOTE, "-o", os.path.join(outdir, "remote-%s.journal" % name),
+                        exp], check=True, capture_output=True, timeout=60)
+
+
+def test_no_access_is_an_error_not_an_empty_report(tmp):
+    """sd-journal skips files it may not read: a user without journal
+    access gets exit 2 and what to do, for -D and the local journal."""
+    path = make_file(os.path.join(tmp, "img"), 1000)
+    port = free_port()
+    with Daemon(tmp, {"acc": {"listen": "127.0.0.1:%d" % port, "file": path}}, {"log": "journal"}):
+        client(port, "127.0.0.2")
+        transfers(1, "acc")
+        exp = export_journal(tmp, "a")
+    pub = tempfile.mkdtemp(prefix="fdreport-")
+    try:
+        os.chmod(pub, 0o755)
+        remote([("a", exp)], os.path.join(pub, "j"))
+        os.chmod(os.path.join(pub, "j"), 0o755)
+        jf = os.path.join(pub, "j", "remote-a.journal")
+        shutil.chown(jf, "root", "systemd-journal")
+        os.chmod(jf, 0o640)
+        rc, out, err = report("--share", "acc", "-D", os.path.join(pub, "j"))
+        assert rc == 0 and "1/1 done" in out, (rc, out, err)
+        rc, out, err = report("--share", "acc", "-D", os.path.join(pub, "j"), user="nobody")
+        assert rc == 2 and out == "", (rc, out, err)
+        assert ("fdist-report: %s: permission denied (1 of 1 journal files unreadable); run as "
+                "root or as a member of the systemd-journal or adm group\n" % jf) == err, err
+        # in the journal's group it is readable
+        r = subprocess.run(["setpriv", "--reuid=nobody", "--regid=nogroup",
+                            "--groups=systemd-journal", os.path.abspath(REPORT), "--share", "acc", "-D",
+                            os.path.join(pub, "j")], capture_output=True, timeout=60)
+        assert r.returncode == 0, r
+        # the local journal (this namespace's journald's files)
+        local = [os.path.join(dp, f) for dp, _, fs in os.walk("/run/log/journal") for f in fs]
+        assert local, "journald wrote no files"
+        for f in local:
+            shutil.chown(f, "root", "systemd-journal")
+            os.chmod(f, 0o640)
+        rc, out, err = report("--share", "acc", user="nobody")
+        assert rc == 2 and "permission denied" in err and "systemd-journal or adm" in err, err
+    finally:
+        shutil.rmtree(pub)
+
+
+def test_wait_returns_when_the_last_host_acks(tmp):
+    path = make_file(os.path.join(tmp, "img"), 200000)
+    v = file_sha256(path)
+    port = free_port()
+    with Daemon(tmp, {"w": {"listen": "127.0.0.1:%d" % port, "file": path}}, {"log": "journal"}):
+        wait_digest(v, "w")
+        hosts = hosts_file(tmp, "127.0.0.2\n127.0.0.3\n")
+        w = subprocess.Popen([REPORT, "--share", "w", "--hosts", hosts, "--wait=120s"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            ready, _, _ = select.select([w.stderr], [], [], 30)   # its first summary: reading
+            assert ready, "no summary from --wait"
+            first = w.stderr.readline().decode()
+            client(port, "127.0.0.2")
+            transfers(1, "w")
+            time.sleep(1)
+            assert w.poll() is None, "returned with a host missing"
+            client(port, "127.0.0.3")
+            t0 = time.monotonic()
+            out, err = w.communicate(timeout=60)
+            took = time.monotonic() - t0
+        finally:
+            if w.poll() is None:
+                w.kill()
+                w.wait()
+        assert w.returncode == 0, (w.returncode, out, err)
+        assert took < 15, took          # it follows the journal, it does not poll slowly
+        assert out.decode().startswith("share w sha256 %s\u2026: 2/2 done\n" % v[:8]), out
+        err = err.decode().splitlines()
+        assert first == "share w sha256 %s\u2026: 0/2 done, 2 missing\n" % v[:8], first
+        assert [l.split()[2:4] for l in err] == [["127.0.0.2", "done"],
+                                                     ["127.0.0.3", "done"]], err
+        # one that never comes: exit 1 at the timeout, with the report
+        hosts = hosts_file(tmp, "127.0.0.2\n127.0.0.5\n", "never.txt")
+        t0 = time.monotonic()
+        rc, out, err = report("--share", "w", "--hosts", hosts, "--wait=2s")
+        took = time.monotonic() - t0
+        assert rc == 1 and 2 <= took < 30, (rc, took)
+        assert out.startswith("share w sha256 %s\u2026: 1/2 done, 1 missing\n" % v[:8]), out
+
+
+def serve_b(state):
+    """Server B: its own host name, journald and daemon (in unshare -m -u,
+    started by test_two_servers_merged_by_journal_remote)."""
+    subprocess.run(["hostname", "fdtest-b"], check=True)
+    del sys.argv[1:]                # no test names for the runner
+
+    def run(tmp):
+        path = os.path.join(state, "img")
+        port = int(open(os.path.join(state, "port")).read())
+        with Daemon(tmp, {"fleet": {"listen": "127.0.0.1:%d" % port, "file": path}},
+                    {"log": "journal"}):
+            wait_digest(file_sha256(path), "fleet")
+            open(os.path.join(state, "ready"), "w").close()
+            deadline = time.monotonic() + 120
+            while not os.path.exists(os.path.join(state, "stop")):
+                assert time.monotonic() < deadline, "never told to stop"
+                time.sleep(0.05)
+            transfers(int(open(os.path.join(state, "stop")).read()), "fleet")
+        export_journal(state, "b")
+    return inside_namespace({"test_serve_b": run})
+
+
+def test_two_servers_merged_by_journal_remote(tmp):
+    path = make_file(os.path.join(tmp, "img"), 300000)
+    v = file_sha256(path)
+    state = os.path.join(tmp, "b")
+    os.makedirs(state)
+    shutil.copy(path, os.path.join(state, "img"))
+    pa, pb = free_port(), free_port()
+    with open(os.path.join(state, "port"), "w") as f:
+        f.write(str(pb))
+    b = subprocess.Popen(["unshare", "-m", "-u", "--propagation", "private", sys.executable,
+                          os.path.abspath(__file__), "serve-b", state],
+                         env=dict(os.environ, FDTEST_REPORT_NS="b"))
+    try:
+        with Daemon(tmp, {"fleet": {"listen": "127.0.0.1:%d" % pa, "file": path}},
+                    {"log": "journal"}):
+            deadline = time.monotonic() + 60
+            while not os.path.exists(os.path.join(state, "ready")):
+                assert time.monotonic() < deadline and b.poll() is None, "server B did not start"
+                time.sleep(0.05)
+            client(pa, "127.0.0.2")
+            client(pb, "127.0.0.3")
+            client(pb, "127.0.0.4")
+            transfers(1, "fleet")
+            with open(os.path.join(state, "stop"), "w") as f:
+                f.write("2")
+            assert b.wait(120) == 0, "server B failed"
+            exp_a = export_journal(tmp, "a")
+    finally:
+        if b.poll() is None:
+            b.kill()
+            b.wait()
+    merged = os.path.join(tmp, "merged")
+    remote([("a", exp_a), ("b", os.path.join(state, "b.export"))], merged)
+    hosts = hosts_file(tmp, "127.0.0.2\n127.0.0.3\n127.0.0.4\n127.0.0.5\n")
+    rc, out, err = report("--share", "fleet", "-D", merged, "--hosts", hosts, "--json")
+    assert rc == 1, (rc, out, err)
+    doc = json.loads(out)
+    assert sorted(doc["summary"]["servers"]) == ["fdtest-a", "fdtest-b"], doc["summary"]
+    h = {x["host"]: (x["state"], x["server"]) for x in doc["hosts"]}
+    assert h == {"127.0.0.2": ("done", "fdtest-a"), "127.0.0.3": ("done", "fdtest-b"),
+                 "127.0.0.4": ("done", "fdtest-b"), "127.0.0.5": ("missing", None)}, h
+    assert doc["summary"]["sha256"] == v
+    # the same from the two files named one by one
+    rc, out, _ = report("--share", "fleet", "--file", os.path.join(merged, "remote-a.journal"),
+                        "--file", os.path.join(merged, "remote-b.journal"), "--hosts", hosts)
+    assert rc == 1 and out.startswith("share fleet sha256 %s\u2026: 3/4 done, 1 missing" % v[:8]), out
+    t = {r[1]: r[2] for r in rows(out)}
+    assert t["127.0.0.2"] == "fdtest-a" and t["127.0.0.3"] == "fdtest-b", out
+
+
+if __name__ == "__main__":
+    ns = os.environ.get("FDTEST_REPORT_NS")
+    if ns == "b":
+        sys.exit(serve_b(sys.argv[2]))
+    if ns == "a":
+        subprocess.run(["hostname", "fdtest-a"], check=True)
+        sys.exit(inside_namespace(globals()))
+    if os.geteuid() != 0 or not os.path.exists(JOURNALD) or not shutil.which("unshare") or \
+            not os.path.exists(JOURNAL_REMOTE):
+        print("SKIP: needs root, unshare, %s and %s" % (JOURNALD, JOURNAL_REMOTE))
+        sys.exit(77)
+    env = dict(os.environ, FDTEST_REPORT_NS="a")
+    sys.exit(subprocess.run(["unshare", "-m", "-u", "--propagation", "private", sys.executable] +
+                            sys.argv, env=env).returncode)
