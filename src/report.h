@@ -19,6 +19,7 @@
 #define REPORT_NAME_MAX		256
 #define REPORT_ACK_MAX		1024	/* of an ack kept, escaped text */
 #define REPORT_NOSERVER		(-1)
+#define REPORT_REMAP_ENTRIES	50000	/* see report_read_remap() */
 
 #define REPORT_MSGID_TRANSFER	"68da270df4994c348ba467a048bebbc3"
 
@@ -120,6 +121,7 @@ struct report {
 	uint64_t	 r_wait_ms;	/* 0: no limit */
 
 	sd_journal	*r_j;
+	int		 r_matching;	/* transfers too, not only digests */
 	uint64_t	 r_records;	/* transfer records of the share */
 	uint64_t	 r_unlisted;	/* ... of hosts not in --hosts */
 

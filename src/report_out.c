@@ -357,8 +357,8 @@ report_out_progress(struct report *r, const size_t *counts, double secs)
 	    counts[RS_MISSING], rate);
 	if (rate > 0 && left > 0) {
 		eta = (double)left / rate * 60.0;
-		fprintf(stderr, ", ~%.0fm%02.0fs left", eta / 60 - 0.5 < 0 ? 0 :
-		    (double)(long)(eta / 60), (double)((long)eta % 60));
+		fprintf(stderr, ", about %ldm%02lds left", (long)(eta / 60),
+		    (long)eta % 60);
 	}
 	fputs("\033[K", stderr);
 	fflush(stderr);

@@ -54,6 +54,9 @@ static void	report_read_digest(struct report *, const struct report_entry *,
 static void	report_read_transfer(struct report *,
 		    const struct report_entry *, int);
 static int	report_read_hex(const char *);
+static int	report_read_journal(struct report *);
+static int	report_read_match(struct report *, int);
+static int	report_read_remap(struct report *);
 
 /*
  * Count journal files under dir (and its subdirectories, one level: the
@@ -155,10 +158,16 @@ report_read_access(struct report *r)
 int
 report_read_open(struct report *r)
 {
-	int	e;
-
 	if (report_read_access(r) == -1)
 		return (-1);
+	return (report_read_journal(r));
+}
+
+static int
+report_read_journal(struct report *r)
+{
+	int	e;
+
 	if (r->r_nfiles > 0)
 		e = sd_journal_open_files(&r->r_j, r->r_files, 0);
 	else if (r->r_dir != NULL)
@@ -598,14 +607,55 @@ report_read_transfer(struct report *r, const struct report_entry *e,
 	}
 }
 
+/*
+ * sd-journal keeps the windows it mapped of the journal files until it
+ * has many, which over a long history makes hundreds of megabytes of
+ * resident (if shared) memory.  Every REPORT_REMAP_ENTRIES entries the
+ * journal is closed and opened again at the same cursor, which unmaps
+ * them: a few milliseconds each time.
+ */
+static int
+report_read_remap(struct report *r)
+{
+	char	*cursor = NULL;
+	int	 e;
+
+	if ((e = sd_journal_get_cursor(r->r_j, &cursor)) < 0) {
+		report_warnx("cannot read the journal's cursor: %s",
+		    strerror(-e));
+		return (-1);
+	}
+	sd_journal_close(r->r_j);
+	r->r_j = NULL;
+	e = -1;
+	if (report_read_journal(r) == -1 ||
+	    report_read_match(r, r->r_matching) == -1)
+		goto out;
+	if ((e = sd_journal_seek_cursor(r->r_j, cursor)) < 0 ||
+	    (e = sd_journal_next(r->r_j)) < 0) {
+		report_warnx("cannot find the journal's cursor again: %s",
+		    strerror(-e));
+		e = -1;
+		goto out;
+	}
+	e = 0;
+out:
+	free(cursor);
+	return (e);
+}
+
 /* Fold the entries from the current position on; -1 on a read error. */
 int
 report_read_process(struct report *r)
 {
 	struct report_entry	e;
 	int			rv, server;
+	unsigned int		n = 0;
 
 	while ((rv = sd_journal_next(r->r_j)) > 0) {
+		if (++n % REPORT_REMAP_ENTRIES == 0 &&
+		    report_read_remap(r) == -1)
+			return (-1);
 		if (report_read_entry(r, &e) < 0)
 			continue;
 		if (e.re_time > r->r_until)
@@ -626,12 +676,13 @@ report_read_process(struct report *r)
 	return (0);
 }
 
-/* Match the share's records of the given message ids. */
+/* Match the share's digest records, and with transfers its transfers. */
 static int
 report_read_match(struct report *r, int transfers)
 {
 	char	m[REPORT_NAME_MAX + 16];
 
+	r->r_matching = transfers;
 	sd_journal_flush_matches(r->r_j);
 	snprintf(m, sizeof(m), "FDIST_SHARE=%s", r->r_share);
 	if (sd_journal_add_match(r->r_j, "MESSAGE_ID=" MSGID_DIGEST, 0) < 0 ||

@@ -13,6 +13,7 @@ merges.
 
 import json
 import os
+import pty
 import select
 import shutil
 import subprocess
@@ -298,6 +299,12 @@ def test_no_access_is_an_error_not_an_empty_report(tmp):
             os.chmod(f, 0o640)
         rc, out, err = report("--share", "acc", user="nobody")
         assert rc == 2 and "permission denied" in err and "systemd-journal or adm" in err, err
+        # with the version and the hosts given, nothing else would stop an empty report
+        hosts = hosts_file(pub, "127.0.0.2\n")
+        os.chmod(hosts, 0o644)
+        rc, out, err = report("--share", "acc", "--sha256", file_sha256(path), "--hosts", hosts,
+                              user="nobody")
+        assert rc == 2 and out == "" and "permission denied" in err, (rc, out, err)
     finally:
         shutil.rmtree(pub)
 
@@ -341,6 +348,38 @@ def test_wait_returns_when_the_last_host_acks(tmp):
         took = time.monotonic() - t0
         assert rc == 1 and 2 <= took < 30, (rc, took)
         assert out.startswith("share w sha256 %s\u2026: 1/2 done, 1 missing\n" % v[:8]), out
+
+
+def test_wait_on_a_terminal_shows_progress(tmp):
+    """On a terminal --wait redraws one progress line; at the timeout it
+    exits 1."""
+    path = make_file(os.path.join(tmp, "img"), 1000)
+    v = file_sha256(path)
+    port = free_port()
+    with Daemon(tmp, {"tty": {"listen": "127.0.0.1:%d" % port, "file": path}}, {"log": "journal"}):
+        wait_digest(v, "tty")
+        client(port, "127.0.0.2")
+        transfers(1, "tty")
+        hosts = hosts_file(tmp, "127.0.0.2\n127.0.0.3\n")
+        master, slave = pty.openpty()
+        p = subprocess.Popen([REPORT, "--share", "tty", "--hosts", hosts, "--wait=2s"],
+                             stdout=subprocess.PIPE, stderr=slave)
+        os.close(slave)
+        out, _ = p.communicate(timeout=60)
+        screen = b""
+        while True:
+            try:
+                b = os.read(master, 4096)
+            except OSError:
+                break
+            if not b:
+                break
+            screen += b
+        os.close(master)
+        assert p.returncode == 1, (p.returncode, out, screen)
+        assert screen.startswith(b"\r1/2 done, 0 failed, 1 missing, 0.0 hosts/min\x1b[K"), screen
+        assert screen.endswith(b"\x1b[K\r\n"), screen     # the line is ended before the report
+        assert out.startswith(b"share tty sha256 "), out
 
 
 def serve_b(state):
