@@ -19,7 +19,7 @@
 #define REPORT_NAME_MAX		256
 #define REPORT_ACK_MAX		1024	/* of an ack kept, escaped text */
 #define REPORT_NOSERVER		(-1)
-#define REPORT_REMAP_ENTRIES	50000	/* see report_read_remap() */
+#define REPORT_REMAP_ENTRIES	10000	/* see report_read_remap() */
 
 #define REPORT_MSGID_TRANSFER	"68da270df4994c348ba467a048bebbc3"
 
