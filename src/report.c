@@ -563,7 +563,7 @@ main(int argc, char **argv)
 	memset(&r, 0, sizeof(r));
 	r.r_until = UINT64_MAX;
 	if (report_options(&r, argc, argv) == -1)
-		return (REPORT_EUSAGE);
+		goto out;
 	if (r.r_hosts_path != NULL &&
 	    report_hosts_load(&r, r.r_hosts_path) == -1)
 		goto out;

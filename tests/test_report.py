@@ -16,12 +16,13 @@ import os
 import pty
 import select
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
 import time
 
-from fdtest import (Daemon, connect, file_sha256, free_port, linger_reset, make_file,
+from fdtest import (SANITIZER_MARKERS, Daemon, connect, file_sha256, free_port, linger_reset, make_file,
                     read_all, sha256)
 from test_journal import JOURNALD, TRANSFER_ID, inside_namespace, journal
 
@@ -38,7 +39,9 @@ def report(*args, user=None, stdin=None, timeout=60):
     if user:
         cmd = ["setpriv", "--reuid=" + user, "--regid=nogroup", "--clear-groups"] + cmd
     r = subprocess.run(cmd, capture_output=True, timeout=timeout, input=stdin)
-    return r.returncode, r.stdout.decode(), r.stderr.decode()
+    err = r.stderr.decode()
+    assert not any(m in err for m in SANITIZER_MARKERS), err
+    return r.returncode, r.stdout.decode(), err
 
 
 def rows(out):
@@ -335,6 +338,7 @@ def test_wait_returns_when_the_last_host_acks(tmp):
                 w.kill()
                 w.wait()
         assert w.returncode == 0, (w.returncode, out, err)
+        assert not any(m in err.decode() for m in SANITIZER_MARKERS), err
         assert took < 15, took          # it follows the journal, it does not poll slowly
         assert out.decode().startswith("share w sha256 %s\u2026: 2/2 done\n" % v[:8]), out
         err = err.decode().splitlines()
@@ -380,6 +384,44 @@ def test_wait_on_a_terminal_shows_progress(tmp):
         assert screen.startswith(b"\r1/2 done, 0 failed, 1 missing, 0.0 hosts/min\x1b[K"), screen
         assert screen.endswith(b"\x1b[K\r\n"), screen     # the line is ended before the report
         assert out.startswith(b"share tty sha256 "), out
+
+
+def test_a_long_history_is_read_whole(tmp):
+    """25,000 records of 500 hosts, sent to the real journald as
+    sd_journal_send does (no daemon: that many transfers would take
+    minutes): every one is counted once, across the journal reopenings
+    fdist-report does every 10,000 entries."""
+    sha = sha256(b"hist")
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    s.connect("/run/systemd/journal/socket")
+    def send(**f):
+        s.send("".join("%s=%s\n" % kv for kv in f.items()).encode())
+    send(MESSAGE="digest", MESSAGE_ID=DIGEST_ID, FDIST_SHARE="hist", FDIST_VERSION="v1",
+         FDIST_FILE_SHA256=sha, FDIST_SIZE="10")
+    attempts = [0] * 500
+    acked = set()
+    for i in range(25000):
+        h = (i * 7919) % 500
+        attempts[h] += 1
+        ok = i % 3 == 0 and h % 5 != 0          # hosts 0, 5, 10, ... never ack
+        f = dict(MESSAGE="t", MESSAGE_ID=TRANSFER_ID, FDIST_SHARE="hist",
+                 FDIST_PEER="10.0.%d.%d:%d" % (h // 256, h % 256, 1000 + i % 60000),
+                 FDIST_BYTES="10" if ok else "3", FDIST_SIZE="10",
+                 FDIST_STATUS="acked" if ok else "aborted", FDIST_VERSION="v1",
+                 FDIST_FILE_SHA256=sha)
+        if ok:
+            acked.add(h)
+            f.update(FDIST_VERIFIED="yes", FDIST_SHA256=sha, FDIST_ACK="Thank you sha256=" + sha)
+        send(**f)
+    s.close()
+    transfers(25000, "hist")
+    rc, out, err = report("--share", "hist", "--json")
+    assert rc == 1, (rc, err)
+    doc = json.loads(out)
+    assert doc["summary"]["records"] == 25000, doc["summary"]
+    assert (doc["summary"]["done"], doc["summary"]["failed"]) == (len(acked), 500 - len(acked))
+    got = {x["host"]: x["attempts"] for x in doc["hosts"]}
+    assert got == {"10.0.%d.%d" % (h // 256, h % 256): attempts[h] for h in range(500)}
 
 
 def serve_b(state):
