@@ -87,7 +87,12 @@ static const char report_help[] =
 "Exit status:\n"
 "  0  every expected host is done\n"
 "  1  some host is not done\n"
-"  2  usage error, or the journal could not be read\n";
+"  2  usage error, or the journal could not be read\n"
+"\n"
+"Examples:\n"
+"  fdist-report --share debian-12 --hosts lab.txt\n"
+"  fdist-report -D /var/log/journal/remote --share debian-12 --json\n"
+"  fdist-report --share debian-12 --hosts lab.txt --sha256 \"$sum\" --wait=30m\n";
 
 static void
 report_usage(FILE *fp, int full)

@@ -354,6 +354,47 @@ def test_wait_returns_when_the_last_host_acks(tmp):
         assert out.startswith("share w sha256 %s\u2026: 1/2 done, 1 missing\n" % v[:8]), out
 
 
+def test_wait_follows_the_new_version_of_a_reload(tmp):
+    """With the default version, a wait switches to the version of the
+    digest record a reload brings: a host that had the old one is old
+    again until it fetches the new one."""
+    path = make_file(os.path.join(tmp, "img"), 100000, seed=1)
+    v1 = file_sha256(path)
+    port = free_port()
+    with Daemon(tmp, {"sw": {"listen": "127.0.0.1:%d" % port, "file": path}},
+                {"log": "journal"}) as d:
+        wait_digest(v1, "sw")
+        client(port, "127.0.0.2")
+        transfers(1, "sw")
+        hosts = hosts_file(tmp, "127.0.0.2\n127.0.0.3\n")
+        w = subprocess.Popen([REPORT, "--share", "sw", "--hosts", hosts, "--wait=120s"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            ready, _, _ = select.select([w.stderr], [], [], 30)
+            assert ready, "no summary from --wait"
+            first = w.stderr.readline().decode()
+            assert first == "share sw sha256 %s\u2026: 1/2 done, 1 missing\n" % v1[:8], first
+            new = make_file(os.path.join(tmp, "img.new"), 200000, seed=2)
+            v2 = file_sha256(new)
+            os.rename(new, path)
+            d.reload()
+            wait_digest(v2, "sw")
+            client(port, "127.0.0.3")
+            transfers(2, "sw")
+            time.sleep(1)
+            assert w.poll() is None, "returned before 127.0.0.2 had the new version"
+            client(port, "127.0.0.2")
+            out, err = w.communicate(timeout=60)
+        finally:
+            if w.poll() is None:
+                w.kill()
+                w.wait()
+        assert w.returncode == 0, (w.returncode, out, err)
+        assert out.decode().startswith("share sw sha256 %s\u2026: 2/2 done\n" % v2[:8]), out
+        changes = [l.split()[2:4] for l in err.decode().splitlines()]
+        assert changes == [["127.0.0.2", "old"], ["127.0.0.3", "done"], ["127.0.0.2", "done"]], err
+
+
 def test_wait_on_a_terminal_shows_progress(tmp):
     """On a terminal --wait redraws one progress line; at the timeout it
     exits 1."""
