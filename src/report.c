@@ -405,72 +405,6 @@ report_is_done(const struct report_host *h)
 }
 
 /*
- * The state of a host for the version in r_sha.  Having the version
- * wins over any failure after it: the file is there.
- */
-void
-report_eval(struct report *r, struct report_host *h)
-{
-	const struct report_ack	*a, *other = NULL;
-	const char		*sha;
-	uint64_t		 vt = 0, ut = 0, ot = 0, t;
-	int			 vs = REPORT_NOSERVER, us = REPORT_NOSERVER;
-	int			 os = REPORT_NOSERVER, i;
-
-	for (i = 0; i < h->rh_nacks; i++) {
-		a = &h->rh_acks[i];
-		sha = a->ra_sha[0] != '\0' ? a->ra_sha :
-		    report_read_version_sha(r, a->ra_version);
-		if (r->r_sha[0] != '\0' && strcmp(sha, r->r_sha) == 0) {
-			if (a->ra_vtime > vt) {
-				vt = a->ra_vtime;
-				vs = a->ra_vserver;
-			}
-			if (a->ra_utime > ut) {
-				ut = a->ra_utime;
-				us = a->ra_userver;
-			}
-			continue;
-		}
-		t = a->ra_vtime > a->ra_utime ? a->ra_vtime : a->ra_utime;
-		if (t > ot) {
-			ot = t;
-			os = a->ra_vtime > a->ra_utime ? a->ra_vserver :
-			    a->ra_userver;
-			other = a;
-		}
-	}
-	h->rh_has[0] = '\0';
-	h->rh_verified = 0;
-	if (vt > 0) {
-		h->rh_state = RS_DONE;
-		h->rh_verified = 1;
-		h->rh_when = vt;
-		h->rh_server = vs;
-	} else if (ut > 0) {
-		h->rh_state = r->r_accept_unverified ? RS_DONE : RS_UNVERIFIED;
-		h->rh_when = ut;
-		h->rh_server = us;
-	} else if (other != NULL) {
-		h->rh_state = RS_OLD;
-		h->rh_when = ot;
-		h->rh_server = os;
-		snprintf(h->rh_has, sizeof(h->rh_has), "%s",
-		    other->ra_sha[0] != '\0' ? other->ra_sha :
-		    report_read_version_sha(r, other->ra_version));
-	} else if (h->rh_failures > 0) {
-		h->rh_state = RS_FAILED;
-		h->rh_when = h->rh_ftime;
-		h->rh_server = h->rh_fserver;
-	} else {
-		h->rh_state = RS_MISSING;
-		h->rh_when = 0;
-		h->rh_server = REPORT_NOSERVER;
-	}
-	h->rh_dirty = 0;
-}
-
-/*
  * Evaluate the hosts that changed (all, when the version or a version's
  * digest did); with report set, print each change of state.  Returns
  * how many are not done.
@@ -488,7 +422,7 @@ report_evaluate_all(struct report *r, int report)
 		h = r->r_hosts[i];
 		if (all || h->rh_dirty) {
 			before = h->rh_state;
-			report_eval(r, h);
+			report_fold_eval(r, h);
 			if (report && before != h->rh_state)
 				report_out_change(r, h);
 		}
@@ -520,7 +454,7 @@ report_wait(struct report *r)
 	uint64_t	 start = report_now(), now, left;
 	int		 e, tty = isatty(STDERR_FILENO);
 
-	if (report_read_target(r) == -1)
+	if (report_fold_target(r) == -1)
 		return (-1);
 	report_evaluate_all(r, 0);
 	if (!tty) {
@@ -528,7 +462,7 @@ report_wait(struct report *r)
 		report_out_summary(stderr, r, counts);
 	}
 	for (;;) {
-		if (report_read_target(r) == -1)
+		if (report_fold_target(r) == -1)
 			return (-1);
 		if (report_evaluate_all(r, !tty && r->r_sha[0] != '\0') == 0 &&
 		    r->r_nhosts > 0 && r->r_sha[0] != '\0')
@@ -576,7 +510,7 @@ main(int argc, char **argv)
 		goto out;
 	if (r.r_share == NULL && report_read_share(&r, &share) == -1)
 		goto out;
-	if (report_read_digests(&r) == -1 || report_read_target(&r) == -1 ||
+	if (report_read_digests(&r) == -1 || report_fold_target(&r) == -1 ||
 	    report_read_scan(&r) == -1)
 		goto out;
 	if (r.r_wait && report_wait(&r) == -1)

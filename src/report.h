@@ -1,7 +1,7 @@
 /*
  * fdist-report: which hosts have a share's file, from fdistd's journal
  * records.  Private header shared by report.c, report_read.c,
- * report_hosts.c and report_out.c.
+ * report_fold.c, report_hosts.c and report_out.c.
  */
 #ifndef REPORT_H
 #define REPORT_H
@@ -80,6 +80,26 @@ struct report_host {
 	char		 rh_has[REPORT_HEXLEN + 1];	/* RS_OLD: "" unknown */
 };
 
+/* The fields of one record that the report uses. */
+struct report_entry {
+	char		 re_msgid[33];
+	char		 re_peer[REPORT_NAME_MAX];
+	char		 re_status[REPORT_STATUS_MAX];
+	char		 re_verified[16];
+	char		 re_sha[REPORT_HEXLEN + 1];
+	char		 re_file_sha[REPORT_HEXLEN + 1];
+	char		 re_version[REPORT_NAME_MAX];
+	char		 re_host_id[REPORT_NAME_MAX];
+	char		 re_hostname[REPORT_NAME_MAX];
+	char		 re_machine[33];
+	char		 re_claim[REPORT_HEXLEN + 1];	/* from FDIST_ACK */
+	char		 re_ack[REPORT_ACK_MAX + 1];	/* cut */
+	int		 re_has_ack;
+	uint64_t	 re_bytes;
+	uint64_t	 re_size;
+	uint64_t	 re_time;
+};
+
 struct report_key {
 	char			*rk_key;
 	struct report_host	*rk_host;
@@ -147,18 +167,24 @@ void	report_warnx(const char *, ...)
 void	report_line_clear(void);
 extern int report_line_open;
 const char *report_state_name(enum report_state);
-void	report_eval(struct report *, struct report_host *);
 int	report_is_done(const struct report_host *);
 
 /* report_read.c */
 int	report_read_open(struct report *);
 int	report_read_share(struct report *, char **);
 int	report_read_digests(struct report *);
-int	report_read_target(struct report *);
 int	report_read_scan(struct report *);
 int	report_read_process(struct report *);
-const char *report_read_version_sha(const struct report *, int);
-const char *report_read_server_name(const struct report *, int);
+
+/* report_fold.c */
+int	report_fold_server(struct report *, const struct report_entry *);
+const char *report_fold_server_name(const struct report *, int);
+const char *report_fold_version_sha(const struct report *, int);
+void	report_fold_digest(struct report *, const struct report_entry *, int);
+void	report_fold_transfer(struct report *, const struct report_entry *,
+	    int);
+int	report_fold_target(struct report *);
+void	report_fold_eval(struct report *, struct report_host *);
 
 /* report_hosts.c */
 int	report_hosts_load(struct report *, const char *);

@@ -122,7 +122,7 @@ report_out_detail(const struct report *r, const struct report_host *h,
 			snprintf(buf, len, "%slater %s at %s (%s)",
 			    h->rh_verified ? "" : "no digest claimed; ",
 			    h->rh_fstatus, t,
-			    report_read_server_name(r, h->rh_fserver));
+			    report_fold_server_name(r, h->rh_fserver));
 		else
 			snprintf(buf, len, "%s", h->rh_verified ? "" :
 			    "no digest claimed");
@@ -166,7 +166,7 @@ report_out_table(FILE *fp, struct report *r)
 			snprintf(cell[2], sizeof(cell[2]), "%s",
 			    h->rh_label != NULL ? h->rh_label : "");
 			snprintf(cell[3], sizeof(cell[3]), "%s",
-			    report_read_server_name(r, h->rh_server));
+			    report_fold_server_name(r, h->rh_server));
 			report_out_time(h->rh_when, cell[4], sizeof(cell[4]),
 			    0);
 			snprintf(cell[5], sizeof(cell[5]), "%ju",
@@ -309,7 +309,7 @@ report_out_json(FILE *fp, struct report *r)
 		    report_state_name(h->rh_state),
 		    h->rh_verified ? "true" : "false");
 		report_out_str(fp, h->rh_server == REPORT_NOSERVER ? NULL :
-		    report_read_server_name(r, h->rh_server));
+		    report_fold_server_name(r, h->rh_server));
 		report_out_time(h->rh_when, t, sizeof(t), 1);
 		fputs(",\"time\":", fp);
 		report_out_str(fp, h->rh_when ? t : NULL);
@@ -335,7 +335,7 @@ report_out_json(FILE *fp, struct report *r)
 		    "\"server\":", (uintmax_t)h->rh_ftime,
 		    (uintmax_t)h->rh_fbytes, (uintmax_t)h->rh_fsize);
 		report_out_str(fp, h->rh_fserver == REPORT_NOSERVER ? NULL :
-		    report_read_server_name(r, h->rh_fserver));
+		    report_fold_server_name(r, h->rh_fserver));
 		fputs("}}", fp);
 	}
 	fputs("\n]}\n", fp);
@@ -375,7 +375,7 @@ report_out_change(struct report *r, struct report_host *h)
 	report_out_detail(r, h, detail, sizeof(detail));
 	fprintf(stderr, "%s %s %s %s%s%s\n", t, h->rh_name,
 	    report_state_name(h->rh_state),
-	    report_read_server_name(r, h->rh_server),
+	    report_fold_server_name(r, h->rh_server),
 	    detail[0] != '\0' ? " " : "", detail);
 	fflush(stderr);
 }
