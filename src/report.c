@@ -515,6 +515,10 @@ main(int argc, char **argv)
 		goto out;
 	if (r.r_wait && report_wait(&r) == -1)
 		goto out;
+	if (r.r_records == 0)
+		report_warnx("no transfer records of share %s%s", r.r_share,
+		    r.r_since > 0 || r.r_until != UINT64_MAX ?
+		    " in that time range" : "");
 	r.r_target_changed = 1;
 	report_evaluate_all(&r, 0);
 	for (i = 0; i < r.r_nhosts; i++)

@@ -194,8 +194,12 @@ report_read_share(struct report *r, char **share)
 		return (-1);
 	}
 	SD_JOURNAL_FOREACH_UNIQUE(r->r_j, d, l) {
-		if (n == sizeof(names) / sizeof(names[0]))
-			break;
+		if (n == sizeof(names) / sizeof(names[0])) {
+			/* More shares than a list would help with. */
+			report_warnx("records of more than %zu shares; choose "
+			    "one with --share", n);
+			return (-1);
+		}
 		report_read_copy(names[n], sizeof(names[n]),
 		    (const char *)d + 12, l - 12);
 		n++;

@@ -213,9 +213,10 @@ def test_states_table_json_and_exit_status(tmp):
         rc, out, _ = report("--share", "img", "--hosts", ids, "--match", "host-id", "--json")
         h = {x["host"]: x["state"] for x in json.loads(out)["hosts"]}
         assert rc == 1 and h == {"FDTEST-A": "done", "other": "missing"}, out
-        # since the last minute only, nothing before it is seen
-        rc, out, _ = report("--share", "img", "--hosts", done, "--since", "@%d" % (time.time() + 3600))
+        # from an hour from now on: no records, said on stderr, all missing
+        rc, out, err = report("--share", "img", "--hosts", done, "--since", "@%d" % (time.time() + 3600))
         assert rc == 1 and out.startswith("share img sha256 %s\u2026: 0/3 done, 3 missing" % v2[:8])
+        assert err == "fdist-report: no transfer records of share img in that time range\n", err
 
 
 def test_usage_and_read_errors(tmp):
