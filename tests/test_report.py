@@ -123,7 +123,7 @@ def lab(tmp, d, port, path):
     assert r.returncode == 0, r
     assert file_sha256(os.path.join(tmp, "got")) == v2
     client(port, "127.0.0.2")
-    client(port, "127.0.0.3", ack=b"Thank you\0")        # what nc or the textbook sends
+    client(port, "127.0.0.3", ack=b'Thank you "nc" \\\xff\0')   # no digest, as nc sends
     client(port, "127.0.0.4", reset_after=65536)
     client(port, "127.0.0.4", reset_after=65536)
     client(port, "127.0.0.7")
@@ -180,6 +180,7 @@ def test_states_table_json_and_exit_status(tmp):
         assert h["127.0.0.4"]["last_failure"]["size"] == BIG
         assert h["127.0.0.6"]["state"] == "old" and h["127.0.0.6"]["has_sha256"] == v1
         assert h["127.0.0.3"]["state"] == "unverified" and not h["127.0.0.3"]["verified"]
+        assert h["127.0.0.3"]["ack"] == 'Thank you \\"nc\\" \\\\\\xff', h["127.0.0.3"]   # as logged
         assert h["127.0.0.7"]["state"] == "done" and h["127.0.0.7"]["verified"]
         assert h["127.0.0.7"]["last_failure"]["status"] == "aborted"
         assert h["127.0.0.7"]["last_failure"]["time_usec"] > h["127.0.0.7"]["time_usec"]
