@@ -234,6 +234,12 @@ def test_usage_and_read_errors(tmp):
         rc, out, err = report(since)
         assert rc == 2 and out == "", (rc, out, err)
         assert "records of 2 shares; choose one with --share:\n  img\n  iso\n" in err, err
+        raw = os.path.join(tmp, "raw.txt")
+        with open(raw, "wb") as f:         # a label of a tab, a stray byte and UTF-8
+            f.write(b"127.0.0.2  a\tb\xffc \xe2\x9c\x93\n")
+        rc, out, err = report("--share", "iso", "--hosts", raw, "--json")
+        assert rc == 0 and '"label":"a\\u0009b\\ufffdc \u2713"' in out, out
+        assert json.loads(out)["hosts"][0]["label"] == "a\tb\ufffdc \u2713", out
         rc, out, err = report("--share", "iso")
         assert rc == 0 and out.startswith("share iso sha256 "), (out, err)
         bad = hosts_file(tmp, "127.0.0.2\n# ok\n\nno-such-host.invalid  lab\n")
