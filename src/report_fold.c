@@ -12,8 +12,9 @@
 #include "report.h"
 
 static int	report_fold_version(struct report *, int, const char *);
-static void	report_fold_ack(struct report_host *, const char *, int, int,
-		    uint64_t, int);
+static uint64_t	report_fold_ack_time(const struct report_ack *);
+static void	report_fold_ack(struct report *, struct report_host *,
+		    const char *, int, int, uint64_t, int);
 
 /* The index of the entry's server, added if new. */
 int
@@ -120,26 +121,37 @@ report_fold_digest(struct report *r, const struct report_entry *e,
 	}
 }
 
-/* Fold a version's ack into the host's (at most REPORT_ACKS) versions. */
+/* The newest ack of a version, verified or not. */
+static uint64_t
+report_fold_ack_time(const struct report_ack *a)
+{
+	return (a->ra_vtime > a->ra_utime ? a->ra_vtime : a->ra_utime);
+}
+
+/*
+ * Fold a version's ack into the host's (at most REPORT_ACKS) versions.
+ * Past the limit a new version replaces the one acked longest ago, but
+ * never the one --sha256 asks for.
+ */
 static void
-report_fold_ack(struct report_host *h, const char *sha, int version,
-    int verified, uint64_t t, int server)
+report_fold_ack(struct report *r, struct report_host *h, const char *sha,
+    int version, int verified, uint64_t t, int server)
 {
 	struct report_ack	*a = NULL;
-	int			 i, oldest = 0;
+	int			 i, oldest = -1;
 
 	for (i = 0; i < h->rh_nacks; i++) {
 		a = &h->rh_acks[i];
 		if (sha[0] != '\0' ? strcmp(a->ra_sha, sha) == 0 :
 		    (a->ra_sha[0] == '\0' && a->ra_version == version))
 			break;
-		if ((a->ra_vtime > a->ra_utime ? a->ra_vtime : a->ra_utime) <
-		    (h->rh_acks[oldest].ra_vtime > h->rh_acks[oldest].ra_utime ?
-		    h->rh_acks[oldest].ra_vtime : h->rh_acks[oldest].ra_utime))
+		if (r->r_sha_given && strcmp(a->ra_sha, r->r_sha) == 0)
+			continue;
+		if (oldest == -1 || report_fold_ack_time(a) <
+		    report_fold_ack_time(&h->rh_acks[oldest]))
 			oldest = i;
 	}
 	if (i == h->rh_nacks) {
-		/* A new version; past the limit it replaces the oldest. */
 		if (h->rh_nacks < REPORT_ACKS)
 			i = h->rh_nacks++;
 		else
@@ -191,7 +203,7 @@ report_fold_transfer(struct report *r, const struct report_entry *e,
 		fail = e->re_status;
 	else if (strcmp(e->re_verified, "yes") == 0) {
 		sha = e->re_sha[0] != '\0' ? e->re_sha : e->re_file_sha;
-		report_fold_ack(h, sha, -1, 1, e->re_time, server);
+		report_fold_ack(r, h, sha, -1, 1, e->re_time, server);
 	} else if (strcmp(e->re_verified, "no") == 0)
 		fail = "verified=no";
 	else if (e->re_verified[0] != '\0') {
@@ -204,14 +216,14 @@ report_fold_transfer(struct report *r, const struct report_entry *e,
 		    strcmp(e->re_claim, e->re_file_sha) != 0))
 			fail = "verified=no";
 		else
-			report_fold_ack(h, e->re_claim, -1, 1, e->re_time,
+			report_fold_ack(r, h, e->re_claim, -1, 1, e->re_time,
 			    server);
 	} else {
 		/* No digest claimed (nc, the textbook client). */
 		if (e->re_file_sha[0] == '\0' && e->re_version[0] != '\0')
 			version = report_fold_version(r, server,
 			    e->re_version);
-		report_fold_ack(h, e->re_file_sha, version, 0, e->re_time,
+		report_fold_ack(r, h, e->re_file_sha, version, 0, e->re_time,
 		    server);
 	}
 	if (fail != NULL) {

@@ -472,6 +472,22 @@ def test_a_long_history_is_read_whole(tmp):
     got = {x["host"]: x["attempts"] for x in doc["hosts"]}
     assert got == {"10.0.%d.%d" % (h // 256, h % 256): attempts[h] for h in range(500)}
 
+    # a host keeps four versions; the one asked for is never the one dropped
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    s.connect("/run/systemd/journal/socket")
+    sums = [sha256(b"many %d" % i) for i in range(6)]
+    for i, v in enumerate(sums):
+        send(MESSAGE="digest", MESSAGE_ID=DIGEST_ID, FDIST_SHARE="many", FDIST_VERSION="m%d" % i,
+             FDIST_FILE_SHA256=v, FDIST_SIZE="10")
+        send(MESSAGE="t", MESSAGE_ID=TRANSFER_ID, FDIST_SHARE="many", FDIST_PEER="10.9.9.9:1",
+             FDIST_BYTES="10", FDIST_SIZE="10", FDIST_STATUS="acked", FDIST_VERSION="m%d" % i,
+             FDIST_FILE_SHA256=v, FDIST_VERIFIED="yes", FDIST_SHA256=v)
+    s.close()
+    transfers(6, "many")
+    for v in (sums[0], sums[5]):
+        rc, out, err = report("--share", "many", "--sha256", v, "--json")
+        assert rc == 0 and json.loads(out)["hosts"][0]["state"] == "done", (v, out, err)
+
 
 def serve_b(state):
     """Server B: its own host name, journald and daemon (in unshare -m -u,
