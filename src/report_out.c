@@ -20,6 +20,7 @@ static void	report_out_detail(const struct report *,
 		    const struct report_host *, char *, size_t);
 static void	report_out_str(FILE *, const char *);
 static void	report_out_sorted(struct report *);
+static size_t	report_out_width(const char *);
 static void	report_out_row(FILE *, const char *const *, const size_t *,
 		    int);
 
@@ -151,7 +152,7 @@ report_out_table(FILE *fp, struct report *r)
 		if (r->r_hosts[i]->rh_label != NULL)
 			labels = 1;
 	for (c = 0; c < REPORT_COLS; c++)
-		w[c] = strlen(head[c]);
+		w[c] = report_out_width(head[c]);
 	/* Two passes: measure the columns, then print. */
 	for (pass = 0; pass < 2; pass++) {
 		if (pass == 1)
@@ -185,10 +186,25 @@ report_out_table(FILE *fp, struct report *r)
 				continue;
 			}
 			for (c = 0; c < REPORT_COLS; c++)
-				if ((n = strlen(cell[c])) > w[c])
+				if ((n = report_out_width(cell[c])) > w[c])
 					w[c] = n;
 		}
 	}
+}
+
+/*
+ * The columns a cell takes on a terminal: its UTF-8 characters (labels
+ * may have some), not its bytes.
+ */
+static size_t
+report_out_width(const char *s)
+{
+	size_t	n = 0;
+
+	for (; *s != '\0'; s++)
+		if (((unsigned char)*s & 0xc0) != 0x80)
+			n++;
+	return (n);
 }
 
 /* One row, padded to the widths, without trailing blanks. */
@@ -197,14 +213,15 @@ report_out_row(FILE *fp, const char *const *cell, const size_t *w,
     int labels)
 {
 	char	line[REPORT_COLS * 520];
-	size_t	c, o = 0;
+	size_t	c, o = 0, pad;
 	int	n;
 
 	for (c = 0; c < REPORT_COLS; c++) {
 		if (c == 2 && !labels)
 			continue;
-		n = snprintf(line + o, sizeof(line) - o, "%-*s  ",
-		    (int)w[c], cell[c]);
+		pad = w[c] + 2 - report_out_width(cell[c]);
+		n = snprintf(line + o, sizeof(line) - o, "%s%*s", cell[c],
+		    (int)pad, "");
 		if (n < 0 || (size_t)n >= sizeof(line) - o)
 			break;
 		o += (size_t)n;

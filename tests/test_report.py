@@ -103,7 +103,7 @@ LAB = """# the lab
 127.0.0.5   never
 127.0.0.6   before-reload
 127.0.0.7   later-reset
-::1         v6
+::1         v6 ✓
 """
 
 
@@ -159,11 +159,15 @@ def test_states_table_json_and_exit_status(tmp):
         assert by["127.0.0.6"][-1] == "has sha256 %s" % v1[:12], out
         assert by["127.0.0.3"][-1] == "no digest claimed", out
         assert by["127.0.0.7"][0] == "done" and by["127.0.0.7"][-1].startswith("later aborted at "), out
-        assert by["::1"][2] == "v6" and by["127.0.0.1"][2] == "fetcher", out
-        # the table is aligned: every row's DETAIL column starts where the header's does
+        assert by["::1"][2] == "v6 \u2713" and by["127.0.0.1"][2] == "fetcher", out
+        # the table is aligned (in characters: a label has a UTF-8 one): every
+        # column starts where the header's does
         lines = out.splitlines()[1:]
-        col = lines[0].index("DETAIL")
-        assert all(len(l) <= col or l[col - 2:col] == "  " for l in lines), out
+        for name in ("LABEL", "SERVER", "WHEN", "TRIES", "BYTES", "DETAIL"):
+            col = lines[0].index(name)
+            assert all(len(l) <= col or (l[col - 2:col] == "  " and
+                                         (l[col] != " " or name == "LABEL"))
+                       for l in lines), (name, out)
 
         rc, out, _ = report("--share", "img", "--hosts", hosts, "--json")
         assert rc == 1
