@@ -186,7 +186,9 @@ report_hosts_line(struct report *r, const char *path, int line, char *s)
 {
 	struct addrinfo		 hints, *res, *ai;
 	struct report_host	*h, *other;
-	char			 key[NI_MAXHOST], *name, *label, *p;
+	char			 key[NI_MAXHOST], bare[REPORT_NAME_MAX];
+	char			*name, *label, *p;
+	size_t			 n;
 	int			 e, bound = 0;
 
 	if ((p = strchr(s, '#')) != NULL &&
@@ -224,9 +226,16 @@ report_hosts_line(struct report *r, const char *path, int line, char *s)
 		}
 		return (report_hosts_bind(r, key, h));
 	}
+	/* "[2001:db8::1]" as the records write it is an address too. */
+	p = name;
+	if (*name == '[' && (n = strlen(name)) > 2 && name[n - 1] == ']') {
+		memcpy(bare, name + 1, n - 2);
+		bare[n - 2] = '\0';
+		p = bare;
+	}
 	memset(&hints, 0, sizeof(hints));
 	hints.ai_socktype = SOCK_STREAM;
-	if ((e = getaddrinfo(name, NULL, &hints, &res)) != 0) {
+	if ((e = getaddrinfo(p, NULL, &hints, &res)) != 0) {
 		report_warnx("%s:%d: cannot resolve %s: %s", path, line, name,
 		    e == EAI_SYSTEM ? strerror(errno) : gai_strerror(e));
 		return (-1);

@@ -202,7 +202,7 @@ def test_states_table_json_and_exit_status(tmp):
                      "127.0.0.4": "failed", "127.0.0.5": "missing", "127.0.0.6": "done",
                      "127.0.0.7": "old", "::1": "old"}, h
         # every host done: exit 0
-        done = hosts_file(tmp, "127.0.0.1\n127.0.0.2\n::1\n", "done.txt")
+        done = hosts_file(tmp, "127.0.0.1\n127.0.0.2\n[::1]\n", "done.txt")
         rc, out, _ = report("--share", "img", "--hosts", done)
         assert rc == 0 and out.startswith("share img sha256 %s\u2026: 3/3 done\n" % v2[:8]), out
         # from stdin, and a name resolved once, at start
