@@ -23,7 +23,7 @@ import tempfile
 import time
 
 from fdtest import (SANITIZER_MARKERS, Daemon, connect, file_sha256, free_port, linger_reset, make_file,
-                    read_all, sha256)
+                    name_launcher, read_all, sha256)
 from test_journal import JOURNALD, TRANSFER_ID, inside_namespace, journal
 
 REPORT = os.environ.get("FDIST_REPORT", "build/fdist-report")
@@ -33,11 +33,12 @@ JOURNAL_REMOTE = "/lib/systemd/systemd-journal-remote"
 BIG = 8 * 1024 * 1024           # more than loopback's socket buffers hold
 
 
-def report(*args, user=None, stdin=None, timeout=60):
+def report(*args, user=None, stdin=None, timeout=60, launcher=()):
     """Run fdist-report; (exit status, stdout, stderr)."""
     cmd = [os.path.abspath(REPORT)] + list(args)
     if user:
         cmd = ["setpriv", "--reuid=" + user, "--regid=nogroup", "--clear-groups"] + cmd
+    cmd = list(launcher) + cmd
     r = subprocess.run(cmd, capture_output=True, timeout=timeout, input=stdin)
     err = r.stderr.decode()
     assert not any(m in err for m in SANITIZER_MARKERS), err
@@ -205,9 +206,13 @@ def test_states_table_json_and_exit_status(tmp):
         done = hosts_file(tmp, "127.0.0.1\n127.0.0.2\n[::1]\n", "done.txt")
         rc, out, _ = report("--share", "img", "--hosts", done)
         assert rc == 0 and out.startswith("share img sha256 %s\u2026: 3/3 done\n" % v2[:8]), out
-        # from stdin, and a name resolved once, at start
-        rc, out, _ = report("--share", "img", "--hosts", "-", stdin=b"localhost\n127.0.0.2\n")
-        assert rc == 0 and rows(out)[0][1] in ("localhost", "127.0.0.2"), out
+        # from stdin, and a name resolved once, at start, to all its addresses (a
+        # name of the test's own /etc/hosts: the machine's resolver does not matter)
+        names = name_launcher(tmp, "127.0.0.1 lab-host.test\n::1 lab-host.test\n")
+        rc, out, _ = report("--share", "img", "--hosts", "-", "--json", launcher=names,
+                            stdin=b"lab-host.test  both\n127.0.0.2\n")
+        h = {x["host"]: (x["state"], x["attempts"]) for x in json.loads(out)["hosts"]}
+        assert rc == 0 and h == {"lab-host.test": ("done", 2), "127.0.0.2": ("done", 1)}, out
         # without --hosts every peer seen is listed, none missing
         rc, out, _ = report("--share", "img")
         assert rc == 1 and "7/" not in out and "missing" not in out, out
@@ -246,9 +251,9 @@ def test_usage_and_read_errors(tmp):
         assert json.loads(out)["hosts"][0]["label"] == "a\tb\ufffdc \u2713", out
         rc, out, err = report("--share", "iso")
         assert rc == 0 and out.startswith("share iso sha256 "), (out, err)
-        bad = hosts_file(tmp, "127.0.0.2\n# ok\n\nno-such-host.invalid  lab\n")
-        rc, out, err = report("--share", "img", "--hosts", bad)
-        assert rc == 2 and "hosts.txt:4: cannot resolve no-such-host.invalid" in err, err
+        bad = hosts_file(tmp, "127.0.0.2\n# ok\n\nno-such-host.test  lab\n")
+        rc, out, err = report("--share", "img", "--hosts", bad, launcher=name_launcher(tmp))
+        assert rc == 2 and "hosts.txt:4: cannot resolve no-such-host.test" in err, err
         dup = hosts_file(tmp, "127.0.0.2\n127.0.0.2\n", "dup.txt")
         rc, _, err = report("--share", "img", "--hosts", dup)
         assert rc == 2 and "dup.txt:2: 127.0.0.2 is 127.0.0.2, already listed on line 1" in err, err
