@@ -110,10 +110,14 @@ LAB = """# the lab
 
 def lab(tmp, d, port, path):
     """The rollout the state tests report on; returns the digests of the
-    version before the reload and the one after."""
+    version before the reload and the one after, and a time between."""
     v1 = file_sha256(path)
     wait_digest(v1)
     client(port, "127.0.0.6")
+    transfers(1)
+    time.sleep(0.05)
+    before_reload = time.time()
+    time.sleep(0.05)
     new = make_file(os.path.join(tmp, "img.new"), BIG, seed=2)
     v2 = file_sha256(new)
     os.rename(new, path)                    # publish by rename, then reload
@@ -131,7 +135,7 @@ def lab(tmp, d, port, path):
     client(port, "127.0.0.7", reset_after=65536)
     client(port, None, host="::1")
     transfers(9)
-    return v1, v2
+    return v1, v2, before_reload
 
 
 def test_states_table_json_and_exit_status(tmp):
@@ -140,7 +144,7 @@ def test_states_table_json_and_exit_status(tmp):
     port = free_port()
     with Daemon(tmp, {"img": {"listen": "127.0.0.1:%d, [::1]:%d" % (port, port), "file": path}},
                 {"log": "journal"}) as d:
-        v1, v2 = lab(tmp, d, port, path)
+        v1, v2, before_reload = lab(tmp, d, port, path)
         hosts = hosts_file(tmp, LAB)
         rc, out, err = report("--share", "img", "--hosts", hosts)
         assert rc == 1, (rc, out, err)
@@ -202,6 +206,13 @@ def test_states_table_json_and_exit_status(tmp):
         assert h == {"127.0.0.1": "old", "127.0.0.2": "old", "127.0.0.3": "old",
                      "127.0.0.4": "failed", "127.0.0.5": "missing", "127.0.0.6": "done",
                      "127.0.0.7": "old", "::1": "old"}, h
+        # up to before the reload: the version served then, which one host had
+        rc, out, err = report("--share", "img", "--hosts", hosts, "--json",
+                              "--until=@%.6f" % before_reload)
+        doc = json.loads(out)
+        assert doc["summary"]["sha256"] == v1 and doc["summary"]["records"] == 1, doc["summary"]
+        assert [(x["host"], x["state"]) for x in doc["hosts"] if x["state"] != "missing"] == \
+            [("127.0.0.6", "done")], out
         # every host done: exit 0
         done = hosts_file(tmp, "127.0.0.1\n127.0.0.2\n[::1]\n", "done.txt")
         rc, out, _ = report("--share", "img", "--hosts", done)
