@@ -1,13 +1,17 @@
 /*
  * digest.c: the SHA-256 of each served file.  Hashing a large image takes
- * seconds, so a worker thread does it while the loop goes on serving; it
- * hands the result back through a pipe, and only the loop's thread ever
- * touches the file's reference count or its digest fields.
+ * seconds, so a worker thread does it while the loop goes on serving.  A
+ * finished job is put on a locked queue and an eventfd wakes the loop,
+ * which empties the queue: a completion can never be lost, however many
+ * are in flight (the eventfd only counts wake-ups; the queue holds them).
+ * Only the loop's thread ever touches the file's reference count or its
+ * digest fields.
  */
 #include <sys/types.h>
+#include <sys/eventfd.h>
+#include <sys/stat.h>
 
 #include <errno.h>
-#include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -21,21 +25,31 @@
 #include "fdistd.h"
 
 #define DIGEST_CHUNK	(1024 * 1024)
+/* dj_error values of our own, beside errno values. */
+#define DIGEST_ELIBCRYPTO	(-1)
+#define DIGEST_ESHRANK		(-2)	/* pread found the end early */
 
 struct digest_job {
-	TAILQ_ENTRY(digest_job)	 dj_entry;
+	TAILQ_ENTRY(digest_job)	 dj_entry;	/* jobs: the loop's */
+	TAILQ_ENTRY(digest_job)	 dj_done_entry;	/* done: under done_lock */
 	struct sfile		*dj_file;	/* a reference, loop-owned */
 	int			 dj_fd;
 	uint64_t		 dj_size;
 	pthread_t		 dj_thread;
 	atomic_bool		 dj_cancel;
-	int			 dj_error;	/* errno, or -1 for libcrypto */
+	bool			 dj_joined;
+	/* Written by the worker, read by the loop after done_lock. */
+	int			 dj_error;	/* errno, or DIGEST_E* */
+	uint64_t		 dj_found;	/* the size, if it shrank */
 	char			 dj_hex[65];
 	struct timespec		 dj_start;
 };
+TAILQ_HEAD(digest_jobs, digest_job);
 
-static TAILQ_HEAD(, digest_job)	jobs = TAILQ_HEAD_INITIALIZER(jobs);
-static int			done_pipe[2] = { -1, -1 };
+static struct digest_jobs	jobs = TAILQ_HEAD_INITIALIZER(jobs);
+static struct digest_jobs	done = TAILQ_HEAD_INITIALIZER(done);
+static pthread_mutex_t		done_lock = PTHREAD_MUTEX_INITIALIZER;
+static int			done_fd = -1;	/* eventfd */
 static struct event		*done_ev;
 
 /* Hash the file with pread (sendfile's users never see its offset). */
@@ -60,8 +74,16 @@ digest_compute(struct digest_job *dj, unsigned char *buf)
 		n = pread(dj->dj_fd, buf, DIGEST_CHUNK, (off_t)off);
 		if (n == -1 && errno == EINTR)
 			continue;
-		if (n <= 0) {
-			dj->dj_error = n == 0 ? ESTALE : errno;
+		if (n == 0) {
+			struct stat	st;
+
+			dj->dj_error = DIGEST_ESHRANK;
+			dj->dj_found = fstat(dj->dj_fd, &st) == 0 ?
+			    (uint64_t)st.st_size : off;
+			goto out;
+		}
+		if (n == -1) {
+			dj->dj_error = errno;
 			goto out;
 		}
 		if (EVP_DigestUpdate(ctx, buf, (size_t)n) != 1)
@@ -87,16 +109,44 @@ digest_worker(void *arg)
 	struct digest_job	*dj = arg;
 	unsigned char		*buf;
 
-	dj->dj_error = -1;
+	uint64_t		 one = 1;
+
+	dj->dj_error = DIGEST_ELIBCRYPTO;
 	if ((buf = malloc(DIGEST_CHUNK)) == NULL)
 		dj->dj_error = ENOMEM;
 	else if (digest_compute(dj, buf) == 0)
 		dj->dj_error = 0;
 	free(buf);
-	/* A pointer is far below PIPE_BUF: the write is whole. */
-	while (write(done_pipe[1], &dj, sizeof(dj)) == -1 && errno == EINTR)
+	pthread_mutex_lock(&done_lock);
+	TAILQ_INSERT_TAIL(&done, dj, dj_done_entry);
+	pthread_mutex_unlock(&done_lock);
+	/*
+	 * Only a wake-up: the job is queued already.  An eventfd counter
+	 * cannot overflow from a few adds, so this cannot fail with EAGAIN.
+	 */
+	while (write(done_fd, &one, sizeof(one)) == -1 && errno == EINTR)
 		;
 	return (NULL);
+}
+
+/* Why a job did not give a digest, in words. */
+static void
+digest_log_failure(const struct digest_job *dj, const struct sfile *sf)
+{
+	if (dj->dj_error == ECANCELED)
+		return;		/* nothing serves the file any more */
+	else if (dj->dj_error == DIGEST_ESHRANK)
+		log_warnx("%s: cannot compute sha256: the file shrank from "
+		    "%llu to %llu bytes while being hashed (replace files by "
+		    "rename, then reload)", sf->sf_path_log,
+		    (unsigned long long)dj->dj_size,
+		    (unsigned long long)dj->dj_found);
+	else if (dj->dj_error == DIGEST_ELIBCRYPTO)
+		log_warnx("%s: cannot compute sha256: libcrypto error",
+		    sf->sf_path_log);
+	else
+		log_warnx("%s: cannot compute sha256: %s", sf->sf_path_log,
+		    strerror(dj->dj_error));
 }
 
 static void
@@ -106,7 +156,8 @@ digest_finish(struct digest_job *dj)
 	struct timespec	 now;
 	double		 secs;
 
-	pthread_join(dj->dj_thread, NULL);
+	if (!dj->dj_joined)
+		pthread_join(dj->dj_thread, NULL);
 	TAILQ_REMOVE(&jobs, dj, dj_entry);
 	clock_gettime(CLOCK_MONOTONIC, &now);
 	secs = (double)(now.tv_sec - dj->dj_start.tv_sec) +
@@ -119,39 +170,61 @@ digest_finish(struct digest_job *dj)
 		server_digest_known(sf);
 	} else {
 		sf->sf_digest = DIGEST_FAILED;
-		if (dj->dj_error != ECANCELED)
-			log_warnx("%s: cannot compute sha256: %s",
-			    sf->sf_path_log, dj->dj_error > 0 ?
-			    strerror(dj->dj_error) : "libcrypto error");
+		digest_log_failure(dj, sf);
 	}
 	conn_digest_known(sf);
 	sfile_unref(sf);
 	free(dj);
 }
 
+/* Take every finished job off the queue, then finish each. */
+static void
+digest_drain(void)
+{
+	struct digest_jobs	 batch = TAILQ_HEAD_INITIALIZER(batch);
+	struct digest_job	*dj;
+
+	pthread_mutex_lock(&done_lock);
+	while ((dj = TAILQ_FIRST(&done)) != NULL) {
+		TAILQ_REMOVE(&done, dj, dj_done_entry);
+		TAILQ_INSERT_TAIL(&batch, dj, dj_done_entry);
+	}
+	pthread_mutex_unlock(&done_lock);
+	while ((dj = TAILQ_FIRST(&batch)) != NULL) {
+		TAILQ_REMOVE(&batch, dj, dj_done_entry);
+		digest_finish(dj);
+	}
+}
+
 static void
 digest_on_done(evutil_socket_t fd, short what, void *arg)
 {
-	struct digest_job	*dj;
+	uint64_t	count;
 
 	(void)what;
 	(void)arg;
-	while (read(fd, &dj, sizeof(dj)) == (ssize_t)sizeof(dj))
-		digest_finish(dj);
+	/* Read the count first: a job queued after the drain wakes us again. */
+	if (read(fd, &count, sizeof(count)) == -1 && errno != EAGAIN &&
+	    errno != EINTR)
+		log_warn("digest eventfd");
+	digest_drain();
 }
 
 void
 digest_init(struct event_base *base)
 {
-	if (pipe2(done_pipe, O_CLOEXEC | O_NONBLOCK) == -1)
-		fatal("pipe2");
-	done_ev = event_new(base, done_pipe[0], EV_READ | EV_PERSIST,
+	if ((done_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) == -1)
+		fatal("eventfd");
+	done_ev = event_new(base, done_fd, EV_READ | EV_PERSIST,
 	    digest_on_done, NULL);
 	if (done_ev == NULL || event_add(done_ev, NULL) == -1)
-		fatalx("cannot watch the digest pipe");
+		fatalx("cannot watch the digest eventfd");
 }
 
-/* Start hashing a newly opened file (once per open file). */
+/*
+ * Start hashing a file: a newly opened one, or, on reload, one kept
+ * whose hashing failed (a read error may have passed).
+ */
 void
 digest_start(struct sfile *sf)
 {
@@ -159,8 +232,10 @@ digest_start(struct sfile *sf)
 	sigset_t		 all, old;
 	int			 rv;
 
-	if (sf->sf_digest != DIGEST_NONE)
+	if (sf->sf_digest == DIGEST_PENDING || sf->sf_digest == DIGEST_READY)
 		return;
+	if (sf->sf_digest == DIGEST_FAILED)
+		log_info("%s: computing sha256 again", sf->sf_path_log);
 	sf->sf_digest = DIGEST_PENDING;
 	if ((dj = calloc(1, sizeof(*dj))) == NULL) {
 		sf->sf_digest = DIGEST_FAILED;
@@ -178,7 +253,8 @@ digest_start(struct sfile *sf)
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	if (rv != 0) {
 		sf->sf_digest = DIGEST_FAILED;
-		log_warnx("%s: sha256: %s", sf->sf_path_log, strerror(rv));
+		log_warnx("%s: cannot start computing sha256: %s (a reload "
+		    "tries again)", sf->sf_path_log, strerror(rv));
 		sfile_unref(sf);
 		free(dj);
 		return;
@@ -211,14 +287,16 @@ digest_free(void)
 
 	TAILQ_FOREACH(dj, &jobs, dj_entry)
 		atomic_store(&dj->dj_cancel, true);
-	while ((dj = TAILQ_FIRST(&jobs)) != NULL)
-		digest_finish(dj);
+	/* Each worker has queued its job before it returns. */
+	TAILQ_FOREACH(dj, &jobs, dj_entry) {
+		pthread_join(dj->dj_thread, NULL);
+		dj->dj_joined = true;
+	}
+	digest_drain();
 	if (done_ev != NULL)
 		event_free(done_ev);
 	done_ev = NULL;
-	if (done_pipe[0] != -1) {
-		close(done_pipe[0]);
-		close(done_pipe[1]);
-	}
-	done_pipe[0] = done_pipe[1] = -1;
+	if (done_fd != -1)
+		close(done_fd);
+	done_fd = -1;
 }
