@@ -423,6 +423,11 @@ conn_linger_normally(struct conn *c)
 static void
 conn_sent(struct conn *c)
 {
+	/* Changed in place, though the loop may not have read it yet. */
+	if (watch_changed(c->c_share->sh_file)) {
+		conn_close(c, OUTCOME_FILE_CHANGED);
+		return;
+	}
 	if (c->c_wev_armed) {
 		event_del(&c->c_wev);
 		c->c_wev_armed = false;
@@ -766,10 +771,14 @@ conn_close(struct conn *c, enum outcome status)
 	share_client_remove(c->c_share, (struct sockaddr *)&c->c_peer);
 	if (!c->c_peer_eof)
 		conn_drain(c);
-	/* c_delivered only grows: ask the kernel only if it is short. */
+	/*
+	 * c_delivered only grows: ask the kernel only if it is short.  A
+	 * changed file's bytes may be all there but are not this version.
+	 */
 	if (c->c_state != CONN_AWAITING_ACK &&
-	    c->c_delivered < c->c_share->sh_file->sf_size &&
-	    conn_delivered(c) < c->c_share->sh_file->sf_size)
+	    (status == OUTCOME_FILE_CHANGED ||
+	    (c->c_delivered < c->c_share->sh_file->sf_size &&
+	    conn_delivered(c) < c->c_share->sh_file->sf_size)))
 		conn_abort(c);
 	else if (status == OUTCOME_ABORTED) {
 		/*
@@ -809,6 +818,29 @@ conn_digest_known(struct sfile *sf)
 		TAILQ_REMOVE(&parked, c, c_entry);
 		conn_finish(c);
 	}
+}
+
+/*
+ * sf was changed in place: end with a reset every transfer whose client
+ * does not have it whole, FIN included.  One that has cannot be undone;
+ * it goes on to its ack.  Returns how many were ended.
+ */
+unsigned int
+conn_file_changed(struct sfile *sf)
+{
+	struct conn	*c, *next;
+	unsigned int	 n = 0;
+
+	for (c = TAILQ_FIRST(&conns); c != NULL; c = next) {
+		next = TAILQ_NEXT(c, c_entry);
+		if (c->c_share->sh_file != sf ||
+		    c->c_state == CONN_AWAITING_ACK ||
+		    (c->c_state == CONN_FLUSHING && conn_all_delivered(c)))
+			continue;
+		conn_close(c, OUTCOME_FILE_CHANGED);
+		n++;
+	}
+	return (n);
 }
 
 /* End every connection now (the daemon is stopping). */

@@ -133,7 +133,10 @@ digest_worker(void *arg)
 static void
 digest_log_failure(const struct digest_job *dj, const struct sfile *sf)
 {
-	if (dj->dj_error == ECANCELED)
+	if (sf->sf_changed)
+		log_warnx("%s: sha256 abandoned: the file changed while "
+		    "being hashed", sf->sf_path_log);
+	else if (dj->dj_error == ECANCELED)
 		return;		/* nothing serves the file any more */
 	else if (dj->dj_error == DIGEST_ESHRANK)
 		log_warnx("%s: cannot compute sha256: the file shrank from "
@@ -162,7 +165,8 @@ digest_finish(struct digest_job *dj)
 	clock_gettime(CLOCK_MONOTONIC, &now);
 	secs = (double)(now.tv_sec - dj->dj_start.tv_sec) +
 	    (double)(now.tv_nsec - dj->dj_start.tv_nsec) / 1e9;
-	if (dj->dj_error == 0) {
+	/* A change seen meanwhile may have been read half-done. */
+	if (dj->dj_error == 0 && !sf->sf_changed) {
 		memcpy(sf->sf_sha256, dj->dj_hex, sizeof(sf->sf_sha256));
 		sf->sf_digest = DIGEST_READY;
 		log_info("%s: sha256 %s (%.1f s)", sf->sf_path_log,
@@ -223,7 +227,8 @@ digest_init(struct event_base *base)
 
 /*
  * Start hashing a file: a newly opened one, or, on reload, one kept
- * whose hashing failed (a read error may have passed).
+ * whose hashing failed (a read error may have passed).  Not a file
+ * that changed in place: its new content is a file of its own.
  */
 void
 digest_start(struct sfile *sf)
@@ -232,7 +237,8 @@ digest_start(struct sfile *sf)
 	sigset_t		 all, old;
 	int			 rv;
 
-	if (sf->sf_digest == DIGEST_PENDING || sf->sf_digest == DIGEST_READY)
+	if (sf->sf_digest == DIGEST_PENDING ||
+	    sf->sf_digest == DIGEST_READY || sf->sf_changed)
 		return;
 	if (sf->sf_digest == DIGEST_FAILED)
 		log_info("%s: computing sha256 again", sf->sf_path_log);
@@ -275,6 +281,18 @@ digest_prune(void)
 
 	TAILQ_FOREACH(dj, &jobs, dj_entry) {
 		if (dj->dj_file->sf_refs == 1)
+			atomic_store(&dj->dj_cancel, true);
+	}
+}
+
+/* The file changed in place: what its worker reads is no version. */
+void
+digest_cancel(struct sfile *sf)
+{
+	struct digest_job	*dj;
+
+	TAILQ_FOREACH(dj, &jobs, dj_entry) {
+		if (dj->dj_file == sf)
 			atomic_store(&dj->dj_cancel, true);
 	}
 }

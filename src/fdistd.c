@@ -259,6 +259,7 @@ fdistd_run(struct config *cf)
 	signals[1] = fdistd_signal(SIGTERM);
 	signals[2] = fdistd_signal(SIGINT);
 	signals[3] = NULL;
+	watch_init(base);
 	digest_init(base);
 	reload_init(base, config_path, fdistd_reload_done);
 	if (server_start(base, cf, err, sizeof(err)) == -1) {
@@ -285,6 +286,7 @@ out:
 	reload_free();
 	server_free();
 	digest_free();
+	watch_free();
 	notify_free();
 	for (i = 0; signals[i] != NULL; i++)
 		event_free(signals[i]);

@@ -135,6 +135,7 @@ bool	 ack_host_claim(const unsigned char *, size_t, bool,
 void	 digest_init(struct event_base *);
 void	 digest_start(struct sfile *);
 void	 digest_prune(void);
+void	 digest_cancel(struct sfile *);
 void	 digest_free(void);
 
 /* escape.c */
@@ -217,6 +218,8 @@ struct sfile {
 	char		 sf_sha256[65];	/* lowercase hex, when READY */
 	/* "dev-ino-size-mtime_ns" in hex: FDIST_VERSION of its records. */
 	char		 sf_version[4 * 16 + 4];
+	bool		 sf_changed;	/* written in place: not this version */
+	struct watch	*sf_watch;	/* watch.c's */
 };
 struct sfile	*sfile_adopt(int, const char *);
 struct sfile	*sfile_ref(struct sfile *);
@@ -294,6 +297,7 @@ struct share {
 };
 TAILQ_HEAD(share_list, share);
 struct share	*share_new(const struct share_config *, struct sfile *);
+struct share	*share_clone(const struct share *, struct sfile *);
 void		 share_commit(struct share *);
 struct share	*share_ref(struct share *);
 void		 share_unref(struct share *);
@@ -342,6 +346,7 @@ void		 server_free(void);
 void		 server_accept(struct listener *);
 void		 server_conn_released(void);
 void		 server_count_outcome(bool);
+int		 server_file_replace(struct sfile *, struct sfile *);
 const struct server_stats *server_stats(void);
 size_t		 server_nshares(void);
 void		 server_digest_known(const struct sfile *);
@@ -351,6 +356,7 @@ int		 conn_new(struct event_base *, int, const struct sockaddr *,
 		    socklen_t, struct share *);
 void		 conn_close_all(enum outcome);
 void		 conn_digest_known(struct sfile *);
+unsigned int	 conn_file_changed(struct sfile *);
 size_t		 conn_count(void);
 
 /* notify.c: the service manager (sd_notify) and the watchdog. */
@@ -379,6 +385,13 @@ void		 reload_init(struct event_base *, const char *,
 void		 reload_start(void);
 bool		 reload_running(void);
 void		 reload_free(void);
+
+/* watch.c: served files changed in place (inotify). */
+void	 watch_init(struct event_base *);
+void	 watch_add(struct sfile *);
+void	 watch_drop(struct sfile *);
+bool	 watch_changed(struct sfile *);
+void	 watch_free(void);
 
 /* fdistd.c */
 extern int	 fdistd_verbose;

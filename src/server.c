@@ -42,6 +42,7 @@ enum refusal_reason {
 	REASON_MAX_PER_IP,
 	REASON_NO_DESCRIPTORS,
 	REASON_NO_MEMORY,
+	REASON_FILE_CHANGING,
 	NREASONS
 };
 
@@ -55,6 +56,7 @@ static const struct {
 	[REASON_MAX_PER_IP] = { REFUSED_BUSY, "max_per_ip" },
 	[REASON_NO_DESCRIPTORS] = { REFUSED_BUSY, "out of file descriptors" },
 	[REASON_NO_MEMORY] = { REFUSED_BUSY, "out of memory" },
+	[REASON_FILE_CHANGING] = { REFUSED_BUSY, "file changing" },
 };
 
 /*
@@ -277,6 +279,8 @@ server_admit(int fd, const struct sockaddr *sa, socklen_t len,
 
 	if (!acl_allows(&sh->sh_allow, &sh->sh_deny, &server_cf->cf_deny, sa))
 		server_refuse(fd, sa, sh, REASON_NOT_ALLOWED);
+	else if (sh->sh_file->sf_changed)
+		server_refuse(fd, sa, sh, REASON_FILE_CHANGING);
 	else if (conn_count() >= server_cf->cf_max_clients)
 		server_refuse(fd, sa, sh, REASON_MAX_CLIENTS);
 	else if (sh->sh_max_clients != 0 &&
@@ -396,12 +400,44 @@ server_reuse_file(struct sfile *sf)
 
 	TAILQ_FOREACH(sh, &shares, sh_entry) {
 		if (strcmp(sh->sh_file->sf_path, sf->sf_path) == 0 &&
-		    sfile_same(sh->sh_file, sf)) {
+		    !sh->sh_file->sf_changed && sfile_same(sh->sh_file, sf)) {
 			sfile_unref(sf);
 			return (sfile_ref(sh->sh_file));
 		}
 	}
 	return (sf);
+}
+
+/*
+ * The file old was written in place and has settled as new: the running
+ * shares that served old serve new from now on (see watch.c).  Returns
+ * how many, or -1 if out of memory.
+ */
+int
+server_file_replace(struct sfile *old, struct sfile *new)
+{
+	struct share	*sh, *nsh;
+	struct listener	*ls;
+	int		 n = 0;
+
+	TAILQ_FOREACH(sh, &shares, sh_entry) {
+		if (sh->sh_file != old)
+			continue;
+		if ((nsh = share_clone(sh, sfile_ref(new))) == NULL) {
+			sfile_unref(new);
+			return (-1);
+		}
+		TAILQ_INSERT_AFTER(&shares, sh, nsh, sh_entry);
+		TAILQ_REMOVE(&shares, sh, sh_entry);
+		TAILQ_FOREACH(ls, &listeners, ls_entry) {
+			if (ls->ls_share == sh)
+				listener_attach(ls, nsh);
+		}
+		share_unref(sh);
+		sh = nsh;
+		n++;
+	}
+	return (n);
 }
 
 /* "share [iso]: /srv/iso.img (123 bytes) on 0.0.0.0:9000, [::]:9000" */

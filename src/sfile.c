@@ -57,6 +57,7 @@ sfile_adopt(int fd, const char *path)
 	    st.st_mtim.tv_nsec;
 	sfile_version(sf);
 	sf->sf_refs = 1;
+	watch_add(sf);
 	return (sf);
 fail:
 	close(fd);
@@ -75,6 +76,7 @@ sfile_unref(struct sfile *sf)
 {
 	if (sf == NULL || --sf->sf_refs > 0)
 		return;
+	watch_drop(sf);
 	close(sf->sf_fd);
 	free(sf->sf_path);
 	free(sf->sf_path_log);

@@ -83,6 +83,25 @@ share_new(const struct share_config *sc, struct sfile *sf)
 }
 
 /*
+ * The same share, serving sf instead (whose reference it takes over):
+ * its file changed in place and the new content is served as a new
+ * version, while clients in flight keep the share they connected to.
+ */
+struct share *
+share_clone(const struct share *sh, struct sfile *sf)
+{
+	struct share	*nsh;
+
+	if ((nsh = calloc(1, sizeof(*nsh))) == NULL)
+		return (NULL);
+	*nsh = *sh;
+	nsh->sh_state->ss_refs++;
+	nsh->sh_file = sf;
+	nsh->sh_refs = 1;
+	return (nsh);
+}
+
+/*
  * The share's configuration is the running one now: its share_rate_limit
  * becomes that of the state it shares with the clients in flight.  Not
  * in share_new(): a reload that fails after making its shares must leave

@@ -70,9 +70,10 @@ def test_expect_sha256_wrong_fails_and_daemon_logs_mismatch(tmp):
             file_sha256(path), "0" * 64, socket.gethostname())
 
 
-def test_client_rejecting_a_damaged_copy_is_ack_mismatch_not_verified(tmp):
+def test_file_written_in_place_mid_transfer_is_reset_not_a_damaged_copy(tmp):
     """The file is written in place mid-transfer (fdistd(8) CAVEATS): the
-    client gets mixed bytes, rejects them, and the record must say so."""
+    client must not get the mixed bytes with a clean end, but a reset; it
+    saves nothing, and the record says file-changed."""
     path = make_file(os.path.join(tmp, "data"), 300000)
     want = file_sha256(path)
     port = free_port()
@@ -88,11 +89,11 @@ def test_client_rejecting_a_damaged_copy_is_ack_mismatch_not_verified(tmp):
             f.seek(299000)
             f.write(b"XXXXXXXX")
         _, err = p.communicate(timeout=30)
-        assert p.returncode == 5, (p.returncode, err)
-        assert not os.path.exists(out)
+        assert p.returncode == 3 and b"reset" in err, (p.returncode, err)
+        assert not os.path.exists(out) and not os.path.exists(out + ".part")
         (rec,) = d.wait_records(1)
-        assert rec["status"] == "ack-mismatch", rec
-        assert rec["verified"] == "no" and rec["sha256"] == want, rec
+        assert rec["status"] == "file-changed", rec
+        assert int(rec["bytes"]) < 300000, rec
 
 
 def test_client_claiming_a_wrong_digest_is_ack_mismatch(tmp):
