@@ -5,6 +5,7 @@ version the daemon hashed, and the new content is hashed and served once
 writing has stopped."""
 
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -90,8 +91,15 @@ def rewrite_in_place(src, dst):
     subprocess.run(["cp", src, dst], check=True)
 
 
+def version_of(path):
+    """FDIST_VERSION as fdistd(8) defines it, from stat(2)."""
+    st = os.stat(path)
+    return "%x-%x-%x-%x" % (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
 def run_round(tmp, d, port, path, old, new, tag):
     old_sum, old_size = file_sha256(old), os.path.getsize(old)
+    old_version = version_of(path)
     start = len(d.records())
     clients = start_clients(tmp, port, 3, 2, tag)
     # All five are being sent to, at 1 MiB/s each: seconds from the end.
@@ -110,6 +118,7 @@ def run_round(tmp, d, port, path, old, new, tag):
     assert statuses.count("file-changed") == cut, statuses
     assert statuses.count("acked") == whole, statuses
     for r in recs:
+        assert r["version"] == old_version, r
         if r["status"] == "acked":
             assert int(r["bytes"]) == old_size, r
     # Writing over: the new content is hashed, logged and served.
@@ -123,6 +132,10 @@ def run_round(tmp, d, port, path, old, new, tag):
     (rec,) = d.wait_records(start + 6)[start + 5:]
     assert rec["status"] == "acked" and rec["verified"] == "yes", rec
     assert rec["sha256"] == new_sum and int(rec["size"]) == os.path.getsize(new), rec
+    # The same inode, a new version: its own id and its digest record.
+    assert rec["version"] == version_of(path) != old_version, rec
+    assert re.search(r"digest share=v .*version=%s file_sha256=%s" % (rec["version"], new_sum),
+                     d.log()), d.log()[-2000:]
     return cut
 
 
