@@ -233,10 +233,12 @@ watch_init(struct event_base *base)
 		    "before they are sent");
 		return;
 	}
+	/* Without SIGIO, changes are still seen, only the race is open. */
 	if (sigaction(SIGIO, &sa, NULL) == -1 ||
 	    fcntl(watch_fd, F_SETOWN_EX, &owner) == -1 ||
 	    fcntl(watch_fd, F_SETFL, O_NONBLOCK | O_ASYNC) == -1)
-		fatal("inotify SIGIO");
+		log_warn("inotify SIGIO: a change just before a transfer's "
+		    "FIN may be missed");
 	watch_ev = event_new(base, watch_fd, EV_READ | EV_PERSIST,
 	    watch_on_readable, NULL);
 	if (watch_ev == NULL || event_add(watch_ev, NULL) == -1)

@@ -230,6 +230,7 @@ def run(tmp):
         image_bytes = f.read()
     with open(image2, "rb") as f:
         image2_bytes = f.read()
+    image3_bytes = open(make_file(os.path.join(tmp, "image3"), 1024 * 1024, seed=9), "rb").read()
     files = {
         # journald's own limit, low: only the unit's LogRateLimit* keeps
         # a burst of records whole (the image turns the limit off)
@@ -238,6 +239,7 @@ def run(tmp):
         conf_path: config(port),
         "/srv/fdist/image": (image_bytes, 0o644),
         "/srv/fdist/image.new": (image2_bytes, 0o644),
+        "/srv/fdist/image.v3": (image3_bytes, 0o644),
     }
     extra = nspawn.SANITIZER_PACKAGES if sanitized() else ()
     if extra:
@@ -361,6 +363,17 @@ def run(tmp):
         recs = wait_records(ct, 6 + BURST, "FDIST_STATUS=acked")
         check("no record of a burst dropped by journald", len(recs) == 6 + BURST,
               (len(recs), ct.journal("-u", "systemd-journald", "-n", "5")))
+
+        # written in place, against fdistd(8)'s advice: the sandboxed
+        # service notices (inotify, SIGIO) and serves the new content
+        ct.check(["cp", "/srv/fdist/image.v3", "/srv/fdist/image"])
+        ct.wait_journal(r"writing stopped: serving its new content", unit="fdistd.service",
+                        timeout=15)
+        r = fetch_file(port2, out)
+        check("a file written in place is served once written",
+              r.returncode == 0 and file_sha256(out) == sha256(image3_bytes), r)
+        log = ct.journal("-u", "fdistd.service")
+        check("inotify works in the sandbox", "inotify" not in log, log[-2000:])
         ct.check(["systemctl", "stop", "fdistd.service", "fdistd.socket"], timeout=90)
 
 
