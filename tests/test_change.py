@@ -7,6 +7,7 @@ writing has stopped."""
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import threading
@@ -194,6 +195,42 @@ def test_new_clients_are_refused_busy_while_the_file_is_written(tmp):
         r = subprocess.run([FETCH, "-q", "-o", "-", "127.0.0.1:%d" % port],
                            capture_output=True, timeout=60)
         assert r.returncode == 0 and sha256(r.stdout) == file_sha256(new), r.returncode
+
+
+def test_a_change_the_loop_has_not_read_yet_gets_no_fin(tmp):
+    """The daemon is stopped while a client connects and then the file is
+    written in place: on resuming, the loop accepts the client before it
+    reads the change (first ready, first served), and the whole small file
+    fits the socket at once.  The client must still get a reset, not the
+    new bytes with a clean end under the old version's name."""
+    size = 100000
+    path = make_file(os.path.join(tmp, "data"), size, seed=1)
+    new = make_file(os.path.join(tmp, "new"), size, seed=2)
+    port = free_port()
+    with Daemon(tmp, {"v": {"listen": "127.0.0.1:%d" % port, "file": path}}) as d:
+        d.wait_log(r"data: sha256 %s" % file_sha256(path))
+        d.signal(signal.SIGSTOP)
+        try:
+            s = connect(port)               # queued by the kernel meanwhile
+            with open(new, "rb") as src, open(path, "r+b") as f:
+                f.write(src.read())         # same size, no truncation
+        finally:
+            d.signal(signal.SIGCONT)
+        try:
+            got = bytearray()
+            while True:
+                b = s.recv(1 << 16)
+                if not b:
+                    break
+                got += b
+            raise AssertionError("clean end after %d bytes (%s)" % (
+                len(got), "the new content" if sha256(bytes(got)) == file_sha256(new) else "?"))
+        except ConnectionResetError:
+            pass
+        finally:
+            s.close()
+        (rec,) = d.wait_records(1)
+        assert rec["status"] == "file-changed", rec
 
 
 def test_publish_by_rename_is_not_a_change_in_place(tmp):
