@@ -118,7 +118,8 @@ def test_a_digest_that_could_not_start_is_computed_on_reload(tmp):
         path = make_file(os.path.join(tmp, "data"), MiB)
         port = free_port()
         into = 'echo $$ > %s/cgroup.procs && exec "$0" "$@"' % group
-        with Daemon(tmp, {"v": {"listen": "127.0.0.1:%d" % port, "file": path}},
+        # A bracketed IPv6 address is numeric: no thread looks it up.
+        with Daemon(tmp, {"v": {"listen": "[::1]:%d" % port, "file": path}},
                     launcher=["sh", "-c", into]) as d:
             d.wait_log(r"data: (?:cannot start computing )?sha256: Resource temporarily unavailable")
             with open(os.path.join(group, "pids.max"), "w") as f:
