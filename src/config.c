@@ -97,6 +97,12 @@ static int	config_set_listen(struct config_parse *, const char *, char *,
 		    size_t);
 static int	config_set_file(struct config_parse *, const char *, char *,
 		    size_t);
+static int	config_set_proxy(struct config_parse *, const char *, char *,
+		    size_t);
+static int	config_set_proxy_from(struct config_parse *, const char *,
+		    char *, size_t);
+static int	config_set_proxy_timeout(struct config_parse *, const char *,
+		    char *, size_t);
 
 enum key_index {
 	KEY_ACK_TIMEOUT,
@@ -112,6 +118,9 @@ enum key_index {
 	KEY_FILE,
 	KEY_ALLOW,
 	KEY_DENY,
+	KEY_PROXY,
+	KEY_PROXY_FROM,
+	KEY_PROXY_TIMEOUT,
 	NKEYS
 };
 
@@ -135,6 +144,11 @@ static const struct config_key config_keys[NKEYS] = {
 	[KEY_FILE] = { "file", KEY_SHARE, config_set_file },
 	[KEY_ALLOW] = { "allow", KEY_BOTH | KEY_REPEAT, config_set_allow },
 	[KEY_DENY] = { "deny", KEY_BOTH | KEY_REPEAT, config_set_deny },
+	[KEY_PROXY] = { "proxy_protocol", KEY_BOTH, config_set_proxy },
+	[KEY_PROXY_FROM] = { "proxy_from", KEY_BOTH | KEY_REPEAT,
+	    config_set_proxy_from },
+	[KEY_PROXY_TIMEOUT] = { "proxy_timeout", KEY_BOTH,
+	    config_set_proxy_timeout },
 };
 _Static_assert(NKEYS <= sizeof(((struct config *)0)->cf_key_line) /
     sizeof(int), "key line table too small");
@@ -332,6 +346,37 @@ config_set_deny(struct config_parse *cp, const char *value, char *err,
 {
 	return (parse_acl(value, cp->cp_share ? &cp->cp_share->sc_deny :
 	    &cp->cp_cf->cf_deny, err, errlen));
+}
+
+/* The proxy_* keys are config_proxy.c's, for the section being read. */
+static struct proxy_config *
+config_proxy(struct config_parse *cp)
+{
+	return (cp->cp_share ? &cp->cp_share->sc_proxy : &cp->cp_cf->cf_proxy);
+}
+
+static int
+config_set_proxy(struct config_parse *cp, const char *value, char *err,
+    size_t errlen)
+{
+	return (config_proxy_set_on(config_proxy(cp), value, cp->cp_lineno,
+	    err, errlen));
+}
+
+static int
+config_set_proxy_from(struct config_parse *cp, const char *value, char *err,
+    size_t errlen)
+{
+	return (config_proxy_set_from(config_proxy(cp), value, cp->cp_lineno,
+	    err, errlen));
+}
+
+static int
+config_set_proxy_timeout(struct config_parse *cp, const char *value,
+    char *err, size_t errlen)
+{
+	return (config_proxy_set_timeout(config_proxy(cp), value,
+	    cp->cp_lineno, err, errlen));
 }
 
 static int
@@ -659,6 +704,8 @@ config_check(struct config_parse *cp)
 {
 	struct config		*cf = cp->cp_cf;
 	struct share_config	*sc;
+	char			 err[ERR_MAX];
+	int			 line;
 
 	if (TAILQ_EMPTY(&cf->cf_shares))
 		return (config_fail_at(cp, 0, "no shares configured (add a "
@@ -671,6 +718,9 @@ config_check(struct config_parse *cp)
 			return (config_fail_at(cp, sc->sc_line, "share [%s] "
 			    "has no file", sc->sc_name));
 		config_inherit(sc, cf);
+		if (config_proxy_check(&sc->sc_proxy, &cf->cf_proxy,
+		    sc->sc_name, &line, err, sizeof(err)) == -1)
+			return (config_fail_at(cp, line, "%s", err));
 	}
 	if (config_check_listen(cp) == -1)
 		return (-1);
@@ -700,6 +750,7 @@ config_new(const char *path)
 	cf->cf_max_clients = DEFAULT_MAX_CLIENTS;
 	cf->cf_shutdown_timeout_ms = DEFAULT_SHUTDOWN_TIMEOUT_MS;
 	cf->cf_log = LOG_AUTO;
+	config_proxy_defaults(&cf->cf_proxy);
 	TAILQ_INIT(&cf->cf_shares);
 	return (cf);
 }
@@ -884,6 +935,7 @@ config_dump(const struct config *cf, FILE *fp)
 	fprintf(fp, "log = %s\n", modes[cf->cf_log]);
 	config_dump_acl("allow", &cf->cf_allow, fp);
 	config_dump_acl("deny", &cf->cf_deny, fp);
+	config_proxy_dump(&cf->cf_proxy, fp);
 	TAILQ_FOREACH(sc, &cf->cf_shares, sc_entry) {
 		fprintf(fp, "\n[%s]\n", sc->sc_name);
 		config_dump_listen(sc, fp);
@@ -894,5 +946,6 @@ config_dump(const struct config *cf, FILE *fp)
 			    sc->sc_max_clients);
 		config_dump_acl("allow", &sc->sc_allow, fp);
 		config_dump_acl("deny", &sc->sc_deny, fp);
+		config_proxy_dump(&sc->sc_proxy, fp);
 	}
 }

@@ -74,6 +74,7 @@ struct conn {
 	struct timespec		 c_end;
 	enum outcome		 c_status;	/* once released */
 	struct sockaddr_storage	 c_peer;
+	struct sockaddr_storage	 c_proxy;	/* AF_UNSPEC: not proxied */
 	unsigned char		 c_ack[];	/* ack_max bytes */
 };
 
@@ -629,7 +630,7 @@ conn_on_writable(evutil_socket_t fd, short what, void *arg)
  */
 int
 conn_new(struct event_base *base, int fd, const struct sockaddr *peer,
-    socklen_t peerlen, struct share *sh)
+    socklen_t peerlen, const struct sockaddr *proxy, struct share *sh)
 {
 	struct conn	*c;
 
@@ -650,6 +651,9 @@ conn_new(struct event_base *base, int fd, const struct sockaddr *peer,
 	c->c_share = share_ref(sh);
 	c->c_state = CONN_SENDING;
 	memcpy(&c->c_peer, peer, peerlen);
+	if (proxy != NULL)
+		memcpy(&c->c_proxy, proxy, proxy->sa_family == AF_INET ?
+		    sizeof(struct sockaddr_in) : sizeof(struct sockaddr_in6));
 	clock_gettime(CLOCK_MONOTONIC, &c->c_start);
 	event_assign(&c->c_rev, base, fd, EV_READ | EV_CLOSED | EV_PERSIST,
 	    conn_on_readable, c);
@@ -706,7 +710,8 @@ conn_finish(struct conn *c)
 {
 	struct transfer_record	 tr;
 	struct sfile		*sf = c->c_share->sh_file;
-	char			 peer[ADDR_STR_MAX], claim[65];
+	char			 peer[ADDR_STR_MAX], proxy[ADDR_STR_MAX];
+	char			 claim[65];
 	char			 host[ACK_HOST_MAX + 1];
 	enum outcome		 status = c->c_status;
 	bool			 hashing;
@@ -731,6 +736,11 @@ conn_finish(struct conn *c)
 	tr.tr_share = c->c_share->sh_name;
 	tr.tr_file = sf->sf_path_log;
 	tr.tr_peer = peer;
+	if (c->c_proxy.ss_family != AF_UNSPEC) {
+		addr_format((struct sockaddr *)&c->c_proxy, proxy,
+		    sizeof(proxy));
+		tr.tr_proxy = proxy;
+	}
 	tr.tr_bytes = c->c_delivered;
 	tr.tr_size = sf->sf_size;
 	tr.tr_duration_usec = (uint64_t)conn_usec_between(&c->c_start,
@@ -849,6 +859,7 @@ conn_close_all(enum outcome status)
 {
 	struct conn	*c;
 
+	conn_proxy_close_all();
 	while ((c = TAILQ_FIRST(&conns)) != NULL)
 		conn_close(c, status);
 	while ((c = TAILQ_FIRST(&parked)) != NULL) {
@@ -857,8 +868,9 @@ conn_close_all(enum outcome status)
 	}
 }
 
+/* Clients holding a descriptor, those awaiting a PROXY header too. */
 size_t
 conn_count(void)
 {
-	return (nconns);
+	return (nconns + conn_proxy_count());
 }

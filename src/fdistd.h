@@ -58,6 +58,16 @@ struct acl {
 	size_t		acl_n;
 };
 
+/* The PROXY protocol on a share (config_proxy.c); the line of each key. */
+struct proxy_config {
+	bool		pc_on;
+	struct acl	pc_from;	/* who may send the header */
+	uint64_t	pc_timeout_ms;	/* for the whole header */
+	int		pc_on_line;	/* 0: not set here */
+	int		pc_from_line;
+	int		pc_timeout_line;
+};
+
 /* One address a share listens on. */
 struct listen_addr {
 	struct sockaddr_storage	la_ss;
@@ -79,6 +89,7 @@ struct share_config {
 	uint32_t		 sc_max_clients;	/* 0: only the global */
 	struct acl		 sc_allow;
 	struct acl		 sc_deny;
+	struct proxy_config	 sc_proxy;
 	unsigned int		 sc_keys_set;	/* bit per key table entry */
 	int			 sc_key_line[16];
 };
@@ -91,6 +102,7 @@ struct config {
 	uint32_t		 cf_max_clients;
 	struct acl		 cf_allow;
 	struct acl		 cf_deny;
+	struct proxy_config	 cf_proxy;
 	uint64_t		 cf_shutdown_timeout_ms;
 	enum log_mode		 cf_log;
 	unsigned int		 cf_keys_set;
@@ -108,6 +120,39 @@ void		 config_free(struct config *);
 void		 config_dump(const struct config *, FILE *);
 int		 config_share_key_line(const struct share_config *,
 		    const char *);
+
+/* config_proxy.c: the proxy_* keys; the setters return 0 or -1. */
+void		 config_proxy_defaults(struct proxy_config *);
+int		 config_proxy_set_on(struct proxy_config *, const char *, int,
+		    char *, size_t);
+int		 config_proxy_set_from(struct proxy_config *, const char *, int,
+		    char *, size_t);
+int		 config_proxy_set_timeout(struct proxy_config *, const char *,
+		    int, char *, size_t);
+int		 config_proxy_check(struct proxy_config *,
+		    const struct proxy_config *, const char *, int *, char *,
+		    size_t);
+void		 config_proxy_dump(const struct proxy_config *, FILE *);
+
+/* proxy.c: the PROXY protocol header, version 1 and 2. */
+#define PROXY_HEADER_MAX	2048	/* bytes; a longer one is refused */
+enum proxy_result {
+	PROXY_MORE,		/* not complete yet: every byte is header */
+	PROXY_OK,
+	PROXY_MALFORMED,
+	PROXY_OVERSIZED,
+};
+struct proxy_header {
+	size_t			ph_len;		/* with PROXY_OK */
+	int			ph_version;	/* 1 or 2, once known */
+	bool			ph_local;	/* use the connection's own peer */
+	bool			ph_check;	/* version 2 LOCAL command */
+	struct sockaddr_storage	ph_src;		/* unless ph_local */
+	socklen_t		ph_srclen;
+	struct sockaddr_storage	ph_dst;
+};
+enum proxy_result proxy_parse(const unsigned char *, size_t,
+		    struct proxy_header *);
 
 /* parse.c: strict value parsers; each returns 0 or -1 with a message. */
 int	 parse_listen(const char *, struct listen_addr *, size_t, size_t *,
@@ -154,12 +199,15 @@ enum outcome {
 	OUTCOME_FILE_CHANGED,
 	OUTCOME_SHUTDOWN,
 	OUTCOME_DENIED,
-	OUTCOME_BUSY
+	OUTCOME_BUSY,
+	OUTCOME_PROXY_ERROR,
+	OUTCOME_PROBE
 };
 struct transfer_record {
 	const char	*tr_share;
 	const char	*tr_file;	/* escaped already (sf_path_log) */
 	const char	*tr_peer;
+	const char	*tr_proxy;	/* the balancer, behind PROXY; or NULL */
 	uint64_t	 tr_bytes;
 	uint64_t	 tr_size;
 	uint64_t	 tr_duration_usec;
@@ -292,6 +340,7 @@ struct share {
 	uint32_t	 sh_max_clients;
 	struct acl	 sh_allow;
 	struct acl	 sh_deny;
+	struct proxy_config sh_proxy;
 	struct share_state *sh_state;
 	unsigned int	 sh_refs;	/* the server's, and one per client */
 };
@@ -344,6 +393,20 @@ bool		 server_stopping(void);
 bool		 server_mismatch(void);
 void		 server_free(void);
 void		 server_accept(struct listener *);
+void		 server_admit(int, const struct sockaddr *, socklen_t,
+		    const struct sockaddr *, struct share *);
+/* Why a connection to a PROXY protocol share gets no file. */
+enum proxy_refusal {
+	PROXY_REFUSED_MALFORMED,
+	PROXY_REFUSED_OVERSIZED,
+	PROXY_REFUSED_TRUNCATED,
+	PROXY_REFUSED_TIMEOUT,
+	PROXY_REFUSED_PROBE,		/* closed before any byte */
+	PROXY_REFUSED_LOCAL_PROBE,	/* LOCAL header, then closed */
+	PROXY_REFUSED_SHUTDOWN,
+};
+void		 server_refuse_proxy(int, const struct sockaddr *,
+		    const struct share *, enum proxy_refusal);
 void		 server_conn_released(void);
 void		 server_count_outcome(bool);
 int		 server_file_replace(struct sfile *, struct sfile *);
@@ -353,11 +416,17 @@ void		 server_digest_known(const struct sfile *);
 
 /* conn.c: one client connection. */
 int		 conn_new(struct event_base *, int, const struct sockaddr *,
-		    socklen_t, struct share *);
+		    socklen_t, const struct sockaddr *, struct share *);
 void		 conn_close_all(enum outcome);
 void		 conn_digest_known(struct sfile *);
 unsigned int	 conn_file_changed(struct sfile *);
 size_t		 conn_count(void);
+
+/* conn_proxy.c: a connection awaiting its PROXY header. */
+int		 conn_proxy_new(struct event_base *, int,
+		    const struct sockaddr *, socklen_t, struct share *);
+size_t		 conn_proxy_count(void);
+void		 conn_proxy_close_all(void);
 
 /* notify.c: the service manager (sd_notify) and the watchdog. */
 void	 notify_init(struct event_base *);

@@ -270,9 +270,19 @@ static const char *const outcome_names[] = {
 	[OUTCOME_SHUTDOWN] = "shutdown",
 	[OUTCOME_DENIED] = "denied",
 	[OUTCOME_BUSY] = "busy",
+	[OUTCOME_PROXY_ERROR] = "proxy-error",
+	[OUTCOME_PROBE] = "probe",
 };
 _Static_assert(sizeof(outcome_names) / sizeof(outcome_names[0]) ==
-    OUTCOME_BUSY + 1, "every outcome has a name");
+    OUTCOME_PROBE + 1, "every outcome has a name");
+
+/* A balancer's health check is routine, like a transfer acked. */
+static bool
+log_quiet(const struct transfer_record *tr)
+{
+	return (tr->tr_status == OUTCOME_ACKED ||
+	    tr->tr_status == OUTCOME_PROBE);
+}
 
 /* The record as one key=value line on stderr. */
 static void
@@ -280,14 +290,15 @@ log_transfer_line(const struct transfer_record *tr, const char *file,
     const char *ack, const char *host_id)
 {
 	char	ts[48];
-	bool	acked = tr->tr_status == OUTCOME_ACKED;
+	bool	acked = log_quiet(tr);
 
 	log_timestamp(ts, sizeof(ts));
-	log_line("%s %s: transfer share=%s peer=%s file=\"%s\" "
+	log_line("%s %s: transfer share=%s peer=%s%s%s file=\"%s\" "
 	    "bytes=%" PRIu64 " size=%" PRIu64 " duration_usec=%" PRIu64
 	    " status=%s%s%s%s%s%s%s%s%s%s%s version=%s%s%s%s%s\n", ts,
 	    acked ? "info" : "warning",
-	    tr->tr_share, tr->tr_peer, file, tr->tr_bytes, tr->tr_size,
+	    tr->tr_share, tr->tr_peer, tr->tr_proxy ? " proxy=" : "",
+	    tr->tr_proxy ? tr->tr_proxy : "", file, tr->tr_bytes, tr->tr_size,
 	    tr->tr_duration_usec, outcome_names[tr->tr_status],
 	    tr->tr_reason ? " reason=\"" : "",
 	    tr->tr_reason ? tr->tr_reason : "", tr->tr_reason ? "\"" : "",
@@ -312,13 +323,13 @@ log_transfer(const struct transfer_record *tr)
 			    ESCAPE_BUFSIZE(ACK_MAX_LIMIT)];
 	const size_t	 ackoff = sizeof("FDIST_ACK=") - 1;
 	char		 ffile[sizeof("FDIST_FILE=") + ESCAPE_BUFSIZE(PATH_MAX)];
-	char		 f[15][160], msg[512], msgack[201];
+	char		 f[16][160], msg[512], msgack[201];
 	char		 host[ESCAPE_BUFSIZE(ACK_HOST_MAX)];
-	struct iovec	 iov[20];
+	struct iovec	 iov[21];
 	size_t		 n = 0;
 	const char	*status = outcome_names[tr->tr_status];
 	const char	*host_id = NULL;
-	bool		 acked = tr->tr_status == OUTCOME_ACKED;
+	bool		 acked = log_quiet(tr);
 	bool		 has_ack = tr->tr_ack_bytes > 0;
 
 	memcpy(ack, "FDIST_ACK=", ackoff);
@@ -383,6 +394,9 @@ log_transfer(const struct transfer_record *tr)
 	if (host_id != NULL)
 		log_field(iov, &n, f[14], sizeof(f[14]), "FDIST_HOST_ID=%s",
 		    host_id);
+	if (tr->tr_proxy != NULL)
+		log_field(iov, &n, f[15], sizeof(f[15]), "FDIST_PROXY=%s",
+		    tr->tr_proxy);
 	log_field(iov, &n, ffile, sizeof(ffile), "FDIST_FILE=%s", tr->tr_file);
 	if (has_ack) {
 		iov[n].iov_base = ack;

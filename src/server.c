@@ -31,6 +31,9 @@
 enum refusal {
 	REFUSED_DENIED,
 	REFUSED_BUSY,
+	REFUSED_PROXY,
+	REFUSED_PROBE,
+	REFUSED_SHUTDOWN,
 	NREFUSALS
 };
 
@@ -43,6 +46,14 @@ enum refusal_reason {
 	REASON_NO_DESCRIPTORS,
 	REASON_NO_MEMORY,
 	REASON_FILE_CHANGING,
+	REASON_NOT_PROXY_FROM,
+	REASON_PROXY_MALFORMED,
+	REASON_PROXY_OVERSIZED,
+	REASON_PROXY_TRUNCATED,
+	REASON_PROXY_TIMEOUT,
+	REASON_PROXY_PROBE,
+	REASON_PROXY_LOCAL_PROBE,
+	REASON_PROXY_SHUTDOWN,
 	NREASONS
 };
 
@@ -57,6 +68,25 @@ static const struct {
 	[REASON_NO_DESCRIPTORS] = { REFUSED_BUSY, "out of file descriptors" },
 	[REASON_NO_MEMORY] = { REFUSED_BUSY, "out of memory" },
 	[REASON_FILE_CHANGING] = { REFUSED_BUSY, "file changing" },
+	[REASON_NOT_PROXY_FROM] = { REFUSED_DENIED, "not in proxy_from" },
+	[REASON_PROXY_MALFORMED] = { REFUSED_PROXY, "malformed PROXY header" },
+	[REASON_PROXY_OVERSIZED] = { REFUSED_PROXY, "oversized PROXY header" },
+	[REASON_PROXY_TRUNCATED] = { REFUSED_PROXY, "truncated PROXY header" },
+	[REASON_PROXY_TIMEOUT] = { REFUSED_PROXY, "proxy_timeout" },
+	[REASON_PROXY_PROBE] = { REFUSED_PROBE, "closed before a byte" },
+	[REASON_PROXY_LOCAL_PROBE] = { REFUSED_PROBE, "closed after LOCAL" },
+	[REASON_PROXY_SHUTDOWN] = { REFUSED_SHUTDOWN,
+	    "awaiting the PROXY header" },
+};
+/* conn_proxy.c's refusals, in the order of enum proxy_refusal. */
+static const enum refusal_reason proxy_reasons[] = {
+	[PROXY_REFUSED_MALFORMED] = REASON_PROXY_MALFORMED,
+	[PROXY_REFUSED_OVERSIZED] = REASON_PROXY_OVERSIZED,
+	[PROXY_REFUSED_TRUNCATED] = REASON_PROXY_TRUNCATED,
+	[PROXY_REFUSED_TIMEOUT] = REASON_PROXY_TIMEOUT,
+	[PROXY_REFUSED_PROBE] = REASON_PROXY_PROBE,
+	[PROXY_REFUSED_LOCAL_PROBE] = REASON_PROXY_LOCAL_PROBE,
+	[PROXY_REFUSED_SHUTDOWN] = REASON_PROXY_SHUTDOWN,
 };
 
 /*
@@ -93,6 +123,9 @@ static struct refusal_tally	 tally_unnamed;
 static const enum outcome	 refusal_outcome[NREFUSALS] = {
 	[REFUSED_DENIED] = OUTCOME_DENIED,
 	[REFUSED_BUSY] = OUTCOME_BUSY,
+	[REFUSED_PROXY] = OUTCOME_PROXY_ERROR,
+	[REFUSED_PROBE] = OUTCOME_PROBE,
+	[REFUSED_SHUTDOWN] = OUTCOME_SHUTDOWN,
 };
 
 static void
@@ -190,13 +223,14 @@ server_on_refusal_timer(evutil_socket_t fd, short what, void *arg)
  * a record, or is counted in the next summary.
  */
 static void
-server_refuse(int fd, const struct sockaddr *peer, const struct share *sh,
+server_refuse(int fd, const struct sockaddr *peer,
+    const struct sockaddr *proxy, const struct share *sh,
     enum refusal_reason reason)
 {
 	struct transfer_record	tr;
 	struct linger		lg = { 1, 0 };
 	enum refusal		kind = refusal_reasons[reason].rr_kind;
-	char			name[ADDR_STR_MAX];
+	char			name[ADDR_STR_MAX], pname[ADDR_STR_MAX];
 
 	setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
 	close(fd);
@@ -213,6 +247,10 @@ server_refuse(int fd, const struct sockaddr *peer, const struct share *sh,
 	tr.tr_share = sh->sh_name;
 	tr.tr_file = sh->sh_file->sf_path_log;
 	tr.tr_peer = name;
+	if (proxy != NULL) {
+		addr_format(proxy, pname, sizeof(pname));
+		tr.tr_proxy = pname;
+	}
 	tr.tr_size = sh->sh_file->sf_size;
 	tr.tr_status = refusal_outcome[kind];
 	tr.tr_reason = refusal_reasons[reason].rr_text;
@@ -263,33 +301,56 @@ server_pause(struct listener *ls, int err)
 		fd = accept4(ls->ls_fd, (struct sockaddr *)&ss, &len,
 		    SOCK_CLOEXEC);
 		if (fd != -1)
-			server_refuse(fd, (struct sockaddr *)&ss, ls->ls_share,
+			server_refuse(fd, (struct sockaddr *)&ss, NULL,
+			    ls->ls_share,
 			    fds ? REASON_NO_DESCRIPTORS : REASON_NO_MEMORY);
 		reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
 	}
 	server_timer_add(resume_timer, EMFILE_RETRY_MS);
 }
 
-/* Serve an accepted client, or refuse it: access lists, then limits. */
-static void
+/* A PROXY header could not give a connection from proxy its client. */
+void
+server_refuse_proxy(int fd, const struct sockaddr *proxy,
+    const struct share *sh, enum proxy_refusal why)
+{
+	server_refuse(fd, proxy, proxy, sh, proxy_reasons[why]);
+}
+
+/*
+ * Serve an accepted client, or refuse it: access lists, then limits.
+ * On a PROXY protocol share they apply to the client the header names
+ * (sa, with the balancer in proxy): until it is read, only whether the
+ * balancer may speak it and whether there is room for one more.
+ */
+void
 server_admit(int fd, const struct sockaddr *sa, socklen_t len,
-    struct share *sh)
+    const struct sockaddr *proxy, struct share *sh)
 {
 	uint32_t	per_ip = sh->sh_limits.lim_max_per_ip;
 
+	if (sh->sh_proxy.pc_on && proxy == NULL) {
+		if (!acl_match(&sh->sh_proxy.pc_from, sa))
+			server_refuse(fd, sa, NULL, sh, REASON_NOT_PROXY_FROM);
+		else if (conn_count() >= server_cf->cf_max_clients)
+			server_refuse(fd, sa, sa, sh, REASON_MAX_CLIENTS);
+		else if (conn_proxy_new(server_base, fd, sa, len, sh) == -1)
+			server_refuse(fd, sa, sa, sh, REASON_NO_MEMORY);
+		return;
+	}
 	if (!acl_allows(&sh->sh_allow, &sh->sh_deny, &server_cf->cf_deny, sa))
-		server_refuse(fd, sa, sh, REASON_NOT_ALLOWED);
+		server_refuse(fd, sa, proxy, sh, REASON_NOT_ALLOWED);
 	else if (sh->sh_file->sf_changed)
-		server_refuse(fd, sa, sh, REASON_FILE_CHANGING);
+		server_refuse(fd, sa, proxy, sh, REASON_FILE_CHANGING);
 	else if (conn_count() >= server_cf->cf_max_clients)
-		server_refuse(fd, sa, sh, REASON_MAX_CLIENTS);
+		server_refuse(fd, sa, proxy, sh, REASON_MAX_CLIENTS);
 	else if (sh->sh_max_clients != 0 &&
 	    sh->sh_state->ss_active >= sh->sh_max_clients)
-		server_refuse(fd, sa, sh, REASON_SHARE_MAX_CLIENTS);
+		server_refuse(fd, sa, proxy, sh, REASON_SHARE_MAX_CLIENTS);
 	else if (per_ip != 0 && share_ip_clients(sh, sa) >= per_ip)
-		server_refuse(fd, sa, sh, REASON_MAX_PER_IP);
-	else if (conn_new(server_base, fd, sa, len, sh) == -1)
-		server_refuse(fd, sa, sh, REASON_NO_MEMORY);
+		server_refuse(fd, sa, proxy, sh, REASON_MAX_PER_IP);
+	else if (conn_new(server_base, fd, sa, len, proxy, sh) == -1)
+		server_refuse(fd, sa, proxy, sh, REASON_NO_MEMORY);
 }
 
 /*
@@ -328,7 +389,7 @@ server_accept_batch(struct listener *ls)
 			    shortage);
 			shortage = NULL;
 		}
-		server_admit(fd, sa, len, ls->ls_share);
+		server_admit(fd, sa, len, NULL, ls->ls_share);
 	}
 	return (true);
 }

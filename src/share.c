@@ -78,6 +78,7 @@ share_new(const struct share_config *sc, struct sfile *sf)
 	sh->sh_max_clients = sc->sc_max_clients;
 	sh->sh_allow = sc->sc_allow;
 	sh->sh_deny = sc->sc_deny;
+	sh->sh_proxy = sc->sc_proxy;
 	sh->sh_refs = 1;
 	return (sh);
 }
