@@ -732,6 +732,12 @@ conn_finish(struct conn *c)
 	/* Rejected by the client: verified= says whether the copy was ours. */
 	if (status == OUTCOME_ACKED && ack_rejects(c->c_ack, c->c_acklen))
 		status = OUTCOME_ACK_MISMATCH;
+	/* The balancer's own connection (PROXY LOCAL): its health check. */
+	if ((status == OUTCOME_ABORTED || status == OUTCOME_NO_ACK) &&
+	    c->c_proxy.ss_family != AF_UNSPEC &&
+	    addr_equal((struct sockaddr *)&c->c_peer,
+	    (struct sockaddr *)&c->c_proxy))
+		status = OUTCOME_PROBE;
 	addr_format((struct sockaddr *)&c->c_peer, peer, sizeof(peer));
 	tr.tr_share = c->c_share->sh_name;
 	tr.tr_file = sf->sf_path_log;

@@ -69,8 +69,11 @@ conn_proxy_fail(struct proxy_wait *pw, enum proxy_refusal why)
 }
 
 /*
- * A LOCAL header is a balancer's health check: one that is already
- * closed (or reset) gets a probe record, not a transfer cut short.
+ * A balancer's own connection -- a LOCAL header, or one that names the
+ * connection itself, as HAProxy's version 1 checks do -- is its health
+ * check: one already closed (or reset) gets a probe record, not a
+ * transfer cut short.  (One that closes later is a probe too: see
+ * conn_finish().)
  */
 static bool
 conn_proxy_closed(int fd)
@@ -90,12 +93,13 @@ conn_proxy_done(struct proxy_wait *pw, const struct proxy_header *ph)
 	socklen_t		 len = ph->ph_srclen;
 	int			 lowat = (int)pw->pw_share->sh_limits.lim_ack_max;
 
-	if (ph->ph_check && conn_proxy_closed(pw->pw_fd)) {
-		conn_proxy_fail(pw, PROXY_REFUSED_LOCAL_PROBE);
-		return;
-	}
 	/* LOCAL, UNKNOWN or no TCP address: the connection's own. */
-	if (ph->ph_local) {
+	if (ph->ph_local || addr_equal(peer,
+	    (struct sockaddr *)&pw->pw_balancer)) {
+		if (conn_proxy_closed(pw->pw_fd)) {
+			conn_proxy_fail(pw, PROXY_REFUSED_LOCAL_PROBE);
+			return;
+		}
 		peer = (struct sockaddr *)&pw->pw_balancer;
 		len = pw->pw_len;
 	}

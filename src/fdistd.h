@@ -402,7 +402,7 @@ enum proxy_refusal {
 	PROXY_REFUSED_TRUNCATED,
 	PROXY_REFUSED_TIMEOUT,
 	PROXY_REFUSED_PROBE,		/* closed before any byte */
-	PROXY_REFUSED_LOCAL_PROBE,	/* LOCAL header, then closed */
+	PROXY_REFUSED_LOCAL_PROBE,	/* the balancer's own, closed */
 	PROXY_REFUSED_SHUTDOWN,
 };
 void		 server_refuse_proxy(int, const struct sockaddr *,

@@ -74,7 +74,7 @@ static const struct {
 	[REASON_PROXY_TRUNCATED] = { REFUSED_PROXY, "truncated PROXY header" },
 	[REASON_PROXY_TIMEOUT] = { REFUSED_PROXY, "proxy_timeout" },
 	[REASON_PROXY_PROBE] = { REFUSED_PROBE, "closed before a byte" },
-	[REASON_PROXY_LOCAL_PROBE] = { REFUSED_PROBE, "closed after LOCAL" },
+	[REASON_PROXY_LOCAL_PROBE] = { REFUSED_PROBE, "closed after its header" },
 	[REASON_PROXY_SHUTDOWN] = { REFUSED_SHUTDOWN,
 	    "awaiting the PROXY header" },
 };

@@ -14,8 +14,8 @@ import struct
 import subprocess
 import time
 
-from fdtest import (Daemon, connect, file_sha256, free_port, main, make_file,
-                    read_all, sha256)
+from fdtest import (Daemon, connect, file_sha256, free_port, linger_reset, main,
+                    make_file, read_all, sha256)
 
 FETCH = os.environ.get("FDIST_FETCH", "build/fdist-fetch")
 V2_SIG = b"\r\n\r\n\0\r\nQUIT\n"
@@ -255,7 +255,24 @@ def test_health_checks_are_probes(tmp):
         s.sendall(v2(cmd=0, fam=0))
         s.shutdown(socket.SHUT_WR)
         assert refused_bytes(s) == b""
-        rec = expect_refusal(d, 2, "probe", "closed after LOCAL")
+        rec = expect_refusal(d, 2, "probe", "closed after its header")
+        # HAProxy's version 1 checks name the connection itself.
+        s = connect(port)
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 1)
+        src, sport = s.getsockname()
+        s.sendall(v1(src, sport, "127.0.0.1", port))
+        s.shutdown(socket.SHUT_WR)
+        assert refused_bytes(s) == b""
+        rec = expect_refusal(d, 3, "probe", "closed after its header")
+        assert rec["peer"] == "%s:%d" % (src, sport), rec
+        # One that resets only after the file has started is a probe too.
+        s = connect(port)
+        s.sendall(v2(cmd=0, fam=0))
+        assert s.recv(1)
+        linger_reset(s)
+        s.close()
+        rec = d.wait_records(4)[3]
+        assert rec["status"] == "probe" and "reason" not in rec, rec
         assert "warning" not in d.log(), d.log()
 
 
@@ -356,6 +373,71 @@ def test_config_needs_proxy_from(tmp):
         assert r.returncode != 0 and "%s:2: " % cfg in r.stderr, (bad, r.stderr)
 
 
+def start_haproxy(cfg, ports):
+    haproxy = shutil.which("haproxy")
+    assert haproxy, "haproxy is not installed (apt-get install haproxy)"
+    hp = subprocess.Popen([haproxy, "-f", cfg, "-db"], stdout=subprocess.DEVNULL,
+                          stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 15
+    while not all(port_taken(p) for p in ports):
+        if hp.poll() is not None or time.monotonic() > deadline:
+            stop_haproxy(hp)
+            raise AssertionError("haproxy did not bind %s (exit %s)" % (ports, hp.returncode))
+        time.sleep(0.05)
+    return hp
+
+
+def stop_haproxy(hp):
+    hp.terminate()
+    try:
+        hp.wait(10)
+    except subprocess.TimeoutExpired:
+        hp.kill()
+        hp.wait()
+
+
+HAPROXY_DEFAULTS = """defaults
+    mode tcp
+    timeout connect 5s
+    timeout client 30s
+    timeout server 30s
+"""
+
+
+def test_haproxy_health_checks_are_probes(tmp):
+    """HAProxy's checks, with send-proxy-v2 (LOCAL) and send-proxy with
+    check-send-proxy (a header naming the check itself), for a while:
+    every record is a probe, none a warning."""
+    path = make_file(os.path.join(tmp, "data"), 1024 * 1024)
+    ports = [free_port() for _ in range(3)]
+    fport = free_port()
+    shares = {"c%d" % i: {"listen": "127.0.0.1:%d" % p, "file": path, "proxy_protocol": "yes",
+                          "proxy_from": "127.0.0.1"} for i, p in enumerate(ports)}
+    cfg = os.path.join(tmp, "haproxy.cfg")
+    with open(cfg, "w") as f:
+        f.write(HAPROXY_DEFAULTS + """frontend f
+    bind 127.0.0.1:%d
+    default_backend b0
+backend b0
+    server s 127.0.0.1:%d send-proxy-v2 check inter 100ms
+backend b1
+    server s 127.0.0.1:%d send-proxy-v2 check check-send-proxy inter 100ms
+backend b2
+    server s 127.0.0.1:%d send-proxy check check-send-proxy inter 100ms
+""" % (fport, ports[0], ports[1], ports[2]))
+    with Daemon(tmp, shares) as d:
+        hp = start_haproxy(cfg, [fport])
+        try:
+            for share in shares:
+                d.wait_records(5, share=share)
+        finally:
+            stop_haproxy(hp)
+        recs = d.records()
+        assert recs and all(r["status"] == "probe" for r in recs), \
+            [r for r in recs if r["status"] != "probe"]
+        assert "warning" not in d.log(), d.log()
+
+
 def port_taken(port):
     with socket.socket() as s:
         try:
@@ -367,8 +449,6 @@ def port_taken(port):
 
 def test_haproxy_in_front(tmp):
     """Real HAProxy, send-proxy-v2 and send-proxy, in front of two shares."""
-    haproxy = shutil.which("haproxy")
-    assert haproxy, "haproxy is not installed (apt-get install haproxy)"
     path = make_file(os.path.join(tmp, "data"), 3 * 1024 * 1024)
     d1, d2, f1, f2 = free_port(), free_port(), free_port(), free_port()
     shares = {}
@@ -377,14 +457,7 @@ def test_haproxy_in_front(tmp):
                         "proxy_protocol": "yes", "proxy_from": "127.0.0.1"}
     cfg = os.path.join(tmp, "haproxy.cfg")
     with open(cfg, "w") as f:
-        f.write("""global
-    log stderr format short local0 err
-defaults
-    mode tcp
-    timeout connect 5s
-    timeout client 30s
-    timeout server 30s
-frontend f2
+        f.write(HAPROXY_DEFAULTS + """frontend f2
     bind 127.0.0.1:%d
     default_backend b2
 frontend f1
@@ -396,14 +469,8 @@ backend b1
     server s1 127.0.0.1:%d send-proxy
 """ % (f2, f1, d2, d1))
     with Daemon(tmp, shares) as d:
-        hp = subprocess.Popen([haproxy, "-f", cfg, "-db"], stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL)
+        hp = start_haproxy(cfg, [f1, f2])
         try:
-            deadline = time.monotonic() + 15
-            while not (port_taken(f1) and port_taken(f2)):
-                assert hp.poll() is None, "haproxy exited with %s" % hp.returncode
-                assert time.monotonic() < deadline, "haproxy did not bind"
-                time.sleep(0.05)
             n = 0
             for fport, share in ((f2, "v2"), (f1, "v1")):
                 # A client of its own address, which only the header can tell.
@@ -425,12 +492,7 @@ backend b1
                 assert rec["verified"] == "yes", rec
                 assert rec["peer"].startswith("127.0.0.1:") and rec["proxy"].startswith("127.0.0.1:")
         finally:
-            hp.terminate()
-            try:
-                hp.wait(10)
-            except subprocess.TimeoutExpired:
-                hp.kill()
-                hp.wait()
+            stop_haproxy(hp)
 
 
 if __name__ == "__main__":
