@@ -417,11 +417,13 @@ log_refusals(const char *share, enum outcome outcome, const char *reason,
 {
 	const char	*status = outcome_names[outcome];
 	char		 ts[48];
+	bool		 quiet = outcome == OUTCOME_PROBE;
 
 	if (!log_journal) {
 		log_timestamp(ts, sizeof(ts));
-		log_line("%s warning: refusals%s%s status=%s reason=\"%s\" "
+		log_line("%s %s: refusals%s%s status=%s reason=\"%s\" "
 		    "count=%" PRIu64 " window_ms=%u\n", ts,
+		    quiet ? "info" : "warning",
 		    share != NULL ? " share=" : "", share != NULL ? share : "",
 		    status, reason, count, window_ms);
 		return;
@@ -430,7 +432,8 @@ log_refusals(const char *share, enum outcome outcome, const char *reason,
 	    "(%s: %s) in the last %u ms, not logged one by one", count,
 	    share != NULL ? " to [" : "", share != NULL ? share : "",
 	    share != NULL ? "]" : "", status, reason, window_ms,
-	    "MESSAGE_ID=" MSGID_REFUSALS, "PRIORITY=%d", LOG_WARNING,
+	    "MESSAGE_ID=" MSGID_REFUSALS, "PRIORITY=%d",
+	    quiet ? LOG_INFO : LOG_WARNING,
 	    "SYSLOG_IDENTIFIER=fdistd", "FDIST_STATUS=%s", status,
 	    "FDIST_REASON=%s", reason, "FDIST_COUNT=%" PRIu64, count,
 	    share != NULL ? "FDIST_SHARE=%s" : NULL, share, NULL);

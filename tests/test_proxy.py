@@ -12,6 +12,7 @@ import shutil
 import socket
 import struct
 import subprocess
+import sys
 import time
 
 from fdtest import (Daemon, connect, file_sha256, free_port, linger_reset, main,
@@ -78,6 +79,18 @@ def refused_bytes(s):
         s.close()
 
 
+def refused_send(port, data, bind=None):
+    """Send data to a connection that is to be refused, maybe before the
+    connect even returns (on loopback the reset can beat it); return what
+    it got: nothing, if all is well."""
+    try:
+        s = connect(port, bind=bind)
+        s.sendall(data)
+    except (ConnectionResetError, BrokenPipeError):
+        return b""
+    return refused_bytes(s)
+
+
 def check_served(d, path, rec, peer, proxy_host="127.0.0.1"):
     assert rec["status"] == "acked", rec
     assert rec["peer"] == peer, rec
@@ -141,9 +154,7 @@ def test_acl_acts_on_the_carried_address(tmp):
     with d:
         assert sha256(proxied_fetch(port, v1("10.1.2.3", 1000))) == file_sha256(path)
         for src in ("192.0.2.50", "10.9.1.1"):
-            s = connect(port)
-            s.sendall(v2(src, 1001))
-            assert refused_bytes(s) == b""
+            assert refused_send(port, v2(src, 1001)) == b""
         recs = d.wait_records(3)
         check_served(d, path, recs[0], "10.1.2.3:1000")
         for rec, src in zip(recs[1:], ("192.0.2.50", "10.9.1.1")):
@@ -160,9 +171,7 @@ def test_max_per_ip_counts_the_carried_address(tmp):
         a = connect(port)
         a.sendall(v1("192.0.2.20", 1))
         assert a.recv(1024)             # sending to it now
-        b = connect(port)
-        b.sendall(v1("192.0.2.20", 2))
-        assert refused_bytes(b) == b""
+        assert refused_send(port, v1("192.0.2.20", 2)) == b""
         (rec,) = d.wait_records(1)
         assert rec["status"] == "busy" and rec["reason"] == "max_per_ip", rec
         assert rec["peer"] == "192.0.2.20:2", rec
@@ -234,9 +243,7 @@ def test_outside_proxy_from_is_denied_at_accept(tmp):
     """A header from an address not in proxy_from is never believed."""
     d, port, path = serve(tmp)
     with d:
-        s = connect(port, bind="127.0.0.2")
-        s.sendall(v1("192.0.2.30", 1))
-        assert refused_bytes(s) == b""
+        assert refused_send(port, v1("192.0.2.30", 1), bind="127.0.0.2") == b""
         rec = expect_refusal(d, 1, "denied", "not in proxy_from", "127.0.0.2")
         assert "proxy" not in rec, rec
 
@@ -334,6 +341,28 @@ def test_global_defaults_and_reload(tmp):
         assert rec["status"] == "acked" and "proxy" not in rec, rec
 
 
+def test_socket_activation_and_reload(tmp):
+    """An inherited dual-stack socket: the balancer comes as an
+    IPv4-mapped address and is still in proxy_from 127.0.0.1; a reload
+    that changes proxy_from applies to the next connection."""
+    path = make_file(os.path.join(tmp, "data"), 65536)
+    port = free_port()
+    share = {"listen": "[::]:%d" % port, "file": path, "proxy_protocol": "yes",
+             "proxy_from": "127.0.0.1"}
+    activate = [sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                             "activate.py"), "dual:[::]:%d=s" % port, "--"]
+    with Daemon(tmp, {"s": share}, launcher=activate) as d:
+        assert sha256(proxied_fetch(port, v1("192.0.2.60", 6000))) == file_sha256(path)
+        (rec,) = d.wait_records(1)
+        check_served(d, path, rec, "192.0.2.60:6000")
+        share["proxy_from"] = "10.0.0.0/8"
+        d.write_config({"s": share})
+        d.reload()
+        assert refused_send(port, v1("192.0.2.61", 6001)) == b""
+        rec = expect_refusal(d, 2, "denied", "not in proxy_from")
+        assert "socket activation: 1 socket passed" in d.log()
+
+
 def test_stop_with_a_header_pending(tmp):
     """A stop that ends transfers ends a wait for a header with a record."""
     d, port, path = serve(tmp, glob={"log": "stderr", "shutdown_timeout": "0"})
@@ -365,6 +394,27 @@ def test_config_needs_proxy_from(tmp):
     assert r.returncode == 0, r
     assert "proxy_protocol = yes\nproxy_from = 10.0.0.0/8\nproxy_timeout = 2000ms" in r.stdout, \
         r.stdout
+    # From [fdistd]: the default of every share; the error is at its line.
+    with open(cfg, "w") as f:
+        f.write("[fdistd]\nproxy_protocol = yes\n[s]\nlisten = 127.0.0.1:1\nfile = %s\n"
+                % path)
+    r = subprocess.run([os.environ.get("FDISTD", "build/fdistd"), "-t", "-c", cfg],
+                       capture_output=True, text=True, timeout=10)
+    assert "%s:2: share [s]: proxy_protocol = yes needs proxy_from" % cfg in r.stderr, r.stderr
+    with open(cfg, "w") as f:
+        f.write("[fdistd]\nproxy_protocol = yes\nproxy_from = 10.0.0.1\n"
+                "[s]\nlisten = 127.0.0.1:1\nfile = %s\n"
+                "[t]\nlisten = 127.0.0.1:2\nfile = %s\nproxy_from = 10.0.0.2, 10.0.0.3\n"
+                "[u]\nlisten = 127.0.0.1:3\nfile = %s\nproxy_protocol = no\n" % (path, path, path))
+    r = subprocess.run([os.environ.get("FDISTD", "build/fdistd"), "-t", "-v", "-c", cfg],
+                       capture_output=True, text=True, timeout=10)
+    assert r.returncode == 0, r
+    out = r.stdout
+    assert "proxy_protocol = yes\nproxy_from = 10.0.0.1/32\nproxy_timeout = 5000ms\n\n[s]" in out, out
+    assert "proxy_protocol = yes\nproxy_from = 10.0.0.2/32\nproxy_from = 10.0.0.3/32\n" \
+        "proxy_timeout = 5000ms\n\n[u]" in out, out
+    assert out.endswith("proxy_protocol = no\nproxy_from = 10.0.0.1/32\nproxy_timeout = 5000ms\n"
+                        "configuration OK\n"), out
     for bad in ("proxy_protocol = maybe", "proxy_timeout = 0", "proxy_from = 10.0.0.300"):
         with open(cfg, "w") as f:
             f.write("[fdistd]\n%s\n[s]\nlisten = 127.0.0.1:1\nfile = %s\n" % (bad, path))
