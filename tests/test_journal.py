@@ -141,6 +141,39 @@ def test_no_record_is_dropped_under_a_burst(tmp):
         assert len(recs) == 500, len(recs)
 
 
+def test_proxy_fields(tmp):
+    """Behind the PROXY protocol: FDIST_PEER is the client the header
+    names, FDIST_PROXY the balancer; a probe is info, a bad header a
+    warning, each with its reason."""
+    path = make_file(os.path.join(tmp, "data"), 1000)
+    port = free_port()
+    share = {"listen": "127.0.0.1:%d" % port, "file": path, "proxy_protocol": "yes",
+             "proxy_from": "127.0.0.1"}
+    with Daemon(tmp, {"pp": share}, {"log": "journal"}):
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+            s.sendall(b"PROXY TCP4 192.0.2.7 192.0.2.1 40001 9000\r\n")
+            while s.recv(65536):
+                pass
+            s.sendall(b"Thank you\0")
+        with socket.create_connection(("127.0.0.1", port), timeout=10):
+            pass
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+            s.sendall(b"NOT A HEADER\r\n")
+            try:
+                assert s.recv(10) == b""
+            except ConnectionResetError:
+                pass
+        (acked,) = journal("FDIST_SHARE=pp", "FDIST_STATUS=acked")
+        assert acked["FDIST_PEER"] == "192.0.2.7:40001", acked
+        assert acked["FDIST_PROXY"].startswith("127.0.0.1:") and acked["PRIORITY"] == "6", acked
+        (probe,) = journal("FDIST_SHARE=pp", "FDIST_STATUS=probe")
+        assert probe["PRIORITY"] == "6" and probe["FDIST_REASON"] == "closed before a byte", probe
+        assert probe["FDIST_PEER"] == probe["FDIST_PROXY"], probe
+        (bad,) = journal("FDIST_SHARE=pp", "FDIST_STATUS=proxy-error")
+        assert bad["PRIORITY"] == "4" and bad["FDIST_REASON"] == "malformed PROXY header", bad
+        assert bad["FDIST_BYTES"] == "0", bad
+
+
 def inside_namespace(module_globals=None):
     """Private /run/systemd and /run/log, a journald of our own, then the tests."""
     subprocess.run(["mount", "-t", "tmpfs", "tmpfs", "/run/systemd"], check=True)
