@@ -115,6 +115,26 @@ acl_equal(const struct acl *a, const struct acl *b)
 	    a->acl_n * sizeof(a->acl_nets[0])) == 0);
 }
 
+/* fdistd.ini(5), PROXY PROTOCOL; share: a share's, after inheriting. */
+static void
+check_proxy(const struct proxy_config *pc, const char *where, bool share)
+{
+	check_acl(&pc->pc_from, where);
+	FUZZ_CHECK(pc->pc_timeout_ms >= 1 && pc->pc_timeout_ms <= 3600000,
+	    "%s: proxy_timeout %llu", where,
+	    (unsigned long long)pc->pc_timeout_ms);
+	if (share)
+		FUZZ_CHECK(!pc->pc_on || pc->pc_from.acl_n > 0,
+		    "%s: proxy_protocol without proxy_from", where);
+}
+
+static bool
+proxy_equal(const struct proxy_config *a, const struct proxy_config *b)
+{
+	return (a->pc_on == b->pc_on && a->pc_timeout_ms == b->pc_timeout_ms &&
+	    acl_equal(&a->pc_from, &b->pc_from));
+}
+
 /* Written independently of addr_overlaps(): fdistd.ini(5), listen. */
 static bool
 collide(const struct sockaddr_storage *a, const struct sockaddr_storage *b)
@@ -165,6 +185,7 @@ check_config(const struct config *cf, int nlines)
 	    cf->cf_log == LOG_STDERR, "log %d", (int)cf->cf_log);
 	check_acl(&cf->cf_allow, "[fdistd] allow");
 	check_acl(&cf->cf_deny, "[fdistd] deny");
+	check_proxy(&cf->cf_proxy, "[fdistd] proxy", false);
 	FUZZ_CHECK(cf->cf_global_line >= 0 && cf->cf_global_line <= nlines,
 	    "[fdistd] on line %d", cf->cf_global_line);
 	FUZZ_CHECK(!TAILQ_EMPTY(&cf->cf_shares), "a config without shares");
@@ -196,6 +217,7 @@ check_config(const struct config *cf, int nlines)
 		    sc->sc_name, sc->sc_max_clients);
 		check_acl(&sc->sc_allow, "share allow");
 		check_acl(&sc->sc_deny, "share deny");
+		check_proxy(&sc->sc_proxy, "share proxy", true);
 		for (sc2 = TAILQ_NEXT(sc, sc_entry); sc2 != NULL;
 		    sc2 = TAILQ_NEXT(sc2, sc_entry))
 			FUZZ_CHECK(strcmp(sc->sc_name, sc2->sc_name) != 0,
@@ -282,7 +304,8 @@ check_reload(const struct config *cf)
 	    cf->cf_shutdown_timeout_ms == cf2->cf_shutdown_timeout_ms &&
 	    cf->cf_log == cf2->cf_log && cf->cf_nshares == cf2->cf_nshares &&
 	    acl_equal(&cf->cf_allow, &cf2->cf_allow) &&
-	    acl_equal(&cf->cf_deny, &cf2->cf_deny),
+	    acl_equal(&cf->cf_deny, &cf2->cf_deny) &&
+	    proxy_equal(&cf->cf_proxy, &cf2->cf_proxy),
 	    "the dump reloads with other global settings");
 	for (a = TAILQ_FIRST(&cf->cf_shares), b = TAILQ_FIRST(&cf2->cf_shares);
 	    a != NULL && b != NULL; a = TAILQ_NEXT(a, sc_entry),
@@ -293,7 +316,8 @@ check_reload(const struct config *cf)
 		    limits_equal(&a->sc_limits, &b->sc_limits) &&
 		    a->sc_max_clients == b->sc_max_clients &&
 		    acl_equal(&a->sc_allow, &b->sc_allow) &&
-		    acl_equal(&a->sc_deny, &b->sc_deny),
+		    acl_equal(&a->sc_deny, &b->sc_deny) &&
+		    proxy_equal(&a->sc_proxy, &b->sc_proxy),
 		    "share [%s] reloads otherwise", a->sc_name);
 		for (i = 0; i < a->sc_nlisten; i++)
 			FUZZ_CHECK(a->sc_listen[i].la_len ==
