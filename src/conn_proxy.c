@@ -15,6 +15,7 @@
 #include <sys/types.h>
 #include <sys/queue.h>
 #include <sys/socket.h>
+#include <netinet/in.h>
 
 #include <errno.h>
 #include <stdlib.h>
@@ -85,6 +86,24 @@ conn_proxy_closed(int fd)
 	return (n == 0 || (n == -1 && errno != EAGAIN && errno != EINTR));
 }
 
+/*
+ * Does the header name the connection itself?  A dual-stack socket shows
+ * an IPv4 balancer as IPv4-mapped IPv6, its header as plain IPv4.
+ */
+static bool
+conn_proxy_names_itself(const struct sockaddr *src,
+    const struct sockaddr *conn)
+{
+	const struct sockaddr_in	*a = (const struct sockaddr_in *)src;
+	const struct sockaddr_in6	*b = (const struct sockaddr_in6 *)conn;
+
+	if (src->sa_family == AF_INET && conn->sa_family == AF_INET6 &&
+	    IN6_IS_ADDR_V4MAPPED(&b->sin6_addr))
+		return (a->sin_port == b->sin6_port &&
+		    memcmp(&a->sin_addr, &b->sin6_addr.s6_addr[12], 4) == 0);
+	return (addr_equal(src, conn));
+}
+
 /* The whole header is in pw_buf: admit the client it names. */
 static void
 conn_proxy_done(struct proxy_wait *pw, const struct proxy_header *ph)
@@ -94,7 +113,7 @@ conn_proxy_done(struct proxy_wait *pw, const struct proxy_header *ph)
 	int			 lowat = (int)pw->pw_share->sh_limits.lim_ack_max;
 
 	/* LOCAL, UNKNOWN or no TCP address: the connection's own. */
-	if (ph->ph_local || addr_equal(peer,
+	if (ph->ph_local || conn_proxy_names_itself(peer,
 	    (struct sockaddr *)&pw->pw_balancer)) {
 		if (conn_proxy_closed(pw->pw_fd)) {
 			conn_proxy_fail(pw, PROXY_REFUSED_LOCAL_PROBE);

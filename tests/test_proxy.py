@@ -187,6 +187,23 @@ def test_max_per_ip_counts_the_carried_address(tmp):
         d.wait_records(3)
 
 
+def test_max_clients_counts_connections_awaiting_a_header(tmp):
+    """max_clients holds descriptors: one waiting for its header counts."""
+    d, port, path = serve(tmp, glob={"log": "stderr", "max_clients": "1"})
+    with d:
+        a = connect(port)
+        a.sendall(b"PROXY TCP4 ")
+        time.sleep(0.2)
+        assert refused_send(port, v1("192.0.2.70", 1)) == b""
+        rec = expect_refusal(d, 1, "busy", "max_clients")
+        assert rec["proxy"] == rec["peer"], rec
+        a.sendall(b"192.0.2.71 192.0.2.1 2 9000\r\n")
+        assert sha256(read_all(a)) == file_sha256(path)
+        a.sendall(ACK)
+        a.close()
+        check_served(d, path, d.wait_records(2)[1], "192.0.2.71:2")
+
+
 def expect_refusal(d, n, status, reason, peer_host="127.0.0.1"):
     rec = d.wait_records(n)[n - 1]
     assert rec["status"] == status and rec["reason"] == reason, rec
@@ -361,6 +378,17 @@ def test_socket_activation_and_reload(tmp):
         assert refused_send(port, v1("192.0.2.61", 6001)) == b""
         rec = expect_refusal(d, 2, "denied", "not in proxy_from")
         assert "socket activation: 1 socket passed" in d.log()
+        # A check naming its own (IPv4) address is the balancer's own.
+        share["proxy_from"] = "127.0.0.1"
+        d.write_config({"s": share})
+        d.reload()
+        s = connect(port)
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 1)
+        src, sport = s.getsockname()
+        s.sendall(v1(src, sport, "127.0.0.1", port))
+        s.shutdown(socket.SHUT_WR)
+        assert refused_bytes(s) == b""
+        rec = expect_refusal(d, 3, "probe", "closed after its header")
 
 
 def test_stop_with_a_header_pending(tmp):
