@@ -29,7 +29,7 @@
 struct proxy_wait {
 	TAILQ_ENTRY(proxy_wait)	 pw_entry;
 	int			 pw_fd;
-	struct share		*pw_share;	/* its settings, reload or not */
+	struct share		*pw_share;	/* its settings, even reloaded */
 	struct sockaddr_storage	 pw_balancer;
 	socklen_t		 pw_len;
 	struct event		 pw_rev;
@@ -110,7 +110,7 @@ conn_proxy_done(struct proxy_wait *pw, const struct proxy_header *ph)
 {
 	const struct sockaddr	*peer = (const struct sockaddr *)&ph->ph_src;
 	socklen_t		 len = ph->ph_srclen;
-	int			 lowat = (int)pw->pw_share->sh_limits.lim_ack_max;
+	int			 lowat;
 
 	/* LOCAL, UNKNOWN or no TCP address: the connection's own. */
 	if (ph->ph_local || conn_proxy_names_itself(peer,
@@ -123,6 +123,7 @@ conn_proxy_done(struct proxy_wait *pw, const struct proxy_header *ph)
 		len = pw->pw_len;
 	}
 	/* As the listener set it for the ack; conn_proxy_new() lowered it. */
+	lowat = (int)pw->pw_share->sh_limits.lim_ack_max;
 	if (setsockopt(pw->pw_fd, SOL_SOCKET, SO_RCVLOWAT, &lowat,
 	    sizeof(lowat)) == -1)
 		log_debug("setsockopt SO_RCVLOWAT: %s", strerror(errno));

@@ -145,7 +145,7 @@ enum proxy_result {
 struct proxy_header {
 	size_t			ph_len;		/* with PROXY_OK */
 	int			ph_version;	/* 1 or 2, once known */
-	bool			ph_local;	/* use the connection's own peer */
+	bool			ph_local;	/* the connection's peer is it */
 	bool			ph_check;	/* version 2 LOCAL command */
 	struct sockaddr_storage	ph_src;		/* unless ph_local */
 	socklen_t		ph_srclen;
@@ -207,7 +207,7 @@ struct transfer_record {
 	const char	*tr_share;
 	const char	*tr_file;	/* escaped already (sf_path_log) */
 	const char	*tr_peer;
-	const char	*tr_proxy;	/* the balancer, behind PROXY; or NULL */
+	const char	*tr_proxy;	/* the balancer (PROXY), or NULL */
 	uint64_t	 tr_bytes;
 	uint64_t	 tr_size;
 	uint64_t	 tr_duration_usec;

@@ -72,7 +72,8 @@ check_ok(const unsigned char *buf, size_t len, const struct proxy_header *ph)
 	inet_ntop(AF_INET, &d4->sin_addr, b, sizeof(b));
 	n = snprintf(line, sizeof(line), "PROXY TCP4 %s %s %u %u\r\n", a, b,
 	    ntohs(s4->sin_port), ntohs(d4->sin_port));
-	FUZZ_CHECK((size_t)n == ph->ph_len && memcmp(line, buf, ph->ph_len) == 0,
+	FUZZ_CHECK((size_t)n == ph->ph_len &&
+	    memcmp(line, buf, ph->ph_len) == 0,
 	    "TCP4 line is not canonical: %s", line);
 }
 
@@ -92,8 +93,8 @@ feed(const unsigned char *buf, size_t len, struct proxy_header *out)
 			if (r == PROXY_OK)
 				check_ok(buf, k, &first);
 		} else if (answer != PROXY_MORE) {
-			FUZZ_CHECK(r == answer, "answer %d at %zu bytes, %d before",
-			    r, k, answer);
+			FUZZ_CHECK(r == answer, "answer %d at %zu bytes, %d "
+			    "before", r, k, answer);
 			if (r == PROXY_OK)
 				same(&first, &ph, k);
 		}
@@ -124,9 +125,11 @@ build_v2(const uint8_t *d, size_t n)
 	static const unsigned char fams[] = { 0x00, 0x11, 0x12, 0x21, 0x22,
 	    0x31, 0x32, 0x10, 0x20 };
 	static const size_t alens[] = { 0, 12, 12, 36, 36, 216, 216, 12, 36 };
-	unsigned char		buf[PROXY_HEADER_MAX + 64];
-	struct proxy_header	ph;
-	size_t			f, alen, len;
+	unsigned char		 buf[PROXY_HEADER_MAX + 64];
+	struct proxy_header	 ph;
+	const struct sockaddr_in *s4;
+	const struct sockaddr_in6 *s6;
+	size_t			 f, alen, len;
 
 	if (n < 2)
 		return;
@@ -147,12 +150,14 @@ build_v2(const uint8_t *d, size_t n)
 	    len);
 	FUZZ_CHECK(ph.ph_local == ((d[1] & 1) == 0 || (fams[f] != 0x11 &&
 	    fams[f] != 0x21)), "LOCAL or no TCP address, but not local");
+	s4 = (const struct sockaddr_in *)&ph.ph_src;
+	s6 = (const struct sockaddr_in6 *)&ph.ph_src;
 	if (!ph.ph_local && fams[f] == 0x11)
-		FUZZ_CHECK(memcmp(&((struct sockaddr_in *)&ph.ph_src)->sin_addr,
-		    buf + 16, 4) == 0, "wrong IPv4 source");
+		FUZZ_CHECK(memcmp(&s4->sin_addr, buf + 16, 4) == 0,
+		    "wrong IPv4 source");
 	if (!ph.ph_local && fams[f] == 0x21)
-		FUZZ_CHECK(memcmp(&((struct sockaddr_in6 *)&ph.ph_src)->sin6_addr,
-		    buf + 16, 16) == 0, "wrong IPv6 source");
+		FUZZ_CHECK(memcmp(&s6->sin6_addr, buf + 16, 16) == 0,
+		    "wrong IPv6 source");
 }
 
 int
