@@ -98,12 +98,14 @@ proxy_v1_ipv4(const char *s, struct in_addr *in)
 	return (true);
 }
 
+/*
+ * The specification says hex groups, but a dotted IPv4 tail is taken
+ * too: HAProxy prints an IPv4-mapped client with inet_ntop(), as
+ * "::ffff:192.0.2.7".
+ */
 static bool
 proxy_v1_ipv6(const char *s, struct in6_addr *in6)
 {
-	/* inet_pton would take a dotted IPv4 tail; the line is hex only. */
-	if (strspn(s, "0123456789abcdefABCDEF:") != strlen(s))
-		return (false);
 	return (inet_pton(AF_INET6, s, in6) == 1);
 }
 

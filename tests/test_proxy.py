@@ -105,9 +105,13 @@ def test_v1_tcp4_and_tcp6(tmp):
         assert sha256(proxied_fetch(port, v1("192.0.2.7", 40001))) == file_sha256(path)
         assert sha256(proxied_fetch(port, v1("2001:db8::7", 40002, "2001:db8::1"))) == \
             file_sha256(path)
-        r1, r2 = d.wait_records(2)
+        # As HAProxy writes an IPv4 client of an IPv6 socket: mapped.
+        assert sha256(proxied_fetch(port, v1("::ffff:192.0.2.8", 40003, "::1"))) == \
+            file_sha256(path)
+        r1, r2, r3 = d.wait_records(3)
         check_served(d, path, r1, "192.0.2.7:40001")
         check_served(d, path, r2, "[2001:db8::7]:40002")
+        check_served(d, path, r3, "192.0.2.8:40003")
 
 
 def test_v2_tcp4_and_tcp6_with_tlvs(tmp):
@@ -526,9 +530,12 @@ def port_taken(port):
 
 
 def test_haproxy_in_front(tmp):
-    """Real HAProxy, send-proxy-v2 and send-proxy, in front of two shares."""
+    """Real HAProxy, send-proxy-v2 and send-proxy, in front of two shares;
+    the third frontend is dual-stack, so its IPv4 clients are IPv4-mapped
+    and HAProxy writes them as "TCP6 ::ffff:127.0.0.5"."""
     path = make_file(os.path.join(tmp, "data"), 3 * 1024 * 1024)
     d1, d2, f1, f2 = free_port(), free_port(), free_port(), free_port()
+    f3 = free_port(socket.AF_INET6)
     shares = {}
     for name, dport in (("v2", d2), ("v1", d1)):
         shares[name] = {"listen": "127.0.0.1:%d" % dport, "file": path,
@@ -541,16 +548,19 @@ def test_haproxy_in_front(tmp):
 frontend f1
     bind 127.0.0.1:%d
     default_backend b1
+frontend f3
+    bind :::%d v4v6
+    default_backend b1
 backend b2
     server s1 127.0.0.1:%d send-proxy-v2
 backend b1
     server s1 127.0.0.1:%d send-proxy
-""" % (f2, f1, d2, d1))
+""" % (f2, f1, f3, d2, d1))
     with Daemon(tmp, shares) as d:
-        hp = start_haproxy(cfg, [f1, f2])
+        hp = start_haproxy(cfg, [f1, f2, f3])
         try:
             n = 0
-            for fport, share in ((f2, "v2"), (f1, "v1")):
+            for fport, share in ((f2, "v2"), (f1, "v1"), (f3, "v1")):
                 # A client of its own address, which only the header can tell.
                 data = proxied_fetch(fport, b"", bind="127.0.0.5")
                 assert sha256(data) == file_sha256(path)
