@@ -127,6 +127,15 @@ conn_proxy_done(struct proxy_wait *pw, const struct proxy_header *ph)
 	if (setsockopt(pw->pw_fd, SOL_SOCKET, SO_RCVLOWAT, &lowat,
 	    sizeof(lowat)) == -1)
 		log_debug("setsockopt SO_RCVLOWAT: %s", strerror(errno));
+	if (fdistd_verbose > 1) {
+		char	from[ADDR_STR_MAX], client[ADDR_STR_MAX];
+
+		addr_format((struct sockaddr *)&pw->pw_balancer, from,
+		    sizeof(from));
+		addr_format(peer, client, sizeof(client));
+		log_debug("%s [%s]: awaiting-proxy -> PROXY v%d header: %s",
+		    from, pw->pw_share->sh_name, ph->ph_version, client);
+	}
 	conn_proxy_detach(pw);
 	server_admit(pw->pw_fd, peer, len, (struct sockaddr *)&pw->pw_balancer,
 	    pw->pw_share);
