@@ -180,6 +180,9 @@ report_fold_transfer(struct report *r, const struct report_entry *e,
 	const char		*sha, *fail = NULL;
 	int			 version = -1;
 
+	/* A load balancer's health check (PROXY protocol): no host's. */
+	if (strcmp(e->re_status, "probe") == 0)
+		return;
 	if (report_hosts_key(r->r_match == MATCH_HOST_ID ? e->re_host_id :
 	    e->re_peer, key, sizeof(key), r->r_match) == -1)
 		return;			/* no peer, or no claimed id */

@@ -340,6 +340,30 @@ def test_no_access_is_an_error_not_an_empty_report(tmp):
         shutil.rmtree(pub)
 
 
+def test_balancer_probes_are_no_host(tmp):
+    """Behind a balancer (proxy_protocol), hosts are the clients the
+    PROXY headers name; the balancer's health checks are no host."""
+    path = make_file(os.path.join(tmp, "img"), 100000)
+    v = file_sha256(path)
+    port = free_port()
+    share = {"listen": "127.0.0.1:%d" % port, "file": path, "proxy_protocol": "yes",
+             "proxy_from": "127.0.0.1"}
+    with Daemon(tmp, {"pp": share}, {"log": "journal"}):
+        wait_digest(v, "pp")
+        s = connect(port, timeout=30)
+        s.sendall(b"PROXY TCP4 192.0.2.8 127.0.0.1 40000 %d\r\n" % port)
+        data = read_all(s)
+        s.sendall(("Thank you sha256=%s\n" % sha256(data)).encode())
+        s.close()
+        with socket.create_connection(("127.0.0.1", port), timeout=30):
+            pass                                # a TCP health check
+        transfers(2, "pp")
+        rc, out, err = report("--share", "pp", "--json")
+        assert rc == 0, (rc, out, err)
+        doc = json.loads(out)
+        assert [(h["host"], h["state"]) for h in doc["hosts"]] == [("192.0.2.8", "done")], doc
+
+
 def test_wait_returns_when_the_last_host_acks(tmp):
     path = make_file(os.path.join(tmp, "img"), 200000)
     v = file_sha256(path)
