@@ -150,8 +150,8 @@ static const struct config_key config_keys[NKEYS] = {
 	[KEY_PROXY_TIMEOUT] = { "proxy_timeout", KEY_BOTH,
 	    config_set_proxy_timeout },
 };
-_Static_assert(NKEYS <= sizeof(((struct config *)0)->cf_key_line) /
-    sizeof(int), "key line table too small");
+_Static_assert(NKEYS <= CONFIG_KEYS_MAX &&
+    CONFIG_KEYS_MAX <= sizeof(unsigned int) * 8, "too many keys");
 
 #define KEY_IS_SET(set, k)	(((set) & (1U << (k))) != 0)
 

@@ -24,6 +24,7 @@
 #define SHARE_LISTEN_MAX	16	/* addresses per share */
 #define ACK_MAX_LIMIT		(64 * 1024)
 #define ERR_MAX			512	/* config error messages */
+#define CONFIG_KEYS_MAX		32	/* a bit each in *_keys_set */
 #define PLURAL(n)		((n) == 1 ? "" : "s")
 
 struct sfile;
@@ -91,7 +92,7 @@ struct share_config {
 	struct acl		 sc_deny;
 	struct proxy_config	 sc_proxy;
 	unsigned int		 sc_keys_set;	/* bit per key table entry */
-	int			 sc_key_line[16];
+	int			 sc_key_line[CONFIG_KEYS_MAX];
 };
 TAILQ_HEAD(share_config_list, share_config);
 
@@ -106,7 +107,7 @@ struct config {
 	uint64_t		 cf_shutdown_timeout_ms;
 	enum log_mode		 cf_log;
 	unsigned int		 cf_keys_set;
-	int			 cf_key_line[16];
+	int			 cf_key_line[CONFIG_KEYS_MAX];
 	int			 cf_global_line;	/* of [fdistd], or 0 */
 	struct share_config_list cf_shares;
 	size_t			 cf_nshares;
