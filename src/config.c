@@ -103,6 +103,8 @@ static int	config_set_proxy_from(struct config_parse *, const char *,
 		    char *, size_t);
 static int	config_set_proxy_timeout(struct config_parse *, const char *,
 		    char *, size_t);
+static int	config_set_manifest(struct config_parse *, const char *,
+		    char *, size_t);
 
 enum key_index {
 	KEY_ACK_TIMEOUT,
@@ -121,6 +123,7 @@ enum key_index {
 	KEY_PROXY,
 	KEY_PROXY_FROM,
 	KEY_PROXY_TIMEOUT,
+	KEY_MANIFEST,
 	NKEYS
 };
 
@@ -149,6 +152,7 @@ static const struct config_key config_keys[NKEYS] = {
 	    config_set_proxy_from },
 	[KEY_PROXY_TIMEOUT] = { "proxy_timeout", KEY_BOTH,
 	    config_set_proxy_timeout },
+	[KEY_MANIFEST] = { "manifest", KEY_GLOBAL, config_set_manifest },
 };
 _Static_assert(NKEYS <= CONFIG_KEYS_MAX &&
     CONFIG_KEYS_MAX <= sizeof(unsigned int) * 8, "too many keys");
@@ -430,6 +434,40 @@ config_set_file(struct config_parse *cp, const char *value, char *err,
 	return (0);
 }
 
+/* The manifest's addresses: a share of its own (manifest.c). */
+static int
+config_set_manifest(struct config_parse *cp, const char *value, char *err,
+    size_t errlen)
+{
+	struct share_config	*sc = &cp->cp_cf->cf_manifest;
+	size_t			 i;
+
+	if (parse_listen(value, sc->sc_listen, SHARE_LISTEN_MAX,
+	    &sc->sc_nlisten, cp->cp_system, err, errlen) == -1)
+		return (-1);
+	for (i = 0; i < sc->sc_nlisten; i++)
+		sc->sc_listen[i].la_line = cp->cp_lineno;
+	snprintf(sc->sc_name, sizeof(sc->sc_name), "%s", MANIFEST_SHARE);
+	sc->sc_line = cp->cp_lineno;
+	return (0);
+}
+
+/*
+ * After the last share, the manifest if it listens: the configs that
+ * bind addresses.  No share can be called MANIFEST_SHARE.
+ */
+const struct share_config *
+config_next_listening(const struct config *cf, const struct share_config *sc)
+{
+	const struct share_config	*m = &cf->cf_manifest;
+
+	if (sc == m)
+		return (NULL);
+	if (TAILQ_NEXT(sc, sc_entry) != NULL)
+		return (TAILQ_NEXT(sc, sc_entry));
+	return (m->sc_nlisten > 0 ? m : NULL);
+}
+
 /* A "[name]" line: start the global section or a new share. */
 static int
 config_section(struct config_parse *cp, const char *line)
@@ -603,7 +641,7 @@ config_collision(const struct config *cf, const struct listen_addr *la,
 	const struct share_config	*sc;
 	size_t				 i;
 
-	TAILQ_FOREACH(sc, &cf->cf_shares, sc_entry) {
+	CONFIG_FOREACH_LISTENING(sc, cf) {
 		for (i = 0; i < sc->sc_nlisten; i++) {
 			if (&sc->sc_listen[i] == la)
 				return (NULL);
@@ -627,7 +665,7 @@ config_check_listen(struct config_parse *cp)
 	char				 other[ADDR_STR_MAX];
 	size_t				 i;
 
-	TAILQ_FOREACH(sc, &cp->cp_cf->cf_shares, sc_entry) {
+	CONFIG_FOREACH_LISTENING(sc, cp->cp_cf) {
 		for (i = 0; i < sc->sc_nlisten; i++) {
 			la = &sc->sc_listen[i];
 			if ((first = config_collision(cp->cp_cf, la,
@@ -722,6 +760,7 @@ config_check(struct config_parse *cp)
 		    sc->sc_name, &line, err, sizeof(err)) == -1)
 			return (config_fail_at(cp, line, "%s", err));
 	}
+	config_inherit(&cf->cf_manifest, cf);	/* its limits are global */
 	if (config_check_listen(cp) == -1)
 		return (-1);
 	if (!cp->cp_system)
@@ -751,6 +790,7 @@ config_new(const char *path)
 	cf->cf_shutdown_timeout_ms = DEFAULT_SHUTDOWN_TIMEOUT_MS;
 	cf->cf_log = LOG_AUTO;
 	config_proxy_defaults(&cf->cf_proxy);
+	cf->cf_manifest.sc_fd = -1;
 	TAILQ_INIT(&cf->cf_shares);
 	return (cf);
 }
@@ -895,9 +935,9 @@ config_dump_acl(const char *key, const struct acl *acl, FILE *fp)
 }
 
 static void
-config_dump_listen(const struct share_config *sc, FILE *fp)
+config_dump_listen(const char *key, const struct share_config *sc, FILE *fp)
 {
-	struct config_dump_list	dl = { fp, "listen", 0 };
+	struct config_dump_list	dl = { fp, key, 0 };
 	char			name[ADDR_STR_MAX];
 	size_t			i;
 
@@ -936,9 +976,10 @@ config_dump(const struct config *cf, FILE *fp)
 	config_dump_acl("allow", &cf->cf_allow, fp);
 	config_dump_acl("deny", &cf->cf_deny, fp);
 	config_proxy_dump(&cf->cf_proxy, fp);
+	config_dump_listen("manifest", &cf->cf_manifest, fp);
 	TAILQ_FOREACH(sc, &cf->cf_shares, sc_entry) {
 		fprintf(fp, "\n[%s]\n", sc->sc_name);
-		config_dump_listen(sc, fp);
+		config_dump_listen("listen", sc, fp);
 		fprintf(fp, "file = %s\n", sc->sc_path);
 		config_dump_limits(&sc->sc_limits, fp);
 		if (sc->sc_max_clients != 0)

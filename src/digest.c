@@ -176,6 +176,7 @@ digest_finish(struct digest_job *dj)
 		sf->sf_digest = DIGEST_FAILED;
 		digest_log_failure(dj, sf);
 	}
+	server_manifest();	/* pending no more */
 	conn_digest_known(sf);
 	sfile_unref(sf);
 	free(dj);

@@ -111,6 +111,7 @@ struct config {
 	int			 cf_global_line;	/* of [fdistd], or 0 */
 	struct share_config_list cf_shares;
 	size_t			 cf_nshares;
+	struct share_config	 cf_manifest;	/* sc_nlisten 0: none */
 };
 
 /* config.c */
@@ -121,6 +122,12 @@ void		 config_free(struct config *);
 void		 config_dump(const struct config *, FILE *);
 int		 config_share_key_line(const struct share_config *,
 		    const char *);
+const struct share_config *config_next_listening(const struct config *,
+		    const struct share_config *);
+/* Each share's config, then the manifest's if it listens. */
+#define CONFIG_FOREACH_LISTENING(sc, cf)				\
+	for ((sc) = TAILQ_FIRST(&(cf)->cf_shares); (sc) != NULL;	\
+	    (sc) = config_next_listening((cf), (sc)))
 
 /* config_proxy.c: the proxy_* keys; the setters return 0 or -1. */
 void		 config_proxy_defaults(struct proxy_config *);
@@ -414,6 +421,21 @@ int		 server_file_replace(struct sfile *, struct sfile *);
 const struct server_stats *server_stats(void);
 size_t		 server_nshares(void);
 void		 server_digest_known(const struct sfile *);
+void		 server_manifest(void);
+
+/*
+ * manifest.c: what the server serves, as a document served like a share
+ * under a name no share can have ('@' is not allowed in share names).
+ */
+#define MANIFEST_SHARE	"@manifest"
+#define MANIFEST_FILE	"memfd:fdist-manifest"
+void		 manifest_init(struct event_base *);
+int		 manifest_make(const struct config *, const struct share_list *,
+		    struct share **);
+void		 manifest_commit(struct share *);
+void		 manifest_refresh(const struct config *,
+		    const struct share_list *, struct listener_list *);
+void		 manifest_free(void);
 
 /* conn.c: one client connection. */
 int		 conn_new(struct event_base *, int, const struct sockaddr *,

@@ -532,6 +532,14 @@ server_digest_known(const struct sfile *sf)
 	}
 }
 
+/* What the manifest shows may have changed: a digest became known. */
+void
+server_manifest(void)
+{
+	if (server_cf != NULL)
+		manifest_refresh(server_cf, &shares, &listeners);
+}
+
 /*
  * A reload makes sh serve a file hashed already, so no digest will be
  * known for it again: its record now, unless sh served that file before.
@@ -599,7 +607,7 @@ server_listener_serves(const struct listener *ls,
 	size_t				 i;
 
 	if (ls->ls_inherited) {
-		TAILQ_FOREACH(other, &cf->cf_shares, sc_entry) {
+		CONFIG_FOREACH_LISTENING(other, cf) {
 			if (strcmp(other->sc_name, ls->ls_fdname) == 0)
 				return (other == sc);
 		}
@@ -624,7 +632,7 @@ server_check_inherited(const struct config *cf, char *err, size_t errlen)
 	bool				 found;
 
 	mismatch = true;
-	TAILQ_FOREACH(sc, &cf->cf_shares, sc_entry) {
+	CONFIG_FOREACH_LISTENING(sc, cf) {
 		found = false;
 		TAILQ_FOREACH(ls, &listeners, ls_entry)
 			found = found || server_listener_serves(ls, sc, cf);
@@ -638,7 +646,7 @@ server_check_inherited(const struct config *cf, char *err, size_t errlen)
 	}
 	TAILQ_FOREACH(ls, &listeners, ls_entry) {
 		found = false;
-		TAILQ_FOREACH(sc, &cf->cf_shares, sc_entry)
+		CONFIG_FOREACH_LISTENING(sc, cf)
 			found = found || server_listener_serves(ls, sc, cf);
 		if (!found) {
 			snprintf(err, errlen, "socket '%s' on %s passed by the "
@@ -661,13 +669,13 @@ static int
 server_open_listeners(struct config *cf, struct listener_list *fresh,
     char *err, size_t errlen)
 {
-	struct share_config	*sc;
+	const struct share_config *sc;
 	struct listener		*ls;
 	size_t			 i;
 
 	if (activated)
 		return (server_check_inherited(cf, err, errlen));
-	TAILQ_FOREACH(sc, &cf->cf_shares, sc_entry) {
+	CONFIG_FOREACH_LISTENING(sc, cf) {
 		for (i = 0; i < sc->sc_nlisten; i++) {
 			if (server_find_listener(&listeners,
 			    &sc->sc_listen[i]) != NULL)
@@ -734,16 +742,18 @@ server_apply(struct config *cf, char *err, size_t errlen)
 	struct listener_list	 kept = TAILQ_HEAD_INITIALIZER(kept);
 	struct share_list	 made = TAILQ_HEAD_INITIALIZER(made);
 	struct share_config	*sc;
-	struct share		*sh;
+	struct share		*sh, *msh = NULL;
 	struct listener		*ls;
 
-	if (server_make_shares(cf, &made) == -1) {
+	if (server_make_shares(cf, &made) == -1 ||
+	    manifest_make(cf, &made, &msh) == -1) {
 		snprintf(err, errlen, "%s", strerror(errno));
 		server_free_shares(&made);
 		digest_prune();
 		return (-1);
 	}
 	if (server_open_listeners(cf, &fresh, err, errlen) == -1) {
+		share_unref(msh);
 		server_free_shares(&made);
 		digest_prune();
 		return (-1);
@@ -756,6 +766,10 @@ server_apply(struct config *cf, char *err, size_t errlen)
 		server_log_known_digest(sh);
 		sh = TAILQ_NEXT(sh, sh_entry);
 	}
+	if (msh != NULL) {
+		server_take_listeners(cf, &cf->cf_manifest, msh, &fresh, &kept);
+		server_log_share(msh, &kept);
+	}
 	while ((ls = TAILQ_FIRST(&listeners)) != NULL) {
 		log_info("no longer listening on %s", ls->ls_name);
 		TAILQ_REMOVE(&listeners, ls, ls_entry);
@@ -765,6 +779,7 @@ server_apply(struct config *cf, char *err, size_t errlen)
 	TAILQ_CONCAT(&listeners, &kept, ls_entry);
 	server_free_shares(&shares);
 	TAILQ_CONCAT(&shares, &made, sh_entry);
+	manifest_commit(msh);
 	digest_prune();
 	config_free(server_cf);
 	server_cf = cf;
@@ -796,6 +811,7 @@ server_begin(struct event_base *base, struct config *cf, char *err,
 		return (-1);
 	}
 	reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+	manifest_init(base);
 	switch (listener_inherit(base, &listeners, err, errlen)) {
 	case -1:
 		return (-1);
@@ -897,6 +913,7 @@ server_free(void)
 		listener_close(ls);
 	}
 	server_free_shares(&shares);
+	manifest_free();
 	config_free(server_cf);
 	server_cf = NULL;
 	if (resume_timer != NULL)
