@@ -39,11 +39,17 @@ enum {
 	FETCH_OPT_ACK = 256,
 	FETCH_OPT_TIMEOUT,
 	FETCH_OPT_EXPECT,
-	FETCH_OPT_HOST_ID
+	FETCH_OPT_HOST_ID,
+	FETCH_OPT_MANIFEST,
+	FETCH_OPT_IF_CHANGED
 };
 
 struct fetch {
 	const char		*f_target;	/* HOST:PORT as given */
+	const char		*f_manifest;	/* --manifest HOST:PORT */
+	const char		*f_share;	/* SHARE, with --manifest */
+	struct fetch_share	 f_fs;		/* what the manifest says */
+	int			 f_if_changed;
 	const char		*f_output;	/* "-" for stdout */
 	const char		*f_ack;		/* --ack words or NULL */
 	const char		*f_timeout_arg;	/* --timeout as given */
@@ -74,6 +80,8 @@ static int	fetch_parse_duration(const char *, int *);
 static int	fetch_parse_sha256(const char *, char *);
 static int	fetch_check_ack(const char *);
 static int	fetch_check_host_id(const char *);
+static int	fetch_check_share(const char *);
+static int	fetch_check_options(struct fetch *);
 static void	fetch_default_host_id(struct fetch *);
 static int	fetch_options(struct fetch *, int, char **);
 static void	fetch_human(double, const char *, char *, size_t);
@@ -86,7 +94,9 @@ static int	fetch_run(struct fetch *);
 
 static const char fetch_help[] =
 "Download the file an fdistd share serves at HOST:PORT ([ADDR]:PORT for\n"
-"IPv6), check its SHA-256 and acknowledge it to the server.\n"
+"IPv6), check its SHA-256 and acknowledge it to the server. With --manifest,\n"
+"find share SHARE in the server's manifest and fetch it from its address,\n"
+"refusing any copy whose SHA-256 is not the one the manifest announced.\n"
 "\n"
 "  -o, --output FILE|-     write FILE through FILE.part, renamed over FILE\n"
 "                          only when complete; - writes to stdout. Default:\n"
@@ -96,6 +106,10 @@ static const char fetch_help[] =
 "      --timeout DUR       longest wait without progress, N[ms|s|m|h]\n"
 "                          (bare N is seconds; default 30s)\n"
 "      --expect-sha256 HEX fail unless the SHA-256 of the file is HEX\n"
+"      --manifest HOST:PORT  read the manifest there; the argument is SHARE\n"
+"      --if-changed        fetch only if FILE does not hold that SHA-256 yet\n"
+"                          (as recorded in its user.fdist.sha256 attribute);\n"
+"                          needs -o FILE and --manifest or --expect-sha256\n"
 "      --host-id NAME      name this host in the acknowledgement as NAME\n"
 "                          (1-64 of A-Z a-z 0-9 . _ -; default: the host\n"
 "                          name; '' sends none)\n"
@@ -111,7 +125,11 @@ static const char fetch_help[] =
 "  4  no progress for the --timeout duration after connecting\n"
 "  5  the SHA-256 differs from --expect-sha256\n"
 "  6  the output could not be written, synced or renamed\n"
-"  7  another fdist-fetch is writing FILE; nothing was changed\n";
+"  7  another fdist-fetch is writing FILE; nothing was changed\n"
+"  8  --if-changed: FILE already holds that SHA-256; nothing was fetched\n"
+"  9  the manifest has no SHA-256 for SHARE yet; try again later\n"
+" 10  the manifest does not list SHARE, has no address for it that can be\n"
+"     reached, says its SHA-256 failed, or is not a manifest\n";
 
 /* Print the synopsis, and with full the option list and exit codes. */
 static void
@@ -119,7 +137,8 @@ fetch_usage(FILE *fp, int full)
 {
 	fprintf(fp, "usage: %s [-qhV] [-o FILE|-] [--ack TEXT] [--timeout DUR]\n"
 	    "                   [--expect-sha256 HEX] [--host-id NAME] "
-	    "HOST:PORT\n",
+	    "[--if-changed]\n"
+	    "                   HOST:PORT | --manifest HOST:PORT SHARE\n",
 	    FETCH_PROGNAME);
 	if (full)
 		fprintf(fp, "\n%s", fetch_help);
@@ -245,6 +264,19 @@ fetch_check_host_id(const char *s)
 	return (0);
 }
 
+/* A share name as fdistd allows it: 1-63 of [A-Za-z0-9._-]. */
+static int
+fetch_check_share(const char *s)
+{
+	size_t	len = strlen(s);
+
+	if (len < 1 || len > 63 ||
+	    strspn(s, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+	    "0123456789._-") != len)
+		return (-1);
+	return (0);
+}
+
 /* Without --host-id: the host name, if it can be a host id. */
 static void
 fetch_default_host_id(struct fetch *f)
@@ -266,6 +298,33 @@ fetch_default_host_id(struct fetch *f)
 	memcpy(f->f_host, name, strlen(name) + 1);
 }
 
+/* What the options say together: the digest --if-changed compares. */
+static int
+fetch_check_options(struct fetch *f)
+{
+	if (f->f_share != NULL && fetch_check_share(f->f_share) == -1) {
+		fetch_warnx("%s: SHARE must be 1 to 63 of A-Z a-z 0-9 . _ -",
+		    f->f_share);
+		return (-1);
+	}
+	if (f->f_manifest != NULL && f->f_expect[0] != '\0') {
+		fetch_warnx("--expect-sha256: with --manifest, the manifest "
+		    "gives the SHA-256");
+		return (-1);
+	}
+	if (f->f_if_changed && f->f_manifest == NULL && f->f_expect[0] == '\0') {
+		fetch_warnx("--if-changed: needs --manifest or --expect-sha256 "
+		    "(the SHA-256 FILE is compared with)");
+		return (-1);
+	}
+	if (f->f_if_changed && (f->f_output == NULL ||
+	    strcmp(f->f_output, "-") == 0)) {
+		fetch_warnx("--if-changed: needs -o FILE");
+		return (-1);
+	}
+	return (0);
+}
+
 /*
  * Fill f from the command line. Returns -1 to continue, or the exit code
  * when the program should stop here (usage errors, --help, --version).
@@ -282,6 +341,10 @@ fetch_options(struct fetch *f, int argc, char **argv)
 		    FETCH_OPT_EXPECT },
 		{ "host-id",		required_argument, NULL,
 		    FETCH_OPT_HOST_ID },
+		{ "manifest",		required_argument, NULL,
+		    FETCH_OPT_MANIFEST },
+		{ "if-changed",		no_argument, NULL,
+		    FETCH_OPT_IF_CHANGED },
 		{ "quiet",		no_argument, NULL, 'q' },
 		{ "help",		no_argument, NULL, 'h' },
 		{ "version",		no_argument, NULL, 'V' },
@@ -334,6 +397,12 @@ fetch_options(struct fetch *f, int argc, char **argv)
 			snprintf(f->f_host, sizeof(f->f_host), "%s", optarg);
 			f->f_host_set = 1;
 			break;
+		case FETCH_OPT_MANIFEST:
+			f->f_manifest = optarg;
+			break;
+		case FETCH_OPT_IF_CHANGED:
+			f->f_if_changed = 1;
+			break;
 		case 'q':
 			f->f_quiet = 1;
 			break;
@@ -362,7 +431,12 @@ fetch_options(struct fetch *f, int argc, char **argv)
 		fetch_usage(stderr, 0);
 		return (FETCH_EUSAGE);
 	}
-	f->f_target = argv[optind];
+	if (f->f_manifest != NULL)
+		f->f_share = argv[optind];
+	else
+		f->f_target = argv[optind];
+	if (fetch_check_options(f) == -1)
+		return (FETCH_EUSAGE);
 
 	if (f->f_output == NULL) {
 		if (isatty(STDOUT_FILENO)) {
@@ -522,8 +596,23 @@ fetch_run(struct fetch *f)
 {
 	struct addrinfo	*res = NULL;
 	char		 what[3 * FETCH_HEXLEN + 64];
-	int		 rv;
+	int		 rv, markerr;
 
+	if (f->f_manifest != NULL) {
+		if ((rv = fetch_manifest(f->f_manifest, f->f_share, f->f_host,
+		    f->f_timeout, &f->f_fs)) != FETCH_OK)
+			goto out;
+		f->f_target = f->f_fs.fs_target;
+		memcpy(f->f_expect, f->f_fs.fs_sha256, sizeof(f->f_expect));
+	}
+	/* Nothing more to connect to: the digest is known, and FILE's. */
+	if (f->f_if_changed && fetch_mark_current(f->f_output, f->f_expect)) {
+		if (!f->f_quiet)
+			fprintf(stderr, "sha256=%s  %s (unchanged, not "
+			    "fetched)\n", f->f_expect, f->f_output);
+		rv = FETCH_CURRENT;
+		goto out;
+	}
 	if ((rv = fetch_net_resolve(f->f_target, &res)) != FETCH_OK)
 		goto out;
 	/* Open the output first: a local problem should not cost a transfer. */
@@ -556,9 +645,15 @@ fetch_run(struct fetch *f)
 		goto out;
 	}
 	/* On failure close without an ack: the server logs a missing ack. */
-	if (fetch_out_commit(f->f_out) == -1) {
+	if (fetch_out_commit(f->f_out, f->f_got, &markerr) == -1) {
 		rv = FETCH_ELOCAL;
 		goto out;
+	}
+	if (markerr != 0 && f->f_if_changed) {
+		errno = markerr;
+		fetch_warn("%s: cannot keep its SHA-256 in %s, so --if-changed "
+		    "will fetch it every time", fetch_out_name(f->f_out),
+		    FETCH_MARK_XATTR);
 	}
 	if (!f->f_quiet)
 		fprintf(stderr, "sha256=%s  %s\n", f->f_got,

@@ -21,7 +21,10 @@ enum fetch_exit {
 	FETCH_ETIMEOUT = 4,	/* no progress for the timeout */
 	FETCH_EDIGEST = 5,	/* --expect-sha256 did not match */
 	FETCH_ELOCAL = 6,	/* could not write the output */
-	FETCH_EBUSY = 7		/* another run is writing FILE.part */
+	FETCH_EBUSY = 7,	/* another run is writing FILE.part */
+	FETCH_CURRENT = 8,	/* --if-changed: FILE holds it already */
+	FETCH_EPENDING = 9,	/* the manifest has no digest yet */
+	FETCH_EMANIFEST = 10	/* the manifest cannot say how to fetch */
 };
 
 #define FETCH_PROGNAME	"fdist-fetch"
@@ -40,12 +43,25 @@ ssize_t	fetch_net_read(int, void *, size_t, int);
 int	fetch_net_write_all(int, const void *, size_t, int);
 int	fetch_net_finish(int, int);
 
+/* fetch_manifest.c */
+struct fetch_share {
+	char	fs_target[80];		/* HOST:PORT to fetch it from */
+	char	fs_sha256[65];		/* what the server announced */
+};
+int	fetch_manifest(const char *, const char *, const char *, int,
+	    struct fetch_share *);
+
+/* fetch_mark.c: the digest kept with FILE, for --if-changed. */
+#define FETCH_MARK_XATTR	"user.fdist.sha256"
+int	fetch_mark_current(const char *, const char *);
+int	fetch_mark_set(int, const char *);
+
 /* fetch_out.c */
 struct fetch_out;
 void	fetch_out_signals(void);
 int	fetch_out_open(const char *, struct fetch_out **);
 int	fetch_out_write(struct fetch_out *, const void *, size_t);
-int	fetch_out_commit(struct fetch_out *);
+int	fetch_out_commit(struct fetch_out *, const char *, int *);
 void	fetch_out_free(struct fetch_out *);
 const char *fetch_out_name(struct fetch_out *);
 

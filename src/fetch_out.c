@@ -371,15 +371,18 @@ out:
  * Make the received bytes durable and publish them as FILE. After the
  * rename FILE is complete even if syncing the directory then fails.
  * Streams are synced when they can hold data: a disk, or a redirected file.
- * The lock is let go only after the rename, by the close.
+ * The lock is let go only after the rename, by the close.  A FILE gets
+ * its digest sha256 as its mark (fetch_mark.c) before the rename; if
+ * that fails, *markerr is its errno (else 0), and FILE is published.
  */
 int
-fetch_out_commit(struct fetch_out *out)
+fetch_out_commit(struct fetch_out *out, const char *sha256, int *markerr)
 {
 	struct stat	st;
 	sigset_t	saved;
 	int		fd;
 
+	*markerr = 0;
 	if (out->out_stream) {
 		if (fstat(out->out_fd, &st) == 0 && (S_ISREG(st.st_mode) ||
 		    S_ISBLK(st.st_mode)) && fsync(out->out_fd) == -1) {
@@ -392,6 +395,9 @@ fetch_out_commit(struct fetch_out *out)
 		fetch_warn("fsync %s", out->out_part);
 		return (-1);
 	}
+	/* After the sync: its size and mtime are settled (NFS too). */
+	if (fetch_mark_set(out->out_fd, sha256) == -1)
+		*markerr = errno;
 	fetch_out_hold(&saved);
 	/* Other runs keep off a locked part; this catches anyone else. */
 	if (!fetch_out_same(out->out_fd, out->out_part)) {
