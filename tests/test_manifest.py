@@ -1,0 +1,310 @@
+#!/usr/bin/env python3
+"""The manifest (fdistd(8) MANIFEST): its exact document, how it follows
+digests and reloads, its own records, and fdist-fetch --manifest and
+--if-changed against the real daemon over loopback."""
+
+import os
+import re
+import subprocess
+import time
+
+from fdtest import FDISTD, Daemon, fetch, file_sha256, free_port, main, make_file
+
+FETCH = os.environ.get("FDIST_FETCH", "build/fdist-fetch")
+EXIT_DIGEST, EXIT_CURRENT, EXIT_PENDING, EXIT_MANIFEST = 5, 8, 9, 10
+XATTR = "user.fdist.sha256"
+BIG = 8 << 30       # sparse: hashing it keeps its digest pending for many seconds
+
+
+def version_of(path):
+    st = os.stat(path)
+    return "%x-%x-%x-%x" % (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def line(name, path, listen, digest=None):
+    return "share %s size=%d sha256=%s version=%s listen=%s\n" % (
+        name, os.path.getsize(path), digest or file_sha256(path), version_of(path), listen)
+
+
+def manifest(port, host="127.0.0.1"):
+    return fetch(port, host=host, ack=b"Thank you\n").decode()
+
+
+def wait_manifest(port, want, timeout=30):
+    """Read the manifest until it is want (it changes as digests become known)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        got = manifest(port)
+        if got == want:
+            return got
+        if time.monotonic() > deadline:
+            raise AssertionError("manifest never became\n%s\nlast:\n%s" % (want, got))
+        time.sleep(0.05)
+
+
+def run_fetch(*args, timeout=120):
+    return subprocess.run([FETCH, *args], capture_output=True, timeout=timeout)
+
+
+def recs(d, share):
+    return [r for r in d.records() if r["share"] == share]
+
+
+def big_file(tmp):
+    path = os.path.join(tmp, "big.img")
+    with open(path, "wb") as f:
+        f.truncate(BIG)
+    return path
+
+
+def test_document_format_pending_and_reload(tmp):
+    """Three shares, one still being hashed: the exact document; it
+    follows the digests as they become known and a reload that replaces
+    one share's file and drops another."""
+    a = make_file(os.path.join(tmp, "a"), 100000, seed=1)
+    b = make_file(os.path.join(tmp, "b"), 5000, seed=2)
+    big = big_file(tmp)
+    mport, pa, pb, pb6, pbig = free_port(), free_port(), free_port(), free_port(), free_port()
+    shares = {"a": {"listen": "127.0.0.1:%d" % pa, "file": a},
+              "b.2_x-y": {"listen": "127.0.0.1:%d, [::1]:%d" % (pb, pb6), "file": b},
+              "big": {"listen": "127.0.0.1:%d" % pbig, "file": big}}
+    with Daemon(tmp, shares, {"log": "stderr", "manifest": "127.0.0.1:%d" % mport}) as d:
+        want = ("fdist-manifest 1\n" +
+                line("a", a, "127.0.0.1:%d" % pa) +
+                line("b.2_x-y", b, "127.0.0.1:%d,[::1]:%d" % (pb, pb6)) +
+                line("big", big, "127.0.0.1:%d" % pbig, "pending") +
+                "end\n")
+        wait_manifest(mport, want)
+        assert not re.search(r"digest share=big ", d.log()), "big was hashed already: the test proves nothing"
+        # a digest record for each document, the first with every digest pending
+        docs = re.findall(r"digest share=@manifest file=\"memfd:fdist-manifest\" version=(\S+) "
+                          r"file_sha256=([0-9a-f]{64}) size=(\d+)", d.log())
+        assert len(docs) >= 2 and docs[-1][1] == file_sha256_bytes(want.encode()), docs
+        assert docs[-1][2] == str(len(want)), docs
+
+        make_file(a + ".new", 123456, seed=7)
+        os.rename(a + ".new", a)
+        del shares["b.2_x-y"]
+        d.write_config(shares)
+        d.reload()
+        want = ("fdist-manifest 1\n" +
+                line("a", a, "127.0.0.1:%d" % pa) +
+                line("big", big, "127.0.0.1:%d" % pbig, "pending") +
+                "end\n")
+        wait_manifest(mport, want)
+        # a reload that changes nothing keeps the document, and its version
+        before = re.findall(r"digest share=@manifest .*", d.log())
+        d.reload()
+        assert manifest(mport) == want
+        assert re.findall(r"digest share=@manifest .*", d.log()) == before
+
+
+def file_sha256_bytes(data):
+    import hashlib
+    return hashlib.sha256(data).hexdigest()
+
+
+def test_nc_reads_it_and_it_gets_records(tmp):
+    """Any client reads the manifest as it reads a share (nc here); each
+    connection gets a transfer record under the name @manifest, verified
+    when the ack claims the digest; the manifest's port is the global
+    settings' (allow, limits) and collides with shares like any address."""
+    a = make_file(os.path.join(tmp, "a"), 1000)
+    mport, pa = free_port(), free_port()
+    shares = {"a": {"listen": "127.0.0.1:%d" % pa, "file": a}}
+    with Daemon(tmp, shares, {"log": "stderr", "manifest": "127.0.0.1:%d" % mport}) as d:
+        want = "fdist-manifest 1\n" + line("a", a, "127.0.0.1:%d" % pa) + "end\n"
+        wait_manifest(mport, want)
+        n = len(recs(d, "@manifest"))
+        ack = os.path.join(tmp, "ack")
+        with open(ack, "w") as f:
+            f.write("Thank you sha256=%s host=edge-1\n" % file_sha256_bytes(want.encode()))
+        with open(ack) as f:
+            out = subprocess.run(["nc", "-N", "127.0.0.1", str(mport)], stdin=f, capture_output=True,
+                                 timeout=30)
+        assert out.returncode == 0 and out.stdout.decode() == want, out
+        rec = d.wait_records(n + 1, share="@manifest")[-1]
+        assert rec["status"] == "acked" and rec["verified"] == "yes", rec
+        assert rec["file"] == "memfd:fdist-manifest" and rec["host_id"] == "edge-1", rec
+        assert rec["bytes"] == rec["size"] == str(len(want)), rec
+        assert rec["file_sha256"] == file_sha256_bytes(want.encode()), rec
+
+    # no share can take the name, or the manifest's address
+    path = os.path.join(tmp, "t.ini")
+    for text, msg in (("[@manifest]\nlisten = 127.0.0.1:%d\nfile = %s\n" % (pa, a),
+                       "invalid share name '@manifest'"),
+                      ("[fdistd]\nmanifest = 127.0.0.1:%d\n[a]\nlisten = *:%d\nfile = %s\n" % (pa, pa, a),
+                       "t.ini:2: listen address 127.0.0.1:%d overlaps 0.0.0.0:%d of [a]" % (pa, pa)),
+                      ("[a]\nlisten = 127.0.0.1:%d\nfile = %s\nmanifest = 127.0.0.1:%d\n" % (pa, a, mport),
+                       "'manifest' is a global setting")):
+        with open(path, "w") as f:
+            f.write(text)
+        out = subprocess.run([FDISTD, "-t", "-c", path], capture_output=True, timeout=20)
+        assert out.returncode == 1 and msg in out.stderr.decode(), (text, out)
+
+
+def test_fetch_by_manifest_is_verified(tmp):
+    """fdist-fetch --manifest takes the share's address and digest from
+    the manifest: a wildcard listen address is the manifest's host, over
+    IPv4 and IPv6; both connections are acked with their digests and
+    the host id; FILE is published with its mark."""
+    a = make_file(os.path.join(tmp, "a"), 300000, seed=3)
+    mport, pa = free_port(), free_port()
+    shares = {"a": {"listen": "*:%d" % pa, "file": a}}
+    glob = {"log": "stderr", "manifest": "127.0.0.1:%d, [::1]:%d" % (mport, mport)}
+    with Daemon(tmp, shares, glob) as d:
+        want = "fdist-manifest 1\n" + line("a", a, "0.0.0.0:%d,[::]:%d" % (pa, pa)) + "end\n"
+        wait_manifest(mport, want)
+        out = os.path.join(tmp, "got")
+        for n, target in enumerate(("127.0.0.1:%d" % mport, "[::1]:%d" % mport), 1):
+            r = run_fetch("-q", "--host-id", "edge-%d" % n, "--manifest", target, "a", "-o", out)
+            assert r.returncode == 0, r
+            assert file_sha256(out) == file_sha256(a)
+            assert os.getxattr(out, XATTR).decode().startswith("sha256=%s size=300000 " % file_sha256(a))
+            rec = d.wait_records(n, share="a")[-1]
+            assert rec["status"] == "acked" and rec["verified"] == "yes", rec
+            assert rec["host_id"] == "edge-%d" % n, rec
+            assert rec["peer"].startswith("127.0.0.1:" if n == 1 else "[::1]:"), rec
+        m = d.wait_records(2, share="@manifest")[-2:]
+        assert [r["status"] for r in m] == ["acked", "acked"], m
+        assert [r["verified"] for r in m] == ["yes", "yes"], m
+        assert [r["host_id"] for r in m] == ["edge-1", "edge-2"], m
+
+        # a share the manifest does not list, and a bad SHARE
+        r = run_fetch("-q", "--manifest", "127.0.0.1:%d" % mport, "nope", "-o", out)
+        assert r.returncode == EXIT_MANIFEST and b"lists no share 'nope'" in r.stderr, r
+        r = run_fetch("-q", "--manifest", "127.0.0.1:%d" % mport, "a/b", "-o", out)
+        assert r.returncode == 1, r
+
+
+def test_pending_digest_is_not_fetched(tmp):
+    """A share whose digest the manifest does not have yet is not fetched
+    at all (exit 9): no connection to it, no FILE.part."""
+    big = big_file(tmp)
+    mport, pbig = free_port(), free_port()
+    shares = {"big": {"listen": "127.0.0.1:%d" % pbig, "file": big}}
+    with Daemon(tmp, shares, {"log": "stderr", "manifest": "127.0.0.1:%d" % mport}) as d:
+        out = os.path.join(tmp, "got")
+        r = run_fetch("-q", "--manifest", "127.0.0.1:%d" % mport, "big", "-o", out)
+        assert not re.search(r"digest share=big ", d.log()), "big was hashed already: the test proves nothing"
+        assert r.returncode == EXIT_PENDING, r
+        assert b"has not computed its SHA-256 yet" in r.stderr, r
+        assert not os.path.exists(out) and not os.path.exists(out + ".part")
+        d.wait_records(1, share="@manifest")
+        assert recs(d, "big") == [], d.records()
+
+
+def test_rewritten_in_place_is_refused(tmp):
+    """The server's file rewritten in place after its digest was computed:
+    the manifest still announces the old digest, the share streams other
+    bytes, and fdist-fetch refuses them: FILE keeps the old copy, the exit
+    status is not 0, and the daemon's record says the copy was rejected
+    (or, where the daemon notices the change, that the file changed)."""
+    a = make_file(os.path.join(tmp, "a"), 200000, seed=4)
+    old = file_sha256(a)
+    mport, pa = free_port(), free_port()
+    shares = {"a": {"listen": "127.0.0.1:%d" % pa, "file": a}}
+    with Daemon(tmp, shares, {"log": "stderr", "manifest": "127.0.0.1:%d" % mport}) as d:
+        wait_manifest(mport, "fdist-manifest 1\n" + line("a", a, "127.0.0.1:%d" % pa) + "end\n")
+        out = os.path.join(tmp, "got")
+        r = run_fetch("-q", "--manifest", "127.0.0.1:%d" % mport, "a", "-o", out)
+        assert r.returncode == 0, r
+        mark = os.getxattr(out, XATTR)
+        with open(a, "r+b") as f:
+            f.write(b"\xff" * 4096)          # same size, other bytes, same inode
+        assert file_sha256(a) != old
+        r = run_fetch("-q", "--manifest", "127.0.0.1:%d" % mport, "a", "-o", out)
+        assert r.returncode != 0, r
+        assert file_sha256(out) == old and os.getxattr(out, XATTR) == mark
+        assert not os.path.exists(out + ".part")
+        rec = d.wait_records(2, share="a")[-1]
+        if rec["status"] == "ack-mismatch":
+            assert r.returncode == EXIT_DIGEST, r
+            assert rec["verified"] == "no", rec       # not the daemon's digest either
+            assert rec["ack"].startswith("sha256-mismatch ") and "expected=" + old in rec["ack"], rec
+        else:
+            assert rec["status"] == "file-changed", rec
+
+
+def strace_connects(args, timeout=120):
+    """Run fdist-fetch under strace; its exit status and the ports it connected to."""
+    log = "/dev/stdout"
+    r = subprocess.run(["strace", "-qq", "-f", "-e", "trace=connect", "-o", log, FETCH, *args],
+                       capture_output=True, timeout=timeout)
+    ports = [int(p) for p in re.findall(r"connect\(\d+, \{sa_family=AF_INET6?, sin6?_port=htons\((\d+)\)",
+                                         r.stdout.decode())]
+    return r, ports
+
+
+def test_if_changed(tmp):
+    """--if-changed: a FILE that holds the announced digest is left alone
+    (exit 8) with no connection to the share, only to the manifest, which
+    is still acked; a new version published by rename and reload is
+    fetched; a FILE changed here, or without its mark, is fetched again."""
+    a = make_file(os.path.join(tmp, "a"), 150000, seed=5)
+    mport, pa = free_port(), free_port()
+    shares = {"a": {"listen": "127.0.0.1:%d" % pa, "file": a}}
+    with Daemon(tmp, shares, {"log": "stderr", "manifest": "127.0.0.1:%d" % mport}) as d:
+        wait_manifest(mport, "fdist-manifest 1\n" + line("a", a, "127.0.0.1:%d" % pa) + "end\n")
+        out = os.path.join(tmp, "got")
+        args = ("--host-id", "edge-9", "--manifest", "127.0.0.1:%d" % mport, "a", "-o", out, "--if-changed")
+        r, ports = strace_connects(args)
+        assert r.returncode == 0, r
+        assert ports == [mport, pa], (ports, r)
+        assert file_sha256(out) == file_sha256(a)
+        st = os.stat(out)
+
+        r, ports = strace_connects(args)
+        assert r.returncode == EXIT_CURRENT, r
+        assert b"(unchanged, not fetched)" in r.stderr, r
+        assert ports == [mport], (ports, r)
+        assert os.stat(out).st_mtime_ns == st.st_mtime_ns and os.stat(out).st_ino == st.st_ino
+        m = d.wait_records(3, share="@manifest")     # wait_manifest's, and the two runs'
+        assert m[-1]["status"] == "acked" and m[-1]["verified"] == "yes", m[-1]
+        assert m[-1]["host_id"] == "edge-9", m[-1]
+        # a client that connects after the skipped run is the share's next record
+        fetch(pa)
+        assert [x.get("host_id") for x in d.wait_records(2, share="a")] == ["edge-9", None], recs(d, "a")
+
+        # a new version: written aside, renamed over, reloaded
+        make_file(a + ".new", 150000, seed=6)
+        os.rename(a + ".new", a)
+        d.reload()
+        wait_manifest(mport, "fdist-manifest 1\n" + line("a", a, "127.0.0.1:%d" % pa) + "end\n")
+        r, ports = strace_connects(args)
+        assert r.returncode == 0, r
+        assert ports == [mport, pa], (ports, r)
+        assert file_sha256(out) == file_sha256(a)
+        rec = d.wait_records(3, share="a")[-1]
+        assert rec["verified"] == "yes" and rec["sha256"] == file_sha256(a), rec
+
+        # FILE changed here: same size, new bytes and mtime; then grown
+        for change in (lambda f: f.write(b"local"), lambda f: (f.seek(0, 2), f.write(b"more"))):
+            with open(out, "r+b") as f:
+                change(f)
+            r = run_fetch("-q", *args)
+            assert r.returncode == 0, r
+            assert file_sha256(out) == file_sha256(a)
+        # the mark removed
+        os.removexattr(out, XATTR)
+        r = run_fetch("-q", *args)
+        assert r.returncode == 0, r
+        assert len(d.wait_records(6, share="a")) == 6
+        r = run_fetch("-q", *args)
+        assert r.returncode == EXIT_CURRENT, r
+
+        # the digest to compare can come from --expect-sha256 too
+        r = run_fetch("-q", "--if-changed", "--expect-sha256", file_sha256(a), "-o", out,
+                      "127.0.0.1:%d" % pa)
+        assert r.returncode == EXIT_CURRENT, r
+        for bad in (("--if-changed", "-o", out, "127.0.0.1:%d" % pa),
+                    ("--if-changed", "-o", "-", "--manifest", "127.0.0.1:%d" % mport, "a"),
+                    ("--expect-sha256", "0" * 64, "--manifest", "127.0.0.1:%d" % mport, "a")):
+            r = run_fetch("-q", *bad)
+            assert r.returncode == 1, (bad, r)
+        time.sleep(0.5)
+        assert len(recs(d, "a")) == 6, recs(d, "a")
+
+
+if __name__ == "__main__":
+    main(globals())
