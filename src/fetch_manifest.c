@@ -389,7 +389,7 @@ fetch_manifest(const char *target, const char *name, const char *host,
 	if (fetch_manifest_pick(me.me_listen, me.me_listenlen, &peer,
 	    fs->fs_target, sizeof(fs->fs_target)) == -1) {
 		fetch_warnx("%s: share '%s': none of its addresses can be "
-		    "reached from here (see ADDRESSES in %s(1))", target,
+		    "reached from here (%s(1) says which can)", target,
 		    name, FETCH_PROGNAME);
 		goto out;
 	}
