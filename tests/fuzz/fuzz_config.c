@@ -241,6 +241,21 @@ check_config(const struct config *cf, int nlines)
 	}
 	FUZZ_CHECK(n == cf->cf_nshares, "cf_nshares %zu, list %zu",
 	    cf->cf_nshares, n);
+	/* The manifest's addresses collide with none of the shares'. */
+	sc2 = &cf->cf_manifest;
+	FUZZ_CHECK(sc2->sc_nlisten <= SHARE_LISTEN_MAX, "manifest: %zu "
+	    "addresses", sc2->sc_nlisten);
+	for (j = 0; j < sc2->sc_nlisten; j++) {
+		if (dump_loses(&sc2->sc_listen[j].la_ss))
+			exact = false;
+		TAILQ_FOREACH(sc, &cf->cf_shares, sc_entry) {
+			for (i = 0; i < sc->sc_nlisten; i++)
+				FUZZ_CHECK(!collide(&sc->sc_listen[i].la_ss,
+				    &sc2->sc_listen[j].la_ss), "[%s] #%zu "
+				    "collides with manifest #%zu", sc->sc_name,
+				    i, j);
+		}
+	}
 	/* No two addresses in the whole file may collide. */
 	TAILQ_FOREACH(sc, &cf->cf_shares, sc_entry) {
 		for (i = 0; i < sc->sc_nlisten; i++) {
@@ -305,8 +320,14 @@ check_reload(const struct config *cf)
 	    cf->cf_log == cf2->cf_log && cf->cf_nshares == cf2->cf_nshares &&
 	    acl_equal(&cf->cf_allow, &cf2->cf_allow) &&
 	    acl_equal(&cf->cf_deny, &cf2->cf_deny) &&
-	    proxy_equal(&cf->cf_proxy, &cf2->cf_proxy),
+	    proxy_equal(&cf->cf_proxy, &cf2->cf_proxy) &&
+	    cf->cf_manifest.sc_nlisten == cf2->cf_manifest.sc_nlisten,
 	    "the dump reloads with other global settings");
+	for (i = 0; i < cf->cf_manifest.sc_nlisten; i++)
+		FUZZ_CHECK(addr_equal(
+		    (const struct sockaddr *)&cf->cf_manifest.sc_listen[i].la_ss,
+		    (const struct sockaddr *)&cf2->cf_manifest.sc_listen[i].la_ss),
+		    "manifest address #%zu reloads otherwise", i);
 	for (a = TAILQ_FIRST(&cf->cf_shares), b = TAILQ_FIRST(&cf2->cf_shares);
 	    a != NULL && b != NULL; a = TAILQ_NEXT(a, sc_entry),
 	    b = TAILQ_NEXT(b, sc_entry)) {
