@@ -154,7 +154,7 @@ def test_fetch_by_manifest_is_verified(tmp):
     a = make_file(os.path.join(tmp, "a"), 300000, seed=3)
     mport, pa = free_port(), free_port()
     shares = {"a": {"listen": "*:%d" % pa, "file": a}}
-    glob = {"log": "stderr", "manifest": "127.0.0.1:%d, [::1]:%d" % (mport, mport)}
+    glob = {"log": "stderr", "manifest": "127.0.0.1:%d, 127.0.0.2:%d, [::1]:%d" % (mport, mport, mport)}
     with Daemon(tmp, shares, glob) as d:
         want = "fdist-manifest 1\n" + line("a", a, "0.0.0.0:%d,[::]:%d" % (pa, pa)) + "end\n"
         wait_manifest(mport, want)
@@ -172,6 +172,14 @@ def test_fetch_by_manifest_is_verified(tmp):
         assert [r["status"] for r in m] == ["acked", "acked"], m
         assert [r["verified"] for r in m] == ["yes", "yes"], m
         assert [r["host_id"] for r in m] == ["edge-1", "edge-2"], m
+
+        # the wildcard is the manifest's host, not the wildcard address
+        r, dests = strace_connects(("-q", "--manifest", "127.0.0.2:%d" % mport, "a", "-o", out))
+        assert r.returncode == 0, r
+        assert dests == [("127.0.0.2", mport), ("127.0.0.2", pa)], (dests, r)
+        r, dests = strace_connects(("-q", "--manifest", "[::1]:%d" % mport, "a", "-o", out))
+        assert r.returncode == 0, r
+        assert dests == [("::1", mport), ("::1", pa)], (dests, r)
 
         # a share the manifest does not list, and a bad SHARE
         r = run_fetch("-q", "--manifest", "127.0.0.1:%d" % mport, "nope", "-o", out)
@@ -230,15 +238,17 @@ def test_rewritten_in_place_is_refused(tmp):
 
 
 def strace_connects(args, timeout=120):
-    """Run fdist-fetch under strace; its exit status and the ports it
-    connected to.  LeakSanitizer cannot run under ptrace: the runs
+    """Run fdist-fetch under strace; its exit status and the (address,
+    port) it connected to.  LeakSanitizer cannot run under ptrace: the runs
     without strace check for leaks."""
     env = dict(os.environ, ASAN_OPTIONS=os.environ.get("ASAN_OPTIONS", "") + ":detect_leaks=0")
     r = subprocess.run(["strace", "-qq", "-f", "-e", "trace=connect", "-o", "/dev/stdout", FETCH, *args],
                        capture_output=True, timeout=timeout, env=env)
-    ports = [int(p) for p in re.findall(r"connect\(\d+, \{sa_family=AF_INET6?, sin6?_port=htons\((\d+)\)",
-                                         r.stdout.decode())]
-    return r, ports
+    dests = [(h4 or h6, int(p)) for p, h4, h6 in
+             re.findall(r"connect\(\d+, \{sa_family=AF_INET6?, sin6?_port=htons\((\d+)\), "
+                        r"(?:sin_addr=inet_addr\(\"([^\"]+)\"\)|sin6_flowinfo=\S+ "
+                        r"inet_pton\(AF_INET6, \"([^\"]+)\")", r.stdout.decode())]
+    return r, dests
 
 
 def test_if_changed(tmp):
@@ -255,14 +265,14 @@ def test_if_changed(tmp):
         args = ("--host-id", "edge-9", "--manifest", "127.0.0.1:%d" % mport, "a", "-o", out, "--if-changed")
         r, ports = strace_connects(args)
         assert r.returncode == 0, r
-        assert ports == [mport, pa], (ports, r)
+        assert ports == [("127.0.0.1", mport), ("127.0.0.1", pa)], (ports, r)
         assert file_sha256(out) == file_sha256(a)
         st = os.stat(out)
 
         r, ports = strace_connects(args)
         assert r.returncode == EXIT_CURRENT, r
         assert b"(unchanged, not fetched)" in r.stderr, r
-        assert ports == [mport], (ports, r)
+        assert ports == [("127.0.0.1", mport)], (ports, r)
         assert os.stat(out).st_mtime_ns == st.st_mtime_ns and os.stat(out).st_ino == st.st_ino
         m = d.wait_records(3, share="@manifest")     # wait_manifest's, and the two runs'
         assert m[-1]["status"] == "acked" and m[-1]["verified"] == "yes", m[-1]
@@ -278,7 +288,7 @@ def test_if_changed(tmp):
         wait_manifest(mport, "fdist-manifest 1\n" + line("a", a, "127.0.0.1:%d" % pa) + "end\n")
         r, ports = strace_connects(args)
         assert r.returncode == 0, r
-        assert ports == [mport, pa], (ports, r)
+        assert ports == [("127.0.0.1", mport), ("127.0.0.1", pa)], (ports, r)
         assert file_sha256(out) == file_sha256(a)
         rec = d.wait_records(3, share="a")[-1]
         assert rec["verified"] == "yes" and rec["sha256"] == file_sha256(a), rec
