@@ -321,5 +321,31 @@ def test_if_changed(tmp):
         assert len(recs(d, "a")) == 6, recs(d, "a")
 
 
+def test_if_changed_without_extended_attributes(tmp):
+    """On a file system with no user extended attributes (ramfs, mounted
+    in a mount namespace of the test's own), FILE is still fetched,
+    checked and published, every time, with a warning."""
+    a = make_file(os.path.join(tmp, "a"), 10000, seed=8)
+    mport, pa = free_port(), free_port()
+    shares = {"a": {"listen": "127.0.0.1:%d" % pa, "file": a}}
+    with Daemon(tmp, shares, {"log": "stderr", "manifest": "127.0.0.1:%d" % mport}) as d:
+        wait_manifest(mport, "fdist-manifest 1\n" + line("a", a, "127.0.0.1:%d" % pa) + "end\n")
+        mnt = os.path.join(tmp, "ramfs")
+        os.mkdir(mnt)
+        script = ('mount -t ramfs ramfs "$1" && shift && '
+                  '"$@"; a=$?; "$@"; b=$?; sha256sum "$0"; echo "$a $b"')
+        out = os.path.join(mnt, "got")
+        r = subprocess.run(["unshare", "-m", "sh", "-c", script, out, mnt, FETCH, "-q", "--if-changed",
+                            "--manifest", "127.0.0.1:%d" % mport, "a", "-o", out],
+                           capture_output=True, timeout=120)
+        lines = r.stdout.decode().splitlines()
+        assert r.returncode == 0 and lines[-1] == "0 0", r
+        assert lines[-2].split()[0] == file_sha256(a), r
+        assert r.stderr.decode().count("cannot keep its SHA-256 in user.fdist.sha256, so --if-changed "
+                                       "will fetch it every time: Operation not supported") == 2, r
+        assert [x["status"] for x in d.wait_records(2, share="a")] == ["acked", "acked"]
+        assert not os.listdir(mnt), "the ramfs was not the namespace's own"
+
+
 if __name__ == "__main__":
     main(globals())
