@@ -6,6 +6,7 @@ digests and reloads, its own records, and fdist-fetch --manifest and
 import os
 import re
 import subprocess
+import sys
 import time
 
 from fdtest import FDISTD, Daemon, fetch, file_sha256, free_port, main, make_file
@@ -132,8 +133,13 @@ def test_nc_reads_it_and_it_gets_records(tmp):
         assert rec["bytes"] == rec["size"] == str(len(want)), rec
         assert rec["file_sha256"] == file_sha256_bytes(want.encode()), rec
 
-    # no share can take the name, or the manifest's address
+    # fdistd -t -v shows it; no share can take its name, or its address
     path = os.path.join(tmp, "t.ini")
+    with open(path, "w") as f:
+        f.write("[fdistd]\nmanifest = *:%d\n[a]\nlisten = 127.0.0.1:%d\nfile = %s\n" % (mport, pa, a))
+    out = subprocess.run([FDISTD, "-t", "-v", "-c", path], capture_output=True, timeout=20)
+    assert out.returncode == 0, out
+    assert "\nmanifest = 0.0.0.0:%d, [::]:%d\n" % (mport, mport) in out.stdout.decode(), out
     for text, msg in (("[@manifest]\nlisten = 127.0.0.1:%d\nfile = %s\n" % (pa, a),
                        "invalid share name '@manifest'"),
                       ("[fdistd]\nmanifest = 127.0.0.1:%d\n[a]\nlisten = *:%d\nfile = %s\n" % (pa, pa, a),
@@ -345,6 +351,34 @@ def test_if_changed_without_extended_attributes(tmp):
                                        "will fetch it every time: Operation not supported") == 2, r
         assert [x["status"] for x in d.wait_records(2, share="a")] == ["acked", "acked"]
         assert not os.listdir(mnt), "the ramfs was not the namespace's own"
+
+
+ACTIVATE = [sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)), "activate.py")]
+
+
+def test_socket_activation(tmp):
+    """Under socket activation a socket named @manifest, or bound to a
+    manifest address, serves the manifest; without one the daemon does
+    not start."""
+    a = make_file(os.path.join(tmp, "a"), 1000)
+    pa, mport, other = free_port(), free_port(), free_port()
+    shares = {"a": {"listen": "127.0.0.1:%d" % pa, "file": a}}
+    glob = {"log": "stderr", "manifest": "127.0.0.1:%d" % other}
+    want = "fdist-manifest 1\n" + line("a", a, "127.0.0.1:%d" % pa) + "end\n"
+    for spec in ("127.0.0.1:%d=@manifest" % mport, "127.0.0.1:%d=fdistd.socket" % other):
+        port = int(spec.split("=")[0].rpartition(":")[2])
+        sub = os.path.join(tmp, str(port))
+        os.mkdir(sub)
+        with Daemon(sub, shares, glob, launcher=ACTIVATE + ["127.0.0.1:%d=x" % pa, spec, "--"]) as d:
+            wait_manifest(port, want)
+            assert d.wait_records(1, share="@manifest")[0]["status"] == "acked"
+            assert re.search(r"share \[@manifest\]: memfd:fdist-manifest \(\d+ bytes\) on 127\.0\.0\.1:%d\n"
+                             % port, d.log()), d.log()
+    cfg = os.path.join(tmp, "fdistd.ini")
+    Daemon(tmp, shares, glob, start=False)      # writes the configuration
+    r = subprocess.run(ACTIVATE + ["127.0.0.1:%d=x" % pa, "--", FDISTD, "-c", cfg], capture_output=True,
+                       timeout=20, env=dict(os.environ, NOTIFY_SOCKET=""))
+    assert r.returncode == 1 and b"share [@manifest] has no socket" in r.stderr, r
 
 
 if __name__ == "__main__":
