@@ -149,7 +149,7 @@ def test_nc_reads_it_and_it_gets_records(tmp):
         with open(path, "w") as f:
             f.write(text)
         out = subprocess.run([FDISTD, "-t", "-c", path], capture_output=True, timeout=20)
-        assert out.returncode == 1 and msg in out.stderr.decode(), (text, out)
+        assert out.returncode == 78 and msg in out.stderr.decode(), (text, out)   # EX_CONFIG
 
 
 def test_fetch_by_manifest_is_verified(tmp):
@@ -378,7 +378,7 @@ def test_socket_activation(tmp):
     Daemon(tmp, shares, glob, start=False)      # writes the configuration
     r = subprocess.run(ACTIVATE + ["127.0.0.1:%d=x" % pa, "--", FDISTD, "-c", cfg], capture_output=True,
                        timeout=20, env=dict(os.environ, NOTIFY_SOCKET=""))
-    assert r.returncode == 1 and b"share [@manifest] has no socket" in r.stderr, r
+    assert r.returncode == 78 and b"share [@manifest] has no socket" in r.stderr, r
 
 
 if __name__ == "__main__":
