@@ -103,6 +103,30 @@ def test_document_format_pending_and_reload(tmp):
         assert after["file_sha256"] == before["file_sha256"] == file_sha256_bytes(want.encode())
 
 
+def test_reload_moves_drops_and_restores_it(tmp):
+    """A reload may move the manifest to another address, drop it (its
+    port is closed) and bring it back."""
+    a = make_file(os.path.join(tmp, "a"), 1000)
+    pa, m1, m2 = free_port(), free_port(), free_port()
+    shares = {"a": {"listen": "127.0.0.1:%d" % pa, "file": a}}
+    want = "fdist-manifest 1\n" + line("a", a, "127.0.0.1:%d" % pa) + "end\n"
+    with Daemon(tmp, shares, {"log": "stderr", "manifest": "127.0.0.1:%d" % m1}) as d:
+        wait_manifest(m1, want)
+        for glob, up, down in (({"log": "stderr", "manifest": "127.0.0.1:%d" % m2}, m2, m1),
+                               ({"log": "stderr"}, None, m2),
+                               ({"log": "stderr", "manifest": "127.0.0.1:%d" % m1}, m1, m2)):
+            d.write_config(global_opts=glob)
+            d.reload()
+            if up:
+                assert manifest(up) == want
+            try:
+                fetch(down)
+                raise AssertionError("port %d still open" % down)
+            except ConnectionRefusedError:
+                pass
+        assert {r["status"] for r in d.wait_records(3, share="@manifest")} == {"acked"}
+
+
 def file_sha256_bytes(data):
     import hashlib
     return hashlib.sha256(data).hexdigest()
