@@ -27,6 +27,10 @@
 #include "fdistd.h"
 
 #define MANIFEST_VERSION	1
+/* Linux 6.3's; older headers lack it, older kernels refuse it (EINVAL). */
+#ifndef MFD_NOEXEC_SEAL
+#define MFD_NOEXEC_SEAL		0x0008U
+#endif
 /* A document that could not be made is tried again this much later. */
 #define MANIFEST_RETRY_MS	1000
 
@@ -165,7 +169,12 @@ manifest_file(const char *text, size_t len)
 	ssize_t		 n;
 	int		 fd, saved;
 
-	fd = memfd_create("fdist-manifest", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+	/* Never executable: a host may refuse memfds that could be. */
+	fd = memfd_create("fdist-manifest", MFD_CLOEXEC | MFD_ALLOW_SEALING |
+	    MFD_NOEXEC_SEAL);
+	if (fd == -1 && errno == EINVAL)
+		fd = memfd_create("fdist-manifest", MFD_CLOEXEC |
+		    MFD_ALLOW_SEALING);
 	if (fd == -1)
 		return (NULL);
 	while (off < len) {
