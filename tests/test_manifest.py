@@ -377,6 +377,57 @@ def test_if_changed_without_extended_attributes(tmp):
         assert not os.listdir(mnt), "the ramfs was not the namespace's own"
 
 
+def ip(*args):
+    subprocess.run(["ip", *args], check=True, capture_output=True, timeout=20)
+
+
+def test_addresses_from_another_host(tmp):
+    """The address rule where loopback is not the manifest's host: two
+    network namespaces of the test's own joined by a veth pair (no route
+    out; removed on every exit).  A wildcard is the manifest's host, a
+    loopback address is the server's own and never taken, a specific
+    address is taken as it is."""
+    tag = "mf%d" % os.getpid()
+    srv, cli = tag + "s", tag + "c"
+    a = make_file(os.path.join(tmp, "a"), 50000, seed=9)
+    shares = {"wild": {"listen": "*:9000", "file": a},
+              "lo": {"listen": "127.0.0.1:9001", "file": a},
+              "mixed": {"listen": "127.0.0.1:9002, 198.18.7.1:9002", "file": a}}
+    try:
+        ip("netns", "add", srv)
+        ip("netns", "add", cli)
+        ip("link", "add", tag + "a", "netns", srv, "type", "veth", "peer", "name", tag + "b", "netns", cli)
+        for ns, dev, addr in ((srv, tag + "a", "198.18.7.1/30"), (cli, tag + "b", "198.18.7.2/30")):
+            ip("-n", ns, "addr", "add", addr, "dev", dev)
+            ip("-n", ns, "link", "set", dev, "up")
+            ip("-n", ns, "link", "set", "lo", "up")
+        with Daemon(tmp, shares, {"log": "stderr", "manifest": "*:9100"},
+                    launcher=["ip", "netns", "exec", srv]) as d:
+            out = os.path.join(tmp, "got")
+            client = ["ip", "netns", "exec", cli, FETCH, "-q", "--manifest", "198.18.7.1:9100"]
+            deadline = time.monotonic() + 30
+            while True:     # until the digests are known
+                r = subprocess.run(client + ["wild", "-o", out], capture_output=True, timeout=60)
+                if r.returncode != EXIT_PENDING or time.monotonic() > deadline:
+                    break
+                time.sleep(0.1)
+            assert r.returncode == 0, r
+            assert file_sha256(out) == file_sha256(a)
+            r = subprocess.run(client + ["mixed", "-o", out], capture_output=True, timeout=60)
+            assert r.returncode == 0, r
+            r = subprocess.run(client + ["lo", "-o", out], capture_output=True, timeout=60)
+            assert r.returncode == EXIT_MANIFEST and b"none of its addresses can be reached" in r.stderr, r
+            for share in ("wild", "mixed"):
+                (rec,) = d.wait_records(1, share=share)
+                assert rec["status"] == "acked" and rec["verified"] == "yes", rec
+                assert rec["peer"].startswith("198.18.7.2:"), rec
+            assert recs(d, "lo") == []
+            assert {r["peer"].split(":")[0] for r in recs(d, "@manifest")} == {"198.18.7.2"}
+    finally:
+        for ns in (srv, cli):
+            subprocess.run(["ip", "netns", "delete", ns], capture_output=True, timeout=20)
+
+
 ACTIVATE = [sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)), "activate.py")]
 
 
