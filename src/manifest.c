@@ -79,10 +79,12 @@ manifest_line(FILE *fp, const struct share *sh, const struct share_config *sc)
 	char			 addr[ADDR_STR_MAX];
 	size_t			 i;
 
+	/* A file being written in place has no digest until it settles. */
 	fprintf(fp, "share %s size=%" PRIu64 " sha256=%s version=%s listen=",
-	    sh->sh_name, sf->sf_size, sf->sf_digest == DIGEST_READY ?
-	    sf->sf_sha256 : sf->sf_digest == DIGEST_FAILED ? "failed" :
-	    "pending", sf->sf_version);
+	    sh->sh_name, sf->sf_size, sf->sf_changed ? "pending" :
+	    sf->sf_digest == DIGEST_READY ? sf->sf_sha256 :
+	    sf->sf_digest == DIGEST_FAILED ? "failed" : "pending",
+	    sf->sf_version);
 	for (i = 0; sc != NULL && i < sc->sc_nlisten; i++) {
 		manifest_addr((const struct sockaddr *)&sc->sc_listen[i].la_ss,
 		    addr, sizeof(addr));

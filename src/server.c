@@ -498,6 +498,8 @@ server_file_replace(struct sfile *old, struct sfile *new)
 		sh = nsh;
 		n++;
 	}
+	if (n > 0)
+		server_manifest();	/* its new version, pending */
 	return (n);
 }
 

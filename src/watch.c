@@ -188,6 +188,7 @@ watch_act(void)
 		    sf->sf_path_log, ended, PLURAL(ended));
 		sfile_unref(sf);
 	}
+	server_manifest();	/* no digest for a file in flux */
 }
 
 static void

@@ -235,12 +235,48 @@ def test_pending_digest_is_not_fetched(tmp):
         assert recs(d, "big") == [], d.records()
 
 
-def test_rewritten_in_place_is_refused(tmp):
-    """The server's file rewritten in place after its digest was computed:
-    the manifest still announces the old digest, the share streams other
-    bytes, and fdist-fetch refuses them: FILE keeps the old copy, the exit
-    status is not 0, and the daemon's record says the copy was rejected
-    (or, where the daemon notices the change, that the file changed)."""
+def test_copy_not_announced_is_refused(tmp):
+    """A manifest whose digest is not what the share streams (as a file
+    rewritten in place under a server that does not notice, or a stale or
+    damaged manifest, would give): fdist-fetch refuses the copy whatever
+    the share streams: FILE keeps the old copy and its mark, exit 5, and
+    the daemon logs the rejection as ack-mismatch, with verified=yes (the
+    copy was the daemon's file, which the client did not expect).  The
+    manifest here is a real fdistd share serving such a document."""
+    a = make_file(os.path.join(tmp, "a"), 200000, seed=4)
+    other = make_file(os.path.join(tmp, "other"), 200000, seed=40)
+    doc = os.path.join(tmp, "doc")
+    pa, pdoc = free_port(), free_port()
+    with open(doc, "w") as f:
+        f.write("fdist-manifest 1\n" + line("a", a, "127.0.0.1:%d" % pa, file_sha256(other)) + "end\n")
+    shares = {"a": {"listen": "127.0.0.1:%d" % pa, "file": a},
+              "doc": {"listen": "127.0.0.1:%d" % pdoc, "file": doc}}
+    with Daemon(tmp, shares, {"log": "stderr"}) as d:
+        d.wait_log(r"digest share=a ")
+        out = os.path.join(tmp, "got")
+        with open(out, "wb") as f:
+            f.write(b"the copy this host has\n")
+        os.setxattr(out, XATTR, b"sha256=%s size=23 mtime=1.000000000" % file_sha256(out).encode())
+        mark = os.getxattr(out, XATTR)
+        r = run_fetch("-q", "--manifest", "127.0.0.1:%d" % pdoc, "a", "-o", out)
+        assert r.returncode == EXIT_DIGEST, r
+        assert b"sha256 mismatch: got %s, expected %s" % (file_sha256(a).encode(),
+                                                           file_sha256(other).encode()) in r.stderr, r
+        with open(out, "rb") as f:
+            assert f.read() == b"the copy this host has\n"
+        assert os.getxattr(out, XATTR) == mark and not os.path.exists(out + ".part")
+        (rec,) = d.wait_records(1, share="a")
+        assert rec["status"] == "ack-mismatch" and rec["verified"] == "yes", rec
+        assert rec["ack"].startswith("sha256-mismatch sha256=%s expected=%s" % (file_sha256(a), file_sha256(other)))
+
+
+def test_rewritten_in_place(tmp):
+    """The served file rewritten in place: while it is being written the
+    manifest has no digest for it (exit 9; before the daemon has read the
+    change, the share refuses or the copy is refused), and no fetch
+    publishes its bytes before the manifest announces them; once it has
+    settled, the daemon hashes it anew and the manifest announces the new
+    version, which is fetched, verified, with no reload."""
     a = make_file(os.path.join(tmp, "a"), 200000, seed=4)
     old = file_sha256(a)
     mport, pa = free_port(), free_port()
@@ -248,23 +284,36 @@ def test_rewritten_in_place_is_refused(tmp):
     with Daemon(tmp, shares, {"log": "stderr", "manifest": "127.0.0.1:%d" % mport}) as d:
         wait_manifest(mport, "fdist-manifest 1\n" + line("a", a, "127.0.0.1:%d" % pa) + "end\n")
         out = os.path.join(tmp, "got")
-        r = run_fetch("-q", "--manifest", "127.0.0.1:%d" % mport, "a", "-o", out)
+        fetch_a = ("-q", "--manifest", "127.0.0.1:%d" % mport, "a", "-o", out)
+        r = run_fetch(*fetch_a)
         assert r.returncode == 0, r
         mark = os.getxattr(out, XATTR)
+        codes = set()
         with open(a, "r+b") as f:
-            f.write(b"\xff" * 4096)          # same size, other bytes, same inode
-        assert file_sha256(a) != old
-        r = run_fetch("-q", "--manifest", "127.0.0.1:%d" % mport, "a", "-o", out)
-        assert r.returncode != 0, r
-        assert file_sha256(out) == old and os.getxattr(out, XATTR) == mark
-        assert not os.path.exists(out + ".part")
-        rec = d.wait_records(2, share="a")[-1]
-        if rec["status"] == "ack-mismatch":
-            assert r.returncode == EXIT_DIGEST, r
-            assert rec["verified"] == "no", rec       # not the daemon's digest either
-            assert rec["ack"].startswith("sha256-mismatch ") and "expected=" + old in rec["ack"], rec
-        else:
-            assert rec["status"] == "file-changed", rec
+            for i in range(8):                  # same size, other bytes, same inode, in flux
+                f.seek(4096 * i)
+                f.write(b"\xff" * 4096)
+                f.flush()
+                if old in manifest(mport):
+                    r = run_fetch(*fetch_a)
+                    codes.add(r.returncode)
+                    assert r.returncode in (3, EXIT_DIGEST, EXIT_PENDING), r
+                else:
+                    assert "share a size=200000 sha256=pending " in manifest(mport)
+                    r = run_fetch(*fetch_a)
+                    codes.add(r.returncode)
+                    assert r.returncode == EXIT_PENDING, r
+                assert file_sha256(out) == old and os.getxattr(out, XATTR) == mark
+                time.sleep(0.2)
+        assert EXIT_PENDING in codes, codes
+        new = file_sha256(a)
+        assert new != old
+        wait_manifest(mport, "fdist-manifest 1\n" + line("a", a, "127.0.0.1:%d" % pa, new) + "end\n")
+        r = run_fetch(*fetch_a)
+        assert r.returncode == 0 and file_sha256(out) == new, r
+        for rec in recs(d, "a"):
+            assert rec["status"] in ("acked", "ack-mismatch", "file-changed", "busy"), rec
+        assert recs(d, "a")[-1]["verified"] == "yes"
 
 
 def strace_connects(args, timeout=120):
