@@ -270,7 +270,7 @@ manifest_commit(struct share *sh)
 
 /*
  * Something the document shows may have changed (a digest became known
- * or failed): if the text differs, serve a new one on the running
+ * or failed, a file was written in place or settled): if the text differs, serve a new one on the running
  * manifest's listeners.  Should that fail, the old one stays and this is
  * tried again shortly: a stale document is refused by careful clients
  * (its digest is not the file's), never taken for the truth.

@@ -534,7 +534,7 @@ server_digest_known(const struct sfile *sf)
 	}
 }
 
-/* What the manifest shows may have changed: a digest became known. */
+/* What the manifest shows may have changed: a digest, a file in place. */
 void
 server_manifest(void)
 {
