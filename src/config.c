@@ -760,7 +760,11 @@ config_check(struct config_parse *cp)
 		    sc->sc_name, &line, err, sizeof(err)) == -1)
 			return (config_fail_at(cp, line, "%s", err));
 	}
-	config_inherit(&cf->cf_manifest, cf);	/* its limits are global */
+	/* The manifest's limits and PROXY settings are the global ones. */
+	config_inherit(&cf->cf_manifest, cf);
+	if (config_proxy_check(&cf->cf_manifest.sc_proxy, &cf->cf_proxy,
+	    MANIFEST_SHARE, &line, err, sizeof(err)) == -1)
+		return (config_fail_at(cp, line, "%s", err));
 	if (config_check_listen(cp) == -1)
 		return (-1);
 	if (!cp->cp_system)

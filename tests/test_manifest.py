@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 
-from fdtest import FDISTD, Daemon, fetch, file_sha256, free_port, main, make_file
+from fdtest import FDISTD, Daemon, connect, fetch, file_sha256, free_port, main, make_file, read_all
 
 FETCH = os.environ.get("FDIST_FETCH", "build/fdist-fetch")
 EXIT_DIGEST, EXIT_CURRENT, EXIT_PENDING, EXIT_MANIFEST = 5, 8, 9, 10
@@ -174,6 +174,31 @@ def test_nc_reads_it_and_it_gets_records(tmp):
             f.write(text)
         out = subprocess.run([FDISTD, "-t", "-c", path], capture_output=True, timeout=20)
         assert out.returncode == 78 and msg in out.stderr.decode(), (text, out)   # EX_CONFIG
+
+
+def test_behind_a_proxy(tmp):
+    """With proxy_protocol in [fdistd], the manifest expects the PROXY
+    header as the shares do, and its record names the client it gives."""
+    a = make_file(os.path.join(tmp, "a"), 1000)
+    mport, pa = free_port(), free_port()
+    shares = {"a": {"listen": "127.0.0.1:%d" % pa, "file": a}}
+    glob = {"log": "stderr", "manifest": "127.0.0.1:%d" % mport, "proxy_protocol": "yes",
+            "proxy_from": "127.0.0.1"}
+    with Daemon(tmp, shares, glob) as d:
+        want = "fdist-manifest 1\n" + line("a", a, "127.0.0.1:%d" % pa) + "end\n"
+        deadline = time.monotonic() + 30
+        while True:
+            s = connect(mport)
+            s.sendall(b"PROXY TCP4 192.0.2.9 127.0.0.1 5555 %d\r\n" % mport)
+            got = read_all(s).decode()
+            s.sendall(b"Thank you\n")
+            s.close()
+            if got == want or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        assert got == want, got
+        rec = d.wait_records(1, share="@manifest")[-1]
+        assert rec["peer"] == "192.0.2.9:5555" and rec["status"] == "acked", rec
 
 
 def test_fetch_by_manifest_is_verified(tmp):
