@@ -105,6 +105,10 @@ static int	config_set_proxy_timeout(struct config_parse *, const char *,
 		    char *, size_t);
 static int	config_set_manifest(struct config_parse *, const char *,
 		    char *, size_t);
+static int	config_set_metrics(struct config_parse *, const char *, char *,
+		    size_t);
+static int	config_set_metrics_allow(struct config_parse *, const char *,
+		    char *, size_t);
 
 enum key_index {
 	KEY_ACK_TIMEOUT,
@@ -124,6 +128,8 @@ enum key_index {
 	KEY_PROXY_FROM,
 	KEY_PROXY_TIMEOUT,
 	KEY_MANIFEST,
+	KEY_METRICS,
+	KEY_METRICS_ALLOW,
 	NKEYS
 };
 
@@ -153,6 +159,9 @@ static const struct config_key config_keys[NKEYS] = {
 	[KEY_PROXY_TIMEOUT] = { "proxy_timeout", KEY_BOTH,
 	    config_set_proxy_timeout },
 	[KEY_MANIFEST] = { "manifest", KEY_GLOBAL, config_set_manifest },
+	[KEY_METRICS] = { "metrics", KEY_GLOBAL, config_set_metrics },
+	[KEY_METRICS_ALLOW] = { "metrics_allow", KEY_GLOBAL | KEY_REPEAT,
+	    config_set_metrics_allow },
 };
 _Static_assert(NKEYS <= CONFIG_KEYS_MAX &&
     CONFIG_KEYS_MAX <= sizeof(unsigned int) * 8, "too many keys");
@@ -380,6 +389,23 @@ config_set_proxy_timeout(struct config_parse *cp, const char *value,
     char *err, size_t errlen)
 {
 	return (config_proxy_set_timeout(config_proxy(cp), value,
+	    cp->cp_lineno, err, errlen));
+}
+
+/* The metrics keys are metrics.c's. */
+static int
+config_set_metrics(struct config_parse *cp, const char *value, char *err,
+    size_t errlen)
+{
+	return (metrics_config_addr(&cp->cp_cf->cf_metrics, value,
+	    cp->cp_lineno, cp->cp_system, err, errlen));
+}
+
+static int
+config_set_metrics_allow(struct config_parse *cp, const char *value,
+    char *err, size_t errlen)
+{
+	return (metrics_config_allow(&cp->cp_cf->cf_metrics, value,
 	    cp->cp_lineno, err, errlen));
 }
 
@@ -767,6 +793,8 @@ config_check(struct config_parse *cp)
 		return (config_fail_at(cp, line, "%s", err));
 	if (config_check_listen(cp) == -1)
 		return (-1);
+	if (metrics_config_check(cf, &line, err, sizeof(err)) == -1)
+		return (config_fail_at(cp, line, "%s", err));
 	if (!cp->cp_system)
 		return (0);
 	TAILQ_FOREACH(sc, &cf->cf_shares, sc_entry) {
@@ -981,6 +1009,7 @@ config_dump(const struct config *cf, FILE *fp)
 	config_dump_acl("deny", &cf->cf_deny, fp);
 	config_proxy_dump(&cf->cf_proxy, fp);
 	config_dump_listen("manifest", &cf->cf_manifest, fp);
+	metrics_config_dump(&cf->cf_metrics, fp);
 	TAILQ_FOREACH(sc, &cf->cf_shares, sc_entry) {
 		fprintf(fp, "\n[%s]\n", sc->sc_name);
 		config_dump_listen("listen", sc, fp);

@@ -90,14 +90,17 @@ static void	conn_send(struct conn *);
 static void	conn_check_flush(struct conn *);
 static void	conn_watch_reset(struct conn *);
 
-static const char *
-conn_state_name(enum conn_state state)
+/* The state's name, for the debug log and the metrics. */
+const char *
+conn_state_name(int state)
 {
 	static const char *const names[] = {
 		[CONN_SENDING] = "sending",
 		[CONN_FLUSHING] = "flushing",
 		[CONN_AWAITING_ACK] = "awaiting-ack",
 	};
+	_Static_assert(sizeof(names) / sizeof(names[0]) == CONN_NSTATES,
+	    "CONN_NSTATES counts the states");
 
 	return (names[state]);
 }
@@ -116,6 +119,8 @@ conn_set_state(struct conn *c, enum conn_state state)
 		log_debug("%s [%s]: %s -> %s", peer, c->c_share->sh_name,
 		    conn_state_name(c->c_state), conn_state_name(state));
 	}
+	c->c_share->sh_state->ss_clients[c->c_state]--;
+	c->c_share->sh_state->ss_clients[state]++;
 	c->c_state = state;
 }
 
@@ -662,6 +667,7 @@ conn_new(struct event_base *base, int fd, const struct sockaddr *peer,
 	bucket_init(&c->c_bucket, sh->sh_limits.lim_rate);
 	TAILQ_INSERT_TAIL(&conns, c, c_entry);
 	nconns++;
+	sh->sh_state->ss_clients[CONN_SENDING]++;
 	/*
 	 * Bytes sent before EOF are kept as the ack: read when they reach
 	 * ack_max (SO_RCVLOWAT), at the FIN, a reset or the end.
@@ -763,6 +769,8 @@ conn_finish(struct conn *c)
 	    c->c_acklen >= c->c_share->sh_limits.lim_ack_max, host))
 		tr.tr_host_id = host;
 	log_transfer(&tr);
+	c->c_share->sh_state->ss_ended[status]++;
+	c->c_share->sh_state->ss_bytes[status] += c->c_delivered;
 	server_count_outcome(status == OUTCOME_ACKED);
 	hashing = sf->sf_digest == DIGEST_PENDING;	/* the job keeps sf */
 	share_unref(c->c_share);
@@ -812,6 +820,7 @@ conn_close(struct conn *c, enum outcome status)
 	c->c_status = status;
 	TAILQ_REMOVE(&conns, c, c_entry);
 	nconns--;
+	c->c_share->sh_state->ss_clients[c->c_state]--;
 	if (c->c_share->sh_file->sf_digest == DIGEST_PENDING &&
 	    status == OUTCOME_ACKED &&
 	    ack_sha256_claim(c->c_ack, c->c_acklen, claim))

@@ -179,6 +179,7 @@ fdistd_reload_done(struct config *cf, const char *loaderr)
 		log_event(LOG_WARNING, MSGID_RELOAD_FAILED, "reload failed, "
 		    "still serving the previous configuration: %s", err);
 		config_free(cf);
+		server_count_reload(false);
 		fdistd_reloaded(false, err);
 		return;
 	}
@@ -189,6 +190,7 @@ fdistd_reload_done(struct config *cf, const char *loaderr)
 	snprintf(err, sizeof(err), "reloaded: %zu share%s", cf->cf_nshares,
 	    PLURAL(cf->cf_nshares));
 	log_info("%s", err);
+	server_count_reload(true);
 	fdistd_reloaded(true, err);
 }
 
@@ -262,6 +264,7 @@ fdistd_run(struct config *cf)
 	watch_init(base);
 	digest_init(base);
 	reload_init(base, config_path, fdistd_reload_done);
+	metrics_init(base);
 	if (server_start(base, cf, err, sizeof(err)) == -1) {
 		log_event(LOG_CRIT, NULL, "%s", err);
 		log_flush();
@@ -285,6 +288,7 @@ fdistd_run(struct config *cf)
 out:
 	reload_free();
 	server_free();
+	metrics_free();
 	digest_free();
 	watch_free();
 	notify_free();

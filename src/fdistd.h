@@ -96,6 +96,14 @@ struct share_config {
 };
 TAILQ_HEAD(share_config_list, share_config);
 
+/* The metrics endpoint (metrics.c); mc_line 0: not configured. */
+struct metrics_config {
+	struct listen_addr	 mc_addr;
+	int			 mc_line;
+	struct acl		 mc_allow;	/* empty: loopback only */
+	int			 mc_allow_line;
+};
+
 /* A whole configuration file, loaded and validated. */
 struct config {
 	char			*cf_path;
@@ -106,6 +114,7 @@ struct config {
 	struct proxy_config	 cf_proxy;
 	uint64_t		 cf_shutdown_timeout_ms;
 	enum log_mode		 cf_log;
+	struct metrics_config	 cf_metrics;
 	unsigned int		 cf_keys_set;
 	int			 cf_key_line[CONFIG_KEYS_MAX];
 	int			 cf_global_line;	/* of [fdistd], or 0 */
@@ -211,6 +220,7 @@ enum outcome {
 	OUTCOME_PROXY_ERROR,
 	OUTCOME_PROBE
 };
+#define NOUTCOMES	(OUTCOME_PROBE + 1)
 struct transfer_record {
 	const char	*tr_share;
 	const char	*tr_file;	/* escaped already (sf_path_log) */
@@ -248,6 +258,7 @@ void	 log_transfer(const struct transfer_record *);
 void	 log_refusals(const char *, enum outcome, const char *, uint64_t,
 	    unsigned int);
 void	 log_digest(const char *, const struct sfile *);
+const char *log_outcome_name(enum outcome);
 /* Catalog entries (systemd/fdistd.catalog) of daemon events. */
 #define MSGID_READY		"819de2ce009b464d91664758b897bac1"
 #define MSGID_RELOAD_FAILED	"a5ec91e7b0144300bb78128c936fcf5b"
@@ -331,6 +342,8 @@ bool		 fair_wait(struct fair *, struct fair_client *, uint64_t);
  * share_state kept by name.
  */
 struct ip_count;
+#define CONN_NSTATES		3	/* conn.c's enum conn_state */
+#define SHARE_REASONS_MAX	24	/* server.c's refusal reasons */
 struct share_state {
 	TAILQ_ENTRY(share_state) ss_entry;
 	char		  ss_name[SHARE_NAME_MAX];
@@ -339,6 +352,11 @@ struct share_state {
 	struct ip_count	**ss_ips;	/* hash table, made on first use */
 	struct bucket	  ss_bucket;	/* share_rate_limit, all together */
 	struct fair	  ss_fair;	/* and each client's part of it */
+	/* For the metrics: what its records said, and who is connected. */
+	uint64_t	  ss_ended[NOUTCOMES];
+	uint64_t	  ss_bytes[NOUTCOMES];	/* delivered */
+	uint64_t	  ss_refused[SHARE_REASONS_MAX];
+	uint32_t	  ss_clients[CONN_NSTATES];
 };
 struct share {
 	TAILQ_ENTRY(share) sh_entry;
@@ -392,6 +410,9 @@ struct server_stats {
 	uint64_t	st_acked;
 	uint64_t	st_failed;
 	uint64_t	st_refused;
+	uint64_t	st_reloads_ok;
+	uint64_t	st_reloads_failed;
+	struct timespec	st_loaded;	/* CLOCK_REALTIME of the last good load */
 };
 int		 server_start(struct event_base *, struct config *, char *,
 		    size_t);
@@ -419,6 +440,10 @@ void		 server_conn_released(void);
 void		 server_count_outcome(bool);
 int		 server_file_replace(struct sfile *, struct sfile *);
 const struct server_stats *server_stats(void);
+void		 server_count_reload(bool);
+const struct share_list *server_shares(void);
+bool		 server_refusal_reason(size_t, const char **,
+		    enum outcome *);
 size_t		 server_nshares(void);
 void		 server_digest_known(const struct sfile *);
 void		 server_manifest(void);
@@ -444,6 +469,7 @@ void		 conn_close_all(enum outcome);
 void		 conn_digest_known(struct sfile *);
 unsigned int	 conn_file_changed(struct sfile *);
 size_t		 conn_count(void);
+const char	*conn_state_name(int);
 
 /* conn_proxy.c: a connection awaiting its PROXY header. */
 int		 conn_proxy_new(struct event_base *, int,
@@ -484,6 +510,21 @@ void	 watch_add(struct sfile *);
 void	 watch_drop(struct sfile *);
 bool	 watch_changed(struct sfile *);
 void	 watch_free(void);
+
+/* metrics_config.c: the metrics keys; metrics.c: the Prometheus endpoint. */
+#define METRICS_LOOPBACK	"127.0.0.0/8, ::1"	/* metrics_allow default */
+int		 metrics_config_addr(struct metrics_config *, const char *, int,
+		    bool, char *, size_t);
+int		 metrics_config_allow(struct metrics_config *, const char *, int,
+		    char *, size_t);
+int		 metrics_config_check(const struct config *, int *, char *,
+		    size_t);
+void		 metrics_config_dump(const struct metrics_config *, FILE *);
+void		 metrics_init(struct event_base *);
+int		 metrics_prepare(const struct config *, char *, size_t);
+void		 metrics_abort(void);
+void		 metrics_commit(const struct config *);
+void		 metrics_free(void);
 
 /* fdistd.c */
 extern int	 fdistd_verbose;

@@ -284,6 +284,13 @@ log_quiet(const struct transfer_record *tr)
 	    tr->tr_status == OUTCOME_PROBE);
 }
 
+/* The status a record of this outcome has (the metrics' label too). */
+const char *
+log_outcome_name(enum outcome outcome)
+{
+	return (outcome_names[outcome]);
+}
+
 /* The record as one key=value line on stderr. */
 static void
 log_transfer_line(const struct transfer_record *tr, const char *file,

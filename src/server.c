@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "fdistd.h"
@@ -88,6 +89,7 @@ static const enum refusal_reason proxy_reasons[] = {
 	[PROXY_REFUSED_LOCAL_PROBE] = REASON_PROXY_LOCAL_PROBE,
 	[PROXY_REFUSED_SHUTDOWN] = REASON_PROXY_SHUTDOWN,
 };
+_Static_assert(NREASONS <= SHARE_REASONS_MAX, "ss_refused holds them");
 
 /*
  * The refusals of this window that were only counted, by share, so the
@@ -235,6 +237,7 @@ server_refuse(int fd, const struct sockaddr *peer,
 	setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
 	close(fd);
 	stats.st_refused++;
+	sh->sh_state->ss_refused[reason]++;
 	if (!evtimer_pending(refusal_timer, NULL))
 		server_timer_add(refusal_timer, REFUSAL_WINDOW_MS);
 	if (refusals_logged[kind] >= REFUSAL_RECORDS) {
@@ -747,19 +750,25 @@ server_apply(struct config *cf, char *err, size_t errlen)
 	struct share		*sh, *msh = NULL;
 	struct listener		*ls;
 
+	if (metrics_prepare(cf, err, errlen) == -1)
+		return (-1);
 	if (server_make_shares(cf, &made) == -1 ||
 	    manifest_make(cf, &made, &msh) == -1) {
 		snprintf(err, errlen, "%s", strerror(errno));
 		server_free_shares(&made);
 		digest_prune();
+		metrics_abort();
 		return (-1);
 	}
 	if (server_open_listeners(cf, &fresh, err, errlen) == -1) {
 		share_unref(msh);
 		server_free_shares(&made);
 		digest_prune();
+		metrics_abort();
 		return (-1);
 	}
+	metrics_commit(cf);
+	clock_gettime(CLOCK_REALTIME, &stats.st_loaded);
 	sh = TAILQ_FIRST(&made);
 	TAILQ_FOREACH(sc, &cf->cf_shares, sc_entry) {
 		share_commit(sh);
@@ -932,6 +941,34 @@ const struct server_stats *
 server_stats(void)
 {
 	return (&stats);
+}
+
+/* A reload's result, for the metrics. */
+void
+server_count_reload(bool ok)
+{
+	if (ok)
+		stats.st_reloads_ok++;
+	else
+		stats.st_reloads_failed++;
+}
+
+/* The running shares, for the metrics. */
+const struct share_list *
+server_shares(void)
+{
+	return (&shares);
+}
+
+/* Refusal reason i's text and status; false past the last reason. */
+bool
+server_refusal_reason(size_t i, const char **text, enum outcome *status)
+{
+	if (i >= NREASONS)
+		return (false);
+	*text = refusal_reasons[i].rr_text;
+	*status = refusal_outcome[refusal_reasons[i].rr_kind];
+	return (true);
 }
 
 size_t
