@@ -155,6 +155,31 @@ collide(const struct sockaddr_storage *a, const struct sockaddr_storage *b)
 	    IN6_IS_ADDR_UNSPECIFIED(&b6->sin6_addr)));
 }
 
+/* fdistd.ini(5), metrics: one address, no share's, and only with it an allow list. */
+static void
+check_metrics(const struct config *cf, int nlines)
+{
+	const struct metrics_config	*mc = &cf->cf_metrics;
+	const struct share_config	*sc;
+	size_t				 i;
+
+	check_acl(&mc->mc_allow, "metrics_allow");
+	FUZZ_CHECK(mc->mc_line >= 0 && mc->mc_line <= nlines, "metrics on "
+	    "line %d", mc->mc_line);
+	FUZZ_CHECK(mc->mc_line != 0 || (mc->mc_allow_line == 0 &&
+	    mc->mc_allow.acl_n == 0), "metrics_allow without metrics");
+	if (mc->mc_line == 0)
+		return;
+	FUZZ_CHECK(((const struct sockaddr_in *)&mc->mc_addr.la_ss)->sin_port
+	    != 0, "metrics: port 0");
+	TAILQ_FOREACH(sc, &cf->cf_shares, sc_entry) {
+		for (i = 0; i < sc->sc_nlisten; i++)
+			FUZZ_CHECK(!collide(&mc->mc_addr.la_ss,
+			    &sc->sc_listen[i].la_ss), "metrics collides with "
+			    "[%s] address #%zu", sc->sc_name, i);
+	}
+}
+
 /* Whether config_dump() loses something of the address. */
 static bool
 dump_loses(const struct sockaddr_storage *ss)
@@ -186,6 +211,7 @@ check_config(const struct config *cf, int nlines)
 	check_acl(&cf->cf_allow, "[fdistd] allow");
 	check_acl(&cf->cf_deny, "[fdistd] deny");
 	check_proxy(&cf->cf_proxy, "[fdistd] proxy", false);
+	check_metrics(cf, nlines);
 	FUZZ_CHECK(cf->cf_global_line >= 0 && cf->cf_global_line <= nlines,
 	    "[fdistd] on line %d", cf->cf_global_line);
 	FUZZ_CHECK(!TAILQ_EMPTY(&cf->cf_shares), "a config without shares");
@@ -328,6 +354,14 @@ check_reload(const struct config *cf)
 		    (const struct sockaddr *)&cf->cf_manifest.sc_listen[i].la_ss,
 		    (const struct sockaddr *)&cf2->cf_manifest.sc_listen[i].la_ss),
 		    "manifest address #%zu reloads otherwise", i);
+	FUZZ_CHECK((cf->cf_metrics.mc_line != 0) ==
+	    (cf2->cf_metrics.mc_line != 0) && (cf->cf_metrics.mc_line == 0 ||
+	    (addr_equal((const struct sockaddr *)&cf->cf_metrics.mc_addr.la_ss,
+	    (const struct sockaddr *)&cf2->cf_metrics.mc_addr.la_ss) &&
+	    (cf->cf_metrics.mc_allow.acl_n == 0 ?
+	    cf2->cf_metrics.mc_allow.acl_n == 2 :
+	    acl_equal(&cf->cf_metrics.mc_allow, &cf2->cf_metrics.mc_allow)))),
+	    "the dump reloads with other metrics settings");
 	for (a = TAILQ_FIRST(&cf->cf_shares), b = TAILQ_FIRST(&cf2->cf_shares);
 	    a != NULL && b != NULL; a = TAILQ_NEXT(a, sc_entry),
 	    b = TAILQ_NEXT(b, sc_entry)) {
