@@ -186,7 +186,8 @@ def test_clients_in_each_state(tmp):
         want = {"sending": "sending", "flushing": "flushing", "acking": "awaiting-ack"}
         for name, state in want.items():
             for st in want.values():
-                assert value(m, "fdistd_clients", share=name, state=st) == (st == state), (name, st, m)
+                assert value(m, "fdistd_clients", share=name, state=st) == (st == state), \
+                    (name, st, {k: v for k, v in m.items() if k[0] == "fdistd_clients"})
         for s in (a, b, c):
             linger_reset(s)
             s.close()
