@@ -345,8 +345,10 @@ metrics_on_close(struct evhttp_connection *evcon, void *arg)
 /*
  * A connection evhttp is making: its buffer, which gets the socket as
  * soon as this returns, is checked by metrics_on_check before any read.
- * (Out of memory, NULL makes evhttp use a buffer of its own; it would
- * fail to make its connection too.)
+ * The reference taken keeps the buffer there for the check even if
+ * evhttp fails to make the connection and frees it.  (Out of memory,
+ * NULL makes evhttp use a buffer of its own, and fail to make its
+ * connection too.)
  */
 static struct bufferevent *
 metrics_on_connection(struct event_base *base, void *arg)
@@ -361,57 +363,65 @@ metrics_on_connection(struct event_base *base, void *arg)
 		free(mn);
 		return (NULL);
 	}
+	bufferevent_incref(mn->mn_bev);
 	TAILQ_INSERT_TAIL(&metrics_new, mn, mn_entry);
 	event_active(metrics_check_ev, EV_TIMEOUT, 1);
 	return (mn->mn_bev);
 }
 
 /*
- * Check the new connections.  One from outside metrics_allow, or one too
- * many, has its socket shut down: evhttp reads the end of it and frees
- * the connection, having parsed nothing.  An admitted one is counted
- * until evhttp frees it; the buffer's callback argument is evhttp's
- * connection (checked: else it is refused too).
+ * Whether a new connection may be served: from metrics_allow, and one of
+ * at most METRICS_CONNS_MAX.  Else its socket is shut down: evhttp reads
+ * the end of it and frees the connection, having parsed nothing.
  */
+static bool
+metrics_admit(int fd, struct evhttp_connection *evcon,
+    struct bufferevent *bev)
+{
+	struct sockaddr_storage	ss;
+	socklen_t		len = sizeof(ss);
+	int			why;
+
+	/* The buffer's callback argument is evhttp's connection. */
+	if (evcon == NULL || evhttp_connection_get_bufferevent(evcon) != bev ||
+	    getpeername(fd, (struct sockaddr *)&ss, &len) == -1 ||
+	    !acl_match(&metrics_allow, (struct sockaddr *)&ss))
+		why = METRICS_NOT_ALLOWED;
+	else if (metrics_nconns >= METRICS_CONNS_MAX)
+		why = METRICS_TOO_MANY;
+	else
+		return (true);
+	metrics_refused[why]++;
+	shutdown(fd, SHUT_RDWR);
+	return (false);
+}
+
+/* Check the new connections; an admitted one is counted until freed. */
 static void
 metrics_on_check(evutil_socket_t unused, short what, void *arg)
 {
 	struct metrics_conn	*mn;
-	struct evhttp_connection *evcon;
-	struct sockaddr_storage	 ss;
-	socklen_t		 len;
 	void			*cbarg;
-	int			 fd, why;
+	int			 fd;
 
 	(void)unused;
 	(void)what;
 	(void)arg;
 	while ((mn = TAILQ_FIRST(&metrics_new)) != NULL) {
 		TAILQ_REMOVE(&metrics_new, mn, mn_entry);
-		fd = bufferevent_getfd(mn->mn_bev);
 		bufferevent_getcb(mn->mn_bev, NULL, NULL, NULL, &cbarg);
-		evcon = cbarg;
-		len = sizeof(ss);
-		if (fd == -1 || evcon == NULL ||
-		    evhttp_connection_get_bufferevent(evcon) != mn->mn_bev) {
-			/* evhttp failed to make it: it has freed it already. */
-			free(mn);
-			continue;
-		}
-		if (getpeername(fd, (struct sockaddr *)&ss, &len) == -1 ||
-		    !acl_match(&metrics_allow, (struct sockaddr *)&ss))
-			why = METRICS_NOT_ALLOWED;
-		else if (metrics_nconns >= METRICS_CONNS_MAX)
-			why = METRICS_TOO_MANY;
-		else {
-			evhttp_connection_set_closecb(evcon, metrics_on_close,
+		fd = bufferevent_getfd(mn->mn_bev);
+		/* No callbacks: evhttp has freed it (made it, or not). */
+		if (cbarg != NULL && fd != -1 &&
+		    metrics_admit(fd, cbarg, mn->mn_bev)) {
+			evhttp_connection_set_closecb(cbarg, metrics_on_close,
 			    mn);
 			TAILQ_INSERT_TAIL(&metrics_conns, mn, mn_entry);
 			metrics_nconns++;
+			bufferevent_decref(mn->mn_bev);
 			continue;
 		}
-		metrics_refused[why]++;
-		shutdown(fd, SHUT_RDWR);
+		bufferevent_decref(mn->mn_bev);
 		free(mn);
 	}
 }
@@ -586,7 +596,8 @@ metrics_free(void)
 
 	while ((mn = TAILQ_FIRST(&metrics_new)) != NULL) {
 		TAILQ_REMOVE(&metrics_new, mn, mn_entry);
-		free(mn);	/* its connection is evhttp's */
+		bufferevent_decref(mn->mn_bev);	/* the connection is evhttp's */
+		free(mn);
 	}
 	metrics_abort();
 	metrics_stop();
