@@ -521,6 +521,16 @@ int		 metrics_config_check(const struct config *, int *, char *,
 		    size_t);
 void		 metrics_config_dump(const struct metrics_config *, FILE *);
 void		 metrics_init(struct event_base *);
+/* metrics_format.c */
+enum metrics_refusal {
+	METRICS_NOT_ALLOWED,
+	METRICS_TOO_MANY,
+	METRICS_NREFUSALS
+};
+struct evbuffer;
+void		 metrics_format_init(void);
+void		 metrics_format(struct evbuffer *,
+		    const uint64_t [METRICS_NREFUSALS]);
 int		 metrics_prepare(const struct config *, char *, size_t);
 void		 metrics_abort(void);
 void		 metrics_commit(const struct config *);

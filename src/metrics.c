@@ -1,9 +1,10 @@
 /*
  * metrics.c: the daemon's counters for Prometheus.  With "metrics =
- * ADDR:PORT", GET /metrics answers in the text exposition format 0.0.4,
- * served by libevent's HTTP server.  The counters are kept where the
- * records are written (share_state, server_stats) as plain increments;
- * only a scrape formats them, so transfers pay nothing for the endpoint.
+ * ADDR:PORT", GET /metrics answers in the text exposition format 0.0.4
+ * (metrics_format.c), served by libevent's HTTP server.  The counters
+ * are kept where the records are written (share_state, server_stats) as
+ * plain increments; only a scrape formats them, so transfers pay nothing
+ * for the endpoint.
  *
  * The endpoint must never be a way in.  Each connection is checked
  * against metrics_allow (loopback only by default) and against
@@ -31,7 +32,6 @@
 #include <event2/listener.h>
 
 #include "fdistd.h"
-#include "version.h"
 
 #define METRICS_CONNS_MAX	16	/* connections at once */
 #define METRICS_TIMEOUT_S	10	/* to send a request, or idle */
@@ -47,11 +47,6 @@ struct metrics_conn {
 };
 TAILQ_HEAD(metrics_conn_list, metrics_conn);
 
-enum metrics_refusal {
-	METRICS_NOT_ALLOWED,
-	METRICS_TOO_MANY,
-	METRICS_NREFUSALS
-};
 
 static struct event_base	*metrics_base;
 static struct evhttp		*metrics_http;
@@ -66,217 +61,9 @@ static struct metrics_conn_list	 metrics_conns =	/* admitted */
 static size_t			 metrics_nconns;
 static struct event		*metrics_check_ev;
 static struct event		*metrics_retry_ev;
-static struct timespec		 metrics_started;
 static uint64_t			 metrics_refused[METRICS_NREFUSALS];
 
-static const char *const metrics_refusal_names[METRICS_NREFUSALS] = {
-	[METRICS_NOT_ALLOWED] = "not allowed",
-	[METRICS_TOO_MANY] = "too many connections",
-};
 
-static const char *const metrics_digest_names[] = {
-	[DIGEST_NONE] = "none",
-	[DIGEST_PENDING] = "pending",
-	[DIGEST_READY] = "ready",
-	[DIGEST_FAILED] = "failed",
-};
-
-/* A label value, escaped as the exposition format says. */
-static void
-metrics_label(struct evbuffer *b, const char *s)
-{
-	const char	*p;
-
-	for (p = s; *p != '\0'; p++) {
-		if (*p == '\\')
-			evbuffer_add(b, "\\\\", 2);
-		else if (*p == '"')
-			evbuffer_add(b, "\\\"", 2);
-		else if (*p == '\n')
-			evbuffer_add(b, "\\n", 2);
-		else
-			evbuffer_add(b, p, 1);
-	}
-}
-
-static void
-metrics_head(struct evbuffer *b, const char *name, const char *type,
-    const char *help)
-{
-	evbuffer_add_printf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help,
-	    name, type);
-}
-
-/* name{share="..." : a sample's start; then its pairs and its end. */
-static void
-metrics_sample(struct evbuffer *b, const char *name, const char *share)
-{
-	evbuffer_add_printf(b, "%s{share=\"", name);
-	metrics_label(b, share);
-	evbuffer_add(b, "\"", 1);
-}
-
-static void
-metrics_pair(struct evbuffer *b, const char *key, const char *value)
-{
-	evbuffer_add_printf(b, ",%s=\"", key);
-	metrics_label(b, value);
-	evbuffer_add(b, "\"", 1);
-}
-
-static void
-metrics_value(struct evbuffer *b, uint64_t v)
-{
-	evbuffer_add_printf(b, "} %" PRIu64 "\n", v);
-}
-
-static void
-metrics_format_transfers(struct evbuffer *b, const struct share_list *list)
-{
-	const struct share	*sh;
-	const char		*reason;
-	enum outcome		 status;
-	size_t			 i;
-
-	metrics_head(b, "fdistd_transfers_total", "counter", "Transfers "
-	    "ended, by the status of their record (refusals are in "
-	    "fdistd_refusals_total).");
-	TAILQ_FOREACH(sh, list, sh_entry) {
-		for (i = 0; i < OUTCOME_DENIED; i++) {
-			metrics_sample(b, "fdistd_transfers_total", sh->sh_name);
-			metrics_pair(b, "status",
-			    log_outcome_name((enum outcome)i));
-			metrics_value(b, sh->sh_state->ss_ended[i]);
-		}
-	}
-	metrics_head(b, "fdistd_delivered_bytes_total", "counter", "File "
-	    "bytes the clients' TCP acknowledged, by the status of the "
-	    "transfer's record.");
-	TAILQ_FOREACH(sh, list, sh_entry) {
-		for (i = 0; i < OUTCOME_DENIED; i++) {
-			metrics_sample(b, "fdistd_delivered_bytes_total",
-			    sh->sh_name);
-			metrics_pair(b, "status",
-			    log_outcome_name((enum outcome)i));
-			metrics_value(b, sh->sh_state->ss_bytes[i]);
-		}
-	}
-	metrics_head(b, "fdistd_refusals_total", "counter", "Connections "
-	    "refused before any byte of the file, by status and reason.");
-	TAILQ_FOREACH(sh, list, sh_entry) {
-		for (i = 0; server_refusal_reason(i, &reason, &status); i++) {
-			metrics_sample(b, "fdistd_refusals_total", sh->sh_name);
-			metrics_pair(b, "status", log_outcome_name(status));
-			metrics_pair(b, "reason", reason);
-			metrics_value(b, sh->sh_state->ss_refused[i]);
-		}
-	}
-	metrics_head(b, "fdistd_clients", "gauge", "Clients connected now, "
-	    "by the state of their connection.");
-	TAILQ_FOREACH(sh, list, sh_entry) {
-		for (i = 0; i < CONN_NSTATES; i++) {
-			metrics_sample(b, "fdistd_clients", sh->sh_name);
-			metrics_pair(b, "state", conn_state_name((int)i));
-			metrics_value(b, sh->sh_state->ss_clients[i]);
-		}
-	}
-}
-
-static void
-metrics_format_files(struct evbuffer *b, const struct share_list *list)
-{
-	const struct share	*sh;
-	const struct sfile	*sf;
-	size_t			 i;
-
-	metrics_head(b, "fdistd_file_size_bytes", "gauge", "Size of the "
-	    "file the share serves.");
-	TAILQ_FOREACH(sh, list, sh_entry) {
-		metrics_sample(b, "fdistd_file_size_bytes", sh->sh_name);
-		metrics_value(b, sh->sh_file->sf_size);
-	}
-	metrics_head(b, "fdistd_file_info", "gauge", "The file the share "
-	    "serves: its path (escaped as in the log), version and SHA-256 "
-	    "(empty until known).");
-	TAILQ_FOREACH(sh, list, sh_entry) {
-		sf = sh->sh_file;
-		metrics_sample(b, "fdistd_file_info", sh->sh_name);
-		metrics_pair(b, "file", sf->sf_path_log);
-		metrics_pair(b, "version", sf->sf_version);
-		metrics_pair(b, "sha256", sf->sf_digest == DIGEST_READY ?
-		    sf->sf_sha256 : "");
-		metrics_value(b, 1);
-	}
-	metrics_head(b, "fdistd_file_digest_state", "gauge", "Whether the "
-	    "SHA-256 of the share's file is being computed, known or "
-	    "failed: 1 for the current state.");
-	TAILQ_FOREACH(sh, list, sh_entry) {
-		for (i = 0; i < sizeof(metrics_digest_names) /
-		    sizeof(metrics_digest_names[0]); i++) {
-			metrics_sample(b, "fdistd_file_digest_state",
-			    sh->sh_name);
-			metrics_pair(b, "state", metrics_digest_names[i]);
-			metrics_value(b,
-			    sh->sh_file->sf_digest == (enum digest_state)i);
-		}
-	}
-}
-
-static void
-metrics_format_time(struct evbuffer *b, const char *name,
-    const struct timespec *ts)
-{
-	evbuffer_add_printf(b, "%s %lld.%03ld\n", name, (long long)ts->tv_sec,
-	    ts->tv_nsec / 1000000);
-}
-
-static void
-metrics_format_daemon(struct evbuffer *b)
-{
-	const struct server_stats	*st = server_stats();
-	size_t				 i;
-
-	metrics_head(b, "process_start_time_seconds", "gauge", "Start time "
-	    "of the process since the Unix epoch, in seconds.");
-	metrics_format_time(b, "process_start_time_seconds", &metrics_started);
-	metrics_head(b, "fdistd_build_info", "gauge", "The version of "
-	    "fdistd running.");
-	evbuffer_add_printf(b, "fdistd_build_info{version=\"");
-	metrics_label(b, FDIST_VERSION);
-	evbuffer_add_printf(b, "\"} 1\n");
-	metrics_head(b, "fdistd_reloads_total", "counter", "Reloads "
-	    "(SIGHUP), by result.");
-	evbuffer_add_printf(b, "fdistd_reloads_total{result=\"success\"} %"
-	    PRIu64 "\nfdistd_reloads_total{result=\"failure\"} %" PRIu64
-	    "\n", st->st_reloads_ok, st->st_reloads_failed);
-	metrics_head(b, "fdistd_config_last_reload_success_timestamp_seconds",
-	    "gauge", "When the configuration in use was loaded (at start or "
-	    "by the last good reload), since the Unix epoch.");
-	metrics_format_time(b,
-	    "fdistd_config_last_reload_success_timestamp_seconds",
-	    &st->st_loaded);
-	metrics_head(b, "fdistd_accepted_connections_total", "counter",
-	    "Client connections accepted on the shares' addresses.");
-	evbuffer_add_printf(b, "fdistd_accepted_connections_total %" PRIu64
-	    "\n", st->st_accepted);
-	metrics_head(b, "fdistd_metrics_refused_connections_total", "counter",
-	    "Connections to this endpoint closed unanswered, by reason.");
-	for (i = 0; i < METRICS_NREFUSALS; i++)
-		evbuffer_add_printf(b, "fdistd_metrics_refused_connections_total"
-		    "{reason=\"%s\"} %" PRIu64 "\n", metrics_refusal_names[i],
-		    metrics_refused[i]);
-}
-
-/* The whole exposition, of the running shares only. */
-static void
-metrics_format(struct evbuffer *b)
-{
-	const struct share_list	*list = server_shares();
-
-	metrics_format_transfers(b, list);
-	metrics_format_files(b, list);
-	metrics_format_daemon(b);
-}
 
 /* An error reply (evhttp_send_error would drop the Allow header). */
 static void
@@ -319,7 +106,7 @@ metrics_on_request(struct evhttp_request *req, void *arg)
 		metrics_refuse(req, HTTP_SERVUNAVAIL, "Service Unavailable");
 		return;
 	}
-	metrics_format(body);
+	metrics_format(body, metrics_refused);
 	evhttp_add_header(out, "Content-Type",
 	    "text/plain; version=0.0.4; charset=utf-8");
 	/* HEAD: the length GET would have, and no body (evhttp would send it). */
@@ -455,7 +242,7 @@ void
 metrics_init(struct event_base *base)
 {
 	metrics_base = base;
-	clock_gettime(CLOCK_REALTIME, &metrics_started);
+	metrics_format_init();
 	metrics_check_ev = event_new(base, -1, 0, metrics_on_check, NULL);
 	metrics_retry_ev = evtimer_new(base, metrics_on_retry, NULL);
 	if (metrics_check_ev == NULL || metrics_retry_ev == NULL)
