@@ -84,14 +84,16 @@ metrics_refuse(struct evhttp_request *req, int code, const char *reason)
 static void
 metrics_on_request(struct evhttp_request *req, void *arg)
 {
-	struct evkeyvalq		*out = evhttp_request_get_output_headers(req);
-	const struct evhttp_uri		*uri = evhttp_request_get_evhttp_uri(req);
+	struct evkeyvalq		*out;
+	const struct evhttp_uri		*uri;
 	const char			*path;
 	enum evhttp_cmd_type		 cmd = evhttp_request_get_command(req);
 	struct evbuffer			*body;
 	char				 len[32];
 
 	(void)arg;
+	out = evhttp_request_get_output_headers(req);
+	uri = evhttp_request_get_evhttp_uri(req);
 	path = uri != NULL ? evhttp_uri_get_path(uri) : NULL;
 	if (path == NULL || strcmp(path, "/metrics") != 0) {
 		metrics_refuse(req, HTTP_NOTFOUND, "Not Found");
@@ -109,7 +111,7 @@ metrics_on_request(struct evhttp_request *req, void *arg)
 	metrics_format(body, metrics_refused);
 	evhttp_add_header(out, "Content-Type",
 	    "text/plain; version=0.0.4; charset=utf-8");
-	/* HEAD: the length GET would have, and no body (evhttp would send it). */
+	/* HEAD: GET's length, and no body (evhttp would send one). */
 	snprintf(len, sizeof(len), "%zu", evbuffer_get_length(body));
 	evhttp_add_header(out, "Content-Length", len);
 	evhttp_send_reply(req, HTTP_OK, "OK",

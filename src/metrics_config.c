@@ -44,7 +44,8 @@ metrics_config_allow(struct metrics_config *mc, const char *value, int line,
 
 /* The metrics address must be free of the shares' addresses. */
 int
-metrics_config_check(const struct config *cf, int *line, char *err, size_t errlen)
+metrics_config_check(const struct config *cf, int *line, char *err,
+    size_t errlen)
 {
 	const struct metrics_config	*mc = &cf->cf_metrics;
 	const struct share_config	*sc;

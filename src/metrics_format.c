@@ -23,7 +23,8 @@ static const char *const metrics_format_refusal_names[METRICS_NREFUSALS] = {
 	[METRICS_TOO_MANY] = "too many connections",
 };
 
-static const char *const metrics_format_digest_names[] = {
+#define NDIGEST_STATES	(DIGEST_FAILED + 1)
+static const char *const metrics_format_digest_names[NDIGEST_STATES] = {
 	[DIGEST_NONE] = "none",
 	[DIGEST_PENDING] = "pending",
 	[DIGEST_READY] = "ready",
@@ -56,12 +57,13 @@ metrics_format_head(struct evbuffer *b, const char *name, const char *type,
 	    name, type);
 }
 
-/* name{share="..." : a sample's start; then its pairs and its end. */
+/* 'name{share="..."': a sample's start; then its pairs and its end. */
 static void
-metrics_format_sample(struct evbuffer *b, const char *name, const char *share)
+metrics_format_open(struct evbuffer *b, const char *name,
+    const struct share *sh)
 {
 	evbuffer_add_printf(b, "%s{share=\"", name);
-	metrics_format_label(b, share);
+	metrics_format_label(b, sh->sh_name);
 	evbuffer_add(b, "\"", 1);
 }
 
@@ -74,59 +76,67 @@ metrics_format_pair(struct evbuffer *b, const char *key, const char *value)
 }
 
 static void
-metrics_format_value(struct evbuffer *b, uint64_t v)
+metrics_format_close(struct evbuffer *b, uint64_t v)
 {
 	evbuffer_add_printf(b, "} %" PRIu64 "\n", v);
+}
+
+/* A family of one sample per share and transfer status. */
+static void
+metrics_format_by_status(struct evbuffer *b, const struct share_list *list,
+    const char *n, const char *help, bool bytes)
+{
+	const struct share	*sh;
+	const uint64_t		*count;
+	size_t			 i;
+
+	metrics_format_head(b, n, "counter", help);
+	TAILQ_FOREACH(sh, list, sh_entry) {
+		count = bytes ? sh->sh_state->ss_bytes : sh->sh_state->ss_ended;
+		for (i = 0; i < OUTCOME_DENIED; i++) {
+			metrics_format_open(b, n, sh);
+			metrics_format_pair(b, "status",
+			    log_outcome_name((enum outcome)i));
+			metrics_format_close(b, count[i]);
+		}
+	}
 }
 
 static void
 metrics_format_transfers(struct evbuffer *b, const struct share_list *list)
 {
 	const struct share	*sh;
-	const char		*reason;
+	const char		*n, *reason;
 	enum outcome		 status;
 	size_t			 i;
 
-	metrics_format_head(b, "fdistd_transfers_total", "counter", "Transfers "
-	    "ended, by the status of their record (refusals are in "
-	    "fdistd_refusals_total).");
-	TAILQ_FOREACH(sh, list, sh_entry) {
-		for (i = 0; i < OUTCOME_DENIED; i++) {
-			metrics_format_sample(b, "fdistd_transfers_total", sh->sh_name);
-			metrics_format_pair(b, "status",
-			    log_outcome_name((enum outcome)i));
-			metrics_format_value(b, sh->sh_state->ss_ended[i]);
-		}
-	}
-	metrics_format_head(b, "fdistd_delivered_bytes_total", "counter", "File "
-	    "bytes the clients' TCP acknowledged, by the status of the "
-	    "transfer's record.");
-	TAILQ_FOREACH(sh, list, sh_entry) {
-		for (i = 0; i < OUTCOME_DENIED; i++) {
-			metrics_format_sample(b, "fdistd_delivered_bytes_total",
-			    sh->sh_name);
-			metrics_format_pair(b, "status",
-			    log_outcome_name((enum outcome)i));
-			metrics_format_value(b, sh->sh_state->ss_bytes[i]);
-		}
-	}
-	metrics_format_head(b, "fdistd_refusals_total", "counter", "Connections "
-	    "refused before any byte of the file, by status and reason.");
+	metrics_format_by_status(b, list, "fdistd_transfers_total",
+	    "Transfers ended, by the status of their record (refusals are "
+	    "in fdistd_refusals_total).", false);
+	metrics_format_by_status(b, list, "fdistd_delivered_bytes_total",
+	    "File bytes the clients' TCP acknowledged, by the status of the "
+	    "transfer's record.", true);
+	n = "fdistd_refusals_total";
+	metrics_format_head(b, n, "counter", "Connections refused before any "
+	    "byte of the file, by status and reason.");
 	TAILQ_FOREACH(sh, list, sh_entry) {
 		for (i = 0; server_refusal_reason(i, &reason, &status); i++) {
-			metrics_format_sample(b, "fdistd_refusals_total", sh->sh_name);
-			metrics_format_pair(b, "status", log_outcome_name(status));
+			metrics_format_open(b, n, sh);
+			metrics_format_pair(b, "status",
+			    log_outcome_name(status));
 			metrics_format_pair(b, "reason", reason);
-			metrics_format_value(b, sh->sh_state->ss_refused[i]);
+			metrics_format_close(b, sh->sh_state->ss_refused[i]);
 		}
 	}
-	metrics_format_head(b, "fdistd_clients", "gauge", "Clients connected now, "
-	    "by the state of their connection.");
+	n = "fdistd_clients";
+	metrics_format_head(b, n, "gauge", "Clients connected now, by the "
+	    "state of their connection.");
 	TAILQ_FOREACH(sh, list, sh_entry) {
 		for (i = 0; i < CONN_NSTATES; i++) {
-			metrics_format_sample(b, "fdistd_clients", sh->sh_name);
-			metrics_format_pair(b, "state", conn_state_name((int)i));
-			metrics_format_value(b, sh->sh_state->ss_clients[i]);
+			metrics_format_open(b, n, sh);
+			metrics_format_pair(b, "state",
+			    conn_state_name((int)i));
+			metrics_format_close(b, sh->sh_state->ss_clients[i]);
 		}
 	}
 }
@@ -136,41 +146,45 @@ metrics_format_files(struct evbuffer *b, const struct share_list *list)
 {
 	const struct share	*sh;
 	const struct sfile	*sf;
+	const char		*n;
 	size_t			 i;
 
-	metrics_format_head(b, "fdistd_file_size_bytes", "gauge", "Size of the "
-	    "file the share serves.");
+	n = "fdistd_file_size_bytes";
+	metrics_format_head(b, n, "gauge", "Size of the file the share "
+	    "serves.");
 	TAILQ_FOREACH(sh, list, sh_entry) {
-		metrics_format_sample(b, "fdistd_file_size_bytes", sh->sh_name);
-		metrics_format_value(b, sh->sh_file->sf_size);
+		metrics_format_open(b, n, sh);
+		metrics_format_close(b, sh->sh_file->sf_size);
 	}
-	metrics_format_head(b, "fdistd_file_info", "gauge", "The file the share "
-	    "serves: its path (escaped as in the log), version and SHA-256 "
-	    "(empty until known).");
+	n = "fdistd_file_info";
+	metrics_format_head(b, n, "gauge", "The file the share serves: its "
+	    "path (escaped as in the log), version and SHA-256 (empty until "
+	    "known).");
 	TAILQ_FOREACH(sh, list, sh_entry) {
 		sf = sh->sh_file;
-		metrics_format_sample(b, "fdistd_file_info", sh->sh_name);
+		metrics_format_open(b, n, sh);
 		metrics_format_pair(b, "file", sf->sf_path_log);
 		metrics_format_pair(b, "version", sf->sf_version);
-		metrics_format_pair(b, "sha256", sf->sf_digest == DIGEST_READY ?
-		    sf->sf_sha256 : "");
-		metrics_format_value(b, 1);
+		metrics_format_pair(b, "sha256",
+		    sf->sf_digest == DIGEST_READY ? sf->sf_sha256 : "");
+		metrics_format_close(b, 1);
 	}
-	metrics_format_head(b, "fdistd_file_digest_state", "gauge", "Whether the "
-	    "SHA-256 of the share's file is being computed, known or "
-	    "failed: 1 for the current state.");
+	n = "fdistd_file_digest_state";
+	metrics_format_head(b, n, "gauge", "Whether the SHA-256 of the "
+	    "share's file is being computed, known or failed: 1 for the "
+	    "current state.");
 	TAILQ_FOREACH(sh, list, sh_entry) {
-		for (i = 0; i < sizeof(metrics_format_digest_names) /
-		    sizeof(metrics_format_digest_names[0]); i++) {
-			metrics_format_sample(b, "fdistd_file_digest_state",
-			    sh->sh_name);
-			metrics_format_pair(b, "state", metrics_format_digest_names[i]);
-			metrics_format_value(b,
+		for (i = 0; i < NDIGEST_STATES; i++) {
+			metrics_format_open(b, n, sh);
+			metrics_format_pair(b, "state",
+			    metrics_format_digest_names[i]);
+			metrics_format_close(b,
 			    sh->sh_file->sf_digest == (enum digest_state)i);
 		}
 	}
 }
 
+/* A time since the Unix epoch, in seconds to the millisecond. */
 static void
 metrics_format_time(struct evbuffer *b, const char *name,
     const struct timespec *ts)
@@ -184,37 +198,38 @@ metrics_format_daemon(struct evbuffer *b,
     const uint64_t refused[METRICS_NREFUSALS])
 {
 	const struct server_stats	*st = server_stats();
+	const char			*n;
 	size_t				 i;
 
-	metrics_format_head(b, "process_start_time_seconds", "gauge", "Start time "
-	    "of the process since the Unix epoch, in seconds.");
-	metrics_format_time(b, "process_start_time_seconds", &started);
+	n = "process_start_time_seconds";
+	metrics_format_head(b, n, "gauge", "Start time of the process since "
+	    "the Unix epoch, in seconds.");
+	metrics_format_time(b, n, &started);
 	metrics_format_head(b, "fdistd_build_info", "gauge", "The version of "
 	    "fdistd running.");
 	evbuffer_add_printf(b, "fdistd_build_info{version=\"");
 	metrics_format_label(b, FDIST_VERSION);
 	evbuffer_add_printf(b, "\"} 1\n");
-	metrics_format_head(b, "fdistd_reloads_total", "counter", "Reloads "
-	    "(SIGHUP), by result.");
-	evbuffer_add_printf(b, "fdistd_reloads_total{result=\"success\"} %"
-	    PRIu64 "\nfdistd_reloads_total{result=\"failure\"} %" PRIu64
-	    "\n", st->st_reloads_ok, st->st_reloads_failed);
-	metrics_format_head(b, "fdistd_config_last_reload_success_timestamp_seconds",
-	    "gauge", "When the configuration in use was loaded (at start or "
-	    "by the last good reload), since the Unix epoch.");
-	metrics_format_time(b,
-	    "fdistd_config_last_reload_success_timestamp_seconds",
-	    &st->st_loaded);
-	metrics_format_head(b, "fdistd_accepted_connections_total", "counter",
-	    "Client connections accepted on the shares' addresses.");
-	evbuffer_add_printf(b, "fdistd_accepted_connections_total %" PRIu64
-	    "\n", st->st_accepted);
-	metrics_format_head(b, "fdistd_metrics_refused_connections_total", "counter",
-	    "Connections to this endpoint closed unanswered, by reason.");
+	n = "fdistd_reloads_total";
+	metrics_format_head(b, n, "counter", "Reloads (SIGHUP), by result.");
+	evbuffer_add_printf(b, "%s{result=\"success\"} %" PRIu64 "\n"
+	    "%s{result=\"failure\"} %" PRIu64 "\n", n, st->st_reloads_ok, n,
+	    st->st_reloads_failed);
+	n = "fdistd_config_last_reload_success_timestamp_seconds";
+	metrics_format_head(b, n, "gauge", "When the configuration in use "
+	    "was loaded (at start or by the last good reload), since the "
+	    "Unix epoch.");
+	metrics_format_time(b, n, &st->st_loaded);
+	n = "fdistd_accepted_connections_total";
+	metrics_format_head(b, n, "counter", "Client connections accepted on "
+	    "the shares' addresses.");
+	evbuffer_add_printf(b, "%s %" PRIu64 "\n", n, st->st_accepted);
+	n = "fdistd_metrics_refused_connections_total";
+	metrics_format_head(b, n, "counter", "Connections to this endpoint "
+	    "closed unanswered, by reason.");
 	for (i = 0; i < METRICS_NREFUSALS; i++)
-		evbuffer_add_printf(b, "fdistd_metrics_refused_connections_total"
-		    "{reason=\"%s\"} %" PRIu64 "\n", metrics_format_refusal_names[i],
-		    refused[i]);
+		evbuffer_add_printf(b, "%s{reason=\"%s\"} %" PRIu64 "\n", n,
+		    metrics_format_refusal_names[i], refused[i]);
 }
 
 /* When the daemon started: now. */

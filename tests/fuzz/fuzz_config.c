@@ -155,7 +155,7 @@ collide(const struct sockaddr_storage *a, const struct sockaddr_storage *b)
 	    IN6_IS_ADDR_UNSPECIFIED(&b6->sin6_addr)));
 }
 
-/* fdistd.ini(5), metrics: one address, no share's, and only with it an allow list. */
+/* fdistd.ini(5): one metrics address, no share's; metrics_allow needs it. */
 static void
 check_metrics(const struct config *cf, int nlines)
 {
