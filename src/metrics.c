@@ -47,7 +47,6 @@ struct metrics_conn {
 };
 TAILQ_HEAD(metrics_conn_list, metrics_conn);
 
-
 static struct event_base	*metrics_base;
 static struct evhttp		*metrics_http;
 static struct evhttp_bound_socket *metrics_bound;
@@ -62,8 +61,6 @@ static size_t			 metrics_nconns;
 static struct event		*metrics_check_ev;
 static struct event		*metrics_retry_ev;
 static uint64_t			 metrics_refused[METRICS_NREFUSALS];
-
-
 
 /* An error reply (evhttp_send_error would drop the Allow header). */
 static void
@@ -136,8 +133,9 @@ metrics_on_close(struct evhttp_connection *evcon, void *arg)
  * soon as this returns, is checked by metrics_on_check before any read.
  * The reference taken keeps the buffer there for the check even if
  * evhttp fails to make the connection and frees it.  (Out of memory,
- * NULL makes evhttp use a buffer of its own, and fail to make its
- * connection too.)
+ * NULL lets evhttp make a buffer of its own, which would go unchecked;
+ * but its own allocations, larger than these, then fail too, and the
+ * connection with them.)
  */
 static struct bufferevent *
 metrics_on_connection(struct event_base *base, void *arg)
