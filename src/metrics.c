@@ -271,7 +271,10 @@ metrics_bind(const struct listen_addr *la, char *err, size_t errlen)
 	return (fd);
 fail:
 	addr_format((const struct sockaddr *)&la->la_ss, name, sizeof(name));
-	snprintf(err, errlen, "metrics on %s: %s", name, strerror(errno));
+	/* A socket passed for it is the likely taker under activation. */
+	snprintf(err, errlen, "metrics on %s: %s%s", name, strerror(errno),
+	    errno == EADDRINUSE ? " (fdistd binds the metrics address itself, "
+	    "also under socket activation: do not pass a socket for it)" : "");
 	if (fd != -1)
 		close(fd);
 	return (-1);

@@ -491,6 +491,22 @@ def test_socket_activation_with_metrics(tmp):
         assert value(scrape(mport), "fdistd_transfers_total", share="s", status="acked") == 1
 
 
+def test_a_socket_passed_for_the_metrics_address_is_refused(tmp):
+    """The metrics address is not taken from the service manager: passed,
+    its socket holds the address, and the start fails saying so."""
+    mport, sport = free_port(), free_port()
+    path = make_file(os.path.join(tmp, "f"), 1000)
+    d = Daemon(tmp, {"s": {"listen": "127.0.0.1:%d" % sport, "file": path}},
+               {"metrics": "127.0.0.1:%d" % mport}, start=False)
+    out = subprocess.run(ACTIVATE + ["127.0.0.1:%d=s" % sport, "127.0.0.1:%d=metrics" % mport, "--",
+                                     FDISTD, "-c", d.config], capture_output=True, timeout=30,
+                         env=dict(os.environ, NOTIFY_SOCKET=""))
+    err = out.stderr.decode()
+    assert out.returncode != 0, err
+    assert "metrics on 127.0.0.1:%d: Address already in use (fdistd binds the metrics address itself, " \
+        "also under socket activation: do not pass a socket for it)" % mport in err, err
+
+
 def check_config(tmp, text):
     path = os.path.join(tmp, "c.ini")
     with open(path, "w") as f:
