@@ -81,6 +81,14 @@ metrics_format_close(struct evbuffer *b, uint64_t v)
 	evbuffer_add_printf(b, "} %" PRIu64 "\n", v);
 }
 
+/* Whether a served connection's record may have this status. */
+static bool
+metrics_format_is_transfer(enum outcome o)
+{
+	return (o != OUTCOME_DENIED && o != OUTCOME_BUSY &&
+	    o != OUTCOME_PROXY_ERROR);
+}
+
 /* A family of one sample per share and transfer status. */
 static void
 metrics_format_by_status(struct evbuffer *b, const struct share_list *list,
@@ -93,7 +101,9 @@ metrics_format_by_status(struct evbuffer *b, const struct share_list *list,
 	metrics_format_head(b, n, "counter", help);
 	TAILQ_FOREACH(sh, list, sh_entry) {
 		count = bytes ? sh->sh_state->ss_bytes : sh->sh_state->ss_ended;
-		for (i = 0; i < OUTCOME_DENIED; i++) {
+		for (i = 0; i < NOUTCOMES; i++) {
+			if (!metrics_format_is_transfer((enum outcome)i))
+				continue;
 			metrics_format_open(b, n, sh);
 			metrics_format_pair(b, "status",
 			    log_outcome_name((enum outcome)i));
