@@ -43,14 +43,34 @@ metrics_config_allow(struct metrics_config *mc, const char *value, int line,
 }
 
 /* The metrics address must be free of the shares' addresses. */
+/* Whether the metrics address stays clear of a share's (or the manifest's). */
+static int
+metrics_config_clear_of(const struct metrics_config *mc,
+    const struct share_config *sc, char *err, size_t errlen)
+{
+	char	name[ADDR_STR_MAX];
+	size_t	i;
+
+	for (i = 0; i < sc->sc_nlisten; i++) {
+		if (!addr_overlaps((const struct sockaddr *)&mc->mc_addr.la_ss,
+		    (const struct sockaddr *)&sc->sc_listen[i].la_ss))
+			continue;
+		addr_format((const struct sockaddr *)&mc->mc_addr.la_ss,
+		    name, sizeof(name));
+		snprintf(err, errlen, "metrics address %s overlaps a "
+		    "listen address of [%s] (line %d)", name,
+		    sc->sc_name, sc->sc_listen[i].la_line);
+		return (-1);
+	}
+	return (0);
+}
+
 int
 metrics_config_check(const struct config *cf, int *line, char *err,
     size_t errlen)
 {
 	const struct metrics_config	*mc = &cf->cf_metrics;
 	const struct share_config	*sc;
-	char				 name[ADDR_STR_MAX];
-	size_t				 i;
 
 	*line = mc->mc_allow_line;
 	if (mc->mc_line == 0 && mc->mc_allow_line != 0) {
@@ -59,21 +79,13 @@ metrics_config_check(const struct config *cf, int *line, char *err,
 		return (-1);
 	}
 	*line = mc->mc_line;
+	if (mc->mc_line == 0)
+		return (0);
 	TAILQ_FOREACH(sc, &cf->cf_shares, sc_entry) {
-		for (i = 0; mc->mc_line != 0 && i < sc->sc_nlisten; i++) {
-			if (!addr_overlaps((const struct sockaddr *)
-			    &mc->mc_addr.la_ss,
-			    (const struct sockaddr *)&sc->sc_listen[i].la_ss))
-				continue;
-			addr_format((const struct sockaddr *)&mc->mc_addr.la_ss,
-			    name, sizeof(name));
-			snprintf(err, errlen, "metrics address %s overlaps a "
-			    "listen address of [%s] (line %d)", name,
-			    sc->sc_name, sc->sc_listen[i].la_line);
+		if (metrics_config_clear_of(mc, sc, err, errlen) == -1)
 			return (-1);
-		}
 	}
-	return (0);
+	return (metrics_config_clear_of(mc, &cf->cf_manifest, err, errlen));
 }
 
 /* For fdistd -t -v. */

@@ -528,6 +528,8 @@ def test_config_errors_name_the_line(tmp):
          r"c\.ini:3: metrics_allow: invalid prefix length"),
         ("[fdistd]\n\nmetrics = 0.0.0.0:9000\n", r"c\.ini:3: metrics address 0\.0\.0\.0:9000 overlaps a listen "
          r"address of \[s\] \(line \d+\)"),
+        ("[fdistd]\nmanifest = 127.0.0.1:9120\nmetrics = 127.0.0.1:9120\n",
+         r"c\.ini:3: metrics address 127\.0\.0\.1:9120 overlaps a listen address of \[@manifest\] \(line 2\)"),
         ("[fdistd]\n[t]\nmetrics = 127.0.0.1:9110\n", r"c\.ini:3: 'metrics' is a global setting"),
     ]
     for head, want in cases:
