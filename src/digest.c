@@ -175,6 +175,9 @@ digest_finish(struct digest_job *dj)
 	} else {
 		sf->sf_digest = DIGEST_FAILED;
 		digest_log_failure(dj, sf);
+		/* Not cancelled (nothing serves it), nor changed in place. */
+		if (dj->dj_error != ECANCELED && !sf->sf_changed)
+			server_digest_known(sf);
 	}
 	server_manifest();	/* pending no more */
 	conn_digest_known(sf);
@@ -241,12 +244,16 @@ digest_start(struct sfile *sf)
 	if (sf->sf_digest == DIGEST_PENDING ||
 	    sf->sf_digest == DIGEST_READY || sf->sf_changed)
 		return;
-	if (sf->sf_digest == DIGEST_FAILED)
+	if (sf->sf_digest == DIGEST_FAILED) {
 		log_info("%s: computing sha256 again", sf->sf_path_log);
+		sf->sf_digest = DIGEST_PENDING;
+		server_digest_known(sf);	/* its shares: pending again */
+	}
 	sf->sf_digest = DIGEST_PENDING;
 	if ((dj = calloc(1, sizeof(*dj))) == NULL) {
 		sf->sf_digest = DIGEST_FAILED;
 		log_warn("%s: sha256", sf->sf_path_log);
+		server_digest_known(sf);
 		return;
 	}
 	dj->dj_file = sfile_ref(sf);
@@ -262,6 +269,7 @@ digest_start(struct sfile *sf)
 		sf->sf_digest = DIGEST_FAILED;
 		log_warnx("%s: cannot start computing sha256: %s (a reload "
 		    "tries again)", sf->sf_path_log, strerror(rv));
+		server_digest_known(sf);
 		sfile_unref(sf);
 		free(dj);
 		return;

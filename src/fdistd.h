@@ -446,6 +446,7 @@ bool		 server_refusal_reason(size_t, const char **,
 		    enum outcome *);
 size_t		 server_nshares(void);
 void		 server_digest_known(const struct sfile *);
+void		 server_serves(const struct share *);
 void		 server_manifest(void);
 
 /*

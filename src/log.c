@@ -447,29 +447,42 @@ log_refusals(const char *share, enum outcome outcome, const char *reason,
 }
 
 /*
- * The digest of the file a share serves is known: the record a report
- * takes "the version this share serves now" from, and joins transfer
- * records without FDIST_FILE_SHA256 to by FDIST_VERSION.
+ * Which version a share serves and what is known of its digest: the
+ * record a report takes "the version this share serves now" from.  It is
+ * written when a share starts serving a version (at start-up, at a
+ * reload), and again when the digest becomes known or cannot be
+ * computed.  With the digest it has FDIST_FILE_SHA256, which transfer
+ * records without it join by FDIST_VERSION; without, FDIST_DIGEST says
+ * pending or failed.
  */
 void
 log_digest(const char *share, const struct sfile *sf)
 {
-	char	ts[48];
+	const char	*state = NULL, *value;
+	int		 prio = LOG_INFO;
+	char		 ts[48];
 
+	if (sf->sf_digest == DIGEST_FAILED) {
+		state = "failed";
+		prio = LOG_WARNING;
+	} else if (sf->sf_digest != DIGEST_READY)
+		state = "pending";
+	value = state != NULL ? state : sf->sf_sha256;
 	if (!log_journal) {
 		log_timestamp(ts, sizeof(ts));
-		log_line("%s info: digest share=%s file=\"%s\" version=%s "
-		    "file_sha256=%s size=%" PRIu64 "\n", ts, share,
-		    sf->sf_path_log, sf->sf_version, sf->sf_sha256,
+		log_line("%s %s: digest share=%s file=\"%s\" version=%s %s=%s "
+		    "size=%" PRIu64 "\n", ts, log_level_name(prio), share,
+		    sf->sf_path_log, sf->sf_version,
+		    state != NULL ? "digest" : "file_sha256", value,
 		    sf->sf_size);
 		return;
 	}
 	sd_journal_send("MESSAGE=share [%s] serves %s, version %s, sha256 %s",
-	    share, sf->sf_path_log, sf->sf_version, sf->sf_sha256,
-	    "MESSAGE_ID=" MSGID_DIGEST, "PRIORITY=%d", LOG_INFO,
+	    share, sf->sf_path_log, sf->sf_version, value,
+	    "MESSAGE_ID=" MSGID_DIGEST, "PRIORITY=%d", prio,
 	    "SYSLOG_IDENTIFIER=fdistd", "FDIST_SHARE=%s", share,
 	    "FDIST_FILE=%s", sf->sf_path_log,
 	    "FDIST_VERSION=%s", sf->sf_version,
-	    "FDIST_FILE_SHA256=%s", sf->sf_sha256,
+	    state != NULL ? "FDIST_DIGEST=%s" : "FDIST_FILE_SHA256=%s", value,
 	    "FDIST_SIZE=%" PRIu64, sf->sf_size, NULL);
 }

@@ -499,6 +499,7 @@ server_file_replace(struct sfile *old, struct sfile *new)
 		}
 		share_unref(sh);
 		sh = nsh;
+		server_serves(sh);
 		n++;
 	}
 	if (n > 0)
@@ -525,7 +526,10 @@ server_log_share(const struct share *sh, const struct listener_list *list)
 	    sh->sh_file->sf_path_log, sh->sh_file->sf_size, line);
 }
 
-/* The digest of sf is known: a record for each share serving it. */
+/*
+ * The digest of sf is known, could not be computed, or is being computed
+ * again: a record for each share serving it.
+ */
 void
 server_digest_known(const struct sfile *sf)
 {
@@ -546,22 +550,29 @@ server_manifest(void)
 }
 
 /*
- * A reload makes sh serve a file hashed already, so no digest will be
- * known for it again: its record now, unless sh served that file before.
+ * sh serves a version of its file from now on (a start, a reload, a file
+ * swapped under it): its record, digest known, pending or failed, before
+ * sh takes a client, so that the journal always says which version each
+ * share serves.
  */
+void
+server_serves(const struct share *sh)
+{
+	log_digest(sh->sh_name, sh->sh_file);
+}
+
+/* sh, of a new configuration: its record, unless it served that file. */
 static void
-server_log_known_digest(const struct share *sh)
+server_log_version(const struct share *sh)
 {
 	const struct share	*old;
 
-	if (sh->sh_file->sf_digest != DIGEST_READY)
-		return;
 	TAILQ_FOREACH(old, &shares, sh_entry) {
 		if (strcmp(old->sh_name, sh->sh_name) == 0 &&
 		    old->sh_file == sh->sh_file)
 			return;
 	}
-	log_digest(sh->sh_name, sh->sh_file);
+	server_serves(sh);
 }
 
 /* Make the shares of cf; takes over the files cf opened. */
@@ -774,7 +785,7 @@ server_apply(struct config *cf, char *err, size_t errlen)
 		share_commit(sh);
 		server_take_listeners(cf, sc, sh, &fresh, &kept);
 		server_log_share(sh, &kept);
-		server_log_known_digest(sh);
+		server_log_version(sh);
 		sh = TAILQ_NEXT(sh, sh_entry);
 	}
 	if (msh != NULL) {

@@ -137,6 +137,10 @@ def run_round(tmp, d, port, path, old, new, tag):
     assert rec["version"] == version_of(path) != old_version, rec
     assert re.search(r"digest share=v .*version=%s file_sha256=%s" % (rec["version"], new_sum),
                      d.log()), d.log()[-2000:]
+    # named first by the share's record of it, its digest pending
+    log = d.log()
+    pending = log.find('digest share=v file="%s" version=%s digest=pending' % (path, rec["version"]))
+    assert 0 <= pending < log.find("version=%s file_sha256=" % rec["version"]), log[-2000:]
     return cut
 
 

@@ -127,6 +127,11 @@ def test_a_digest_that_could_not_start_is_computed_on_reload(tmp):
             d.reload()
             d.wait_log(r"data: sha256 %s" % file_sha256(path))
             assert "data: computing sha256 again" in d.log()
+            # the share's records: failed, pending again at the reload, the digest
+            d.wait_log(r"info: digest share=v .*file_sha256=")
+            lines = re.findall(r"(?:info|warning): digest share=v .*", d.log())
+            assert [re.search(r"digest=\w+|file_sha256=", l).group(0) for l in lines] == [
+                "digest=failed", "digest=pending", "file_sha256="], lines
     finally:
         os.rmdir(group)
 

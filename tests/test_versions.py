@@ -31,9 +31,33 @@ def transfers(d, *match, want=1, timeout=20):
                    timeout=timeout)
 
 
-def digests(d, *match, want=1, timeout=20):
-    return journal("_PID=%d" % d.proc.pid, "MESSAGE_ID=" + DIGEST_ID, *match, want=want,
-                   timeout=timeout)
+def digests(d, *match, want=1, timeout=20, state="known"):
+    """Digest records of daemon d whose digest is known (FDIST_FILE_SHA256),
+    pending or failed (FDIST_DIGEST), or of any state (None)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        recs = journal("_PID=%d" % d.proc.pid, "MESSAGE_ID=" + DIGEST_ID, *match, timeout=0)
+        recs = [r for r in recs if state is None or
+                r.get("FDIST_DIGEST", "known" if "FDIST_FILE_SHA256" in r else None) == state]
+        if len(recs) >= want or time.monotonic() > deadline:
+            return recs
+        time.sleep(0.05)
+
+
+def sparse(path, size):
+    """A file of size zero bytes that takes no disk: hashing it takes
+    seconds; returns its version."""
+    with open(path, "wb") as f:
+        f.truncate(size)
+    return version_of(path)
+
+
+def check_pending(rec, share, path, size):
+    """rec is the record of share starting to serve path, before its digest."""
+    assert rec["FDIST_SHARE"] == share and rec["FDIST_VERSION"] == version_of(path), rec
+    assert rec["FDIST_DIGEST"] == "pending" and "FDIST_FILE_SHA256" not in rec, rec
+    assert rec["FDIST_FILE"] == path and rec["FDIST_SIZE"] == str(size), rec
+    assert rec["PRIORITY"] == "6" and rec["MESSAGE"].endswith(", sha256 pending"), rec
 
 
 def hash_lines(d):
@@ -64,6 +88,13 @@ def test_every_record_names_the_version_and_digest(tmp):
             assert r["FDIST_FILE"] == path and r["FDIST_SIZE"] == "300000", r
             assert r["PRIORITY"] == "6" and r["SYSLOG_IDENTIFIER"] == "fdistd", r
             assert want_sum in r["MESSAGE"] and want_ver in r["MESSAGE"], r
+            assert "FDIST_DIGEST" not in r, r
+        # at start-up, before the digest: a record per share saying it is pending
+        recs = digests(d, state=None, want=4)
+        assert [(r["FDIST_SHARE"], r.get("FDIST_DIGEST")) for r in recs] == [
+            ("open", "pending"), ("shut", "pending"), ("open", None), ("shut", None)], recs
+        for r in recs[:2]:
+            check_pending(r, r["FDIST_SHARE"], path, 300000)
         fetch(port)
         fetch(port, ack=None)
         try:
@@ -91,9 +122,7 @@ def test_record_while_hashing_joins_the_digest_record(tmp):
     without FDIST_FILE_SHA256; the digest record written later has the
     same FDIST_VERSION, and the digest of the file."""
     path = os.path.join(tmp, "big.img")
-    with open(path, "wb") as f:
-        f.truncate(4 << 30)         # sparse: seconds of hashing, no disk
-    want_ver = version_of(path)
+    want_ver = sparse(path, 4 << 30)
     port = free_port()
     with Daemon(tmp, {"big": {"listen": "127.0.0.1:%d" % port, "file": path}},
                 {"log": "journal"}) as d:
@@ -105,6 +134,9 @@ def test_record_while_hashing_joins_the_digest_record(tmp):
         assert rec["FDIST_VERSION"] == want_ver, rec
         assert "FDIST_FILE_SHA256" not in rec, rec
         assert not digests(d, timeout=0), "the digest was known before the record"
+        (pending,) = digests(d, state="pending", timeout=0)
+        check_pending(pending, "big", path, 4 << 30)
+        assert int(pending["__MONOTONIC_TIMESTAMP"]) < int(rec["__MONOTONIC_TIMESTAMP"])
         (dig,) = digests(d, timeout=300)
         assert dig["FDIST_VERSION"] == rec["FDIST_VERSION"], (dig, rec)
         assert dig["FDIST_SHARE"] == "big" and dig["FDIST_SIZE"] == str(4 << 30), dig
@@ -134,7 +166,7 @@ def test_reload_that_swaps_the_file(tmp):
         fetch(port)
         recs = transfers(d, "FDIST_SHARE=s", want=2)
         assert [r["FDIST_VERSION"] for r in recs] == [old_ver, old_ver], recs
-        assert len(digests(d, "FDIST_SHARE=s", timeout=0)) == 1
+        assert len(digests(d, "FDIST_SHARE=s", timeout=0, state=None)) == 2   # pending, known
         make_file(path + ".new", 100001, seed=2)
         os.rename(path + ".new", path)
         new_sum, new_ver = file_sha256(path), version_of(path)
@@ -144,6 +176,9 @@ def test_reload_that_swaps_the_file(tmp):
         assert len(recs) == 2, recs
         assert recs[0]["FDIST_VERSION"] == old_ver and recs[0]["FDIST_FILE_SHA256"] == old_sum
         assert recs[1]["FDIST_VERSION"] == new_ver and recs[1]["FDIST_FILE_SHA256"] == new_sum
+        recs = digests(d, "FDIST_SHARE=s", want=4, state=None)
+        assert [(r["FDIST_VERSION"], r.get("FDIST_DIGEST")) for r in recs] == [
+            (old_ver, "pending"), (old_ver, None), (new_ver, "pending"), (new_ver, None)], recs
         fetch(port)
         recs = transfers(d, "FDIST_SHARE=s", want=3)
         assert recs[-1]["FDIST_VERSION"] == new_ver, recs
@@ -157,8 +192,71 @@ def test_reload_that_swaps_the_file(tmp):
         assert len(recs) == 3, recs
         assert recs[2]["FDIST_VERSION"] == version_of(other), recs
         assert recs[2]["FDIST_FILE_SHA256"] == file_sha256(other), recs
-        assert len(digests(d, "FDIST_SHARE=o", timeout=0)) == 1
+        assert len(digests(d, "FDIST_SHARE=o", timeout=0, state=None)) == 2
         assert hash_lines(d) == hashed, "the file was hashed again"
+        # its digest known, the share's one record of it says so: none pending
+        recs = digests(d, "FDIST_SHARE=s", want=5, timeout=2, state=None)
+        assert len(recs) == 5 and "FDIST_DIGEST" not in recs[4], recs
+
+
+def test_reload_names_the_version_before_serving_it(tmp):
+    """A reload that swaps in a file whose hash takes seconds writes the
+    share's record of the new version, digest pending, before the share
+    takes a client: a refused client's record, written as it is accepted,
+    and an aborted one's come after it, and the digest long after."""
+    path = make_file(os.path.join(tmp, "data"), 100000, seed=1)
+    port = free_port()
+    shares = {"r": {"listen": "127.0.0.1:%d" % port, "file": path, "deny": "127.0.0.9"}}
+    with Daemon(tmp, shares, {"log": "journal"}) as d:
+        digests(d, "FDIST_SHARE=r")
+        new = os.path.join(tmp, "data.new")
+        new_ver = sparse(new, 4 << 30)
+        os.rename(new, path)
+        d.reload()
+        try:
+            with connect(port, bind="127.0.0.9") as s:
+                assert s.recv(10) == b""
+        except ConnectionResetError:
+            pass
+        s = connect(port)
+        assert s.recv(65536)
+        linger_reset(s)
+        s.close()
+        recs = journal("_PID=%d" % d.proc.pid, "FDIST_SHARE=r", "FDIST_VERSION=" + new_ver, want=3)
+        assert [(r["MESSAGE_ID"], r.get("FDIST_DIGEST") or r.get("FDIST_STATUS")) for r in recs] == [
+            (DIGEST_ID, "pending"), (TRANSFER_ID, "denied"), (TRANSFER_ID, "aborted")], recs
+        check_pending(recs[0], "r", path, 4 << 30)
+        assert not digests(d, "FDIST_VERSION=" + new_ver, timeout=0), "hashed in no time"
+
+
+def test_a_file_that_cannot_be_hashed_gets_a_failed_record(tmp):
+    """A served file that shrinks while it is being hashed: the share's
+    record says so (FDIST_DIGEST=failed, a warning, no digest), in the
+    journal and on stderr."""
+    for mode in ("journal", "stderr"):
+        sub = os.path.join(tmp, mode)
+        os.mkdir(sub)
+        path = os.path.join(sub, "big.img")
+        ver = sparse(path, 8 << 30)
+        port = free_port()
+        with Daemon(sub, {"f": {"listen": "127.0.0.1:%d" % port, "file": path}},
+                    {"log": mode}) as d:
+            if mode == "journal":
+                (rec,) = digests(d, state="pending")
+                check_pending(rec, "f", path, 8 << 30)
+            else:
+                d.wait_log(r"info: digest share=f .* digest=pending .*")
+            os.truncate(path, 0)
+            if mode == "stderr":
+                (line,) = d.wait_log(r"warning: digest share=f .*", timeout=120)
+                assert line.endswith('file="%s" version=%s digest=failed size=%d' %
+                                     (path, ver, 8 << 30)), line
+                continue
+            (rec,) = digests(d, state="failed", timeout=120)
+            assert rec["FDIST_VERSION"] == ver and rec["FDIST_SIZE"] == str(8 << 30), rec
+            assert "FDIST_FILE_SHA256" not in rec and rec["PRIORITY"] == "4", rec
+            assert rec["MESSAGE"].endswith(", sha256 failed"), rec
+            assert not digests(d, timeout=0), "a digest of a file that shrank"
 
 
 def test_fetch_names_its_host(tmp):
@@ -294,9 +392,14 @@ def test_stderr_records(tmp):
     path = make_file(os.path.join(tmp, "data"), 1000)
     port = free_port()
     with Daemon(tmp, {"e": {"listen": "127.0.0.1:%d" % port, "file": path}}) as d:
-        (line,) = d.wait_log(r"info: digest share=e .*")
+        (line,) = d.wait_log(r"info: digest share=e .*file_sha256=.*")
         assert line.endswith('file="%s" version=%s file_sha256=%s size=1000' %
                              (path, version_of(path), file_sha256(path))), line
+        # before it, the line of the share starting to serve the file
+        lines = d.wait_log(r"info: digest share=e .*", count=2)
+        assert lines[0].endswith('file="%s" version=%s digest=pending size=1000' %
+                                 (path, version_of(path))), lines
+        assert lines[1] == line, lines
         fetch(port, ack=b"Thank you host=web-17\n")
         (rec,) = d.wait_records(1)
         assert rec["version"] == version_of(path), rec
