@@ -23,6 +23,7 @@
 
 #define REPORT_WAIT_MAX		(7ULL * 24 * 3600 * 1000)
 #define REPORT_TICK_USEC	(1000 * 1000)
+#define REPORT_SETTLE_MS	1000
 
 enum {
 	REPORT_OPT_FILE = 256,
@@ -57,6 +58,7 @@ static int	report_parse_only(const char *, unsigned int *);
 static int	report_options(struct report *, int, char **);
 static int	report_evaluate_all(struct report *, int);
 static int	report_wait(struct report *);
+static void	report_wait_summary(struct report *);
 
 static const char report_help[] =
 "Report which hosts have the version of a share's file, from fdistd's\n"
@@ -79,8 +81,8 @@ static const char report_help[] =
 "                          old, unverified, done)\n"
 "      --accept-unverified count acks without a digest claim as done\n"
 "      --json              one JSON document: a summary and every host\n"
-"      --wait[=DUR]        follow the journal until every host is done or\n"
-"                          DUR (N[ms|s|m|h]) has passed\n"
+"      --wait[=DUR]        follow the journal until every host is done (and\n"
+"                          the digest known) or DUR (N[ms|s|m|h]) has passed\n"
 "  -h, --help              show this help and exit\n"
 "  -V, --version           show the version and exit\n"
 "\n"
@@ -92,6 +94,7 @@ static const char report_help[] =
 "Examples:\n"
 "  fdist-report --share debian-12 --hosts lab.txt\n"
 "  fdist-report -D /var/log/journal/remote --share debian-12 --json\n"
+"  fdist-report --hosts lab.txt --wait=30m    # right after a reload\n"
 "  fdist-report --share debian-12 --hosts lab.txt --sha256 \"$sum\" --wait=30m\n";
 
 static void
@@ -405,6 +408,16 @@ report_is_done(const struct report_host *h)
 }
 
 /*
+ * Whether the rollout is complete, with left hosts not done: never while
+ * the version's digest is not known, which a done host needs.
+ */
+int
+report_complete(const struct report *r, size_t left)
+{
+	return (left == 0 && r->r_nhosts > 0 && r->r_sha[0] != '\0');
+}
+
+/*
  * Evaluate the hosts that changed (all, when the version or a version's
  * digest did); with report set, print each change of state.  Returns
  * how many are not done.
@@ -443,31 +456,64 @@ report_now(void)
 }
 
 /*
- * Follow the journal until every host is done or --wait's time is up.
- * sd_journal_wait() sleeps on the journal's inotify fd; the tick only
- * redraws the progress line.
+ * Without a terminal: the summary line, at start and again whenever the
+ * version changes or its digest becomes known.
+ */
+static void
+report_wait_summary(struct report *r)
+{
+	static enum report_digest	 digest = RD_NONE;
+	static char			 sha[REPORT_HEXLEN + 1];
+	static int			 version = -1, shown;
+	size_t				 counts[RS_COUNT];
+
+	if (shown && digest == r->r_digest && version == r->r_version &&
+	    strcmp(sha, r->r_sha) == 0)
+		return;
+	shown = 1;
+	digest = r->r_digest;
+	version = r->r_version;
+	memcpy(sha, r->r_sha, sizeof(sha));
+	report_out_counts(r, counts);
+	report_out_summary(stderr, r, counts);
+}
+
+/*
+ * Follow the journal until every host is done, with the version's
+ * digest known, or --wait's time is up.  sd_journal_wait() sleeps on the
+ * journal's inotify fd; the tick only redraws the progress line.
  */
 static int
 report_wait(struct report *r)
 {
-	size_t		 counts[RS_COUNT];
-	uint64_t	 start = report_now(), now, left;
+	size_t		 counts[RS_COUNT], n;
+	uint64_t	 start = report_now(), now, left, settle;
 	int		 e, tty = isatty(STDERR_FILENO);
 
 	if (report_fold_target(r) == -1)
 		return (-1);
 	report_evaluate_all(r, 0);
-	if (!tty) {
-		report_out_counts(r, counts);
-		report_out_summary(stderr, r, counts);
-	}
+	if (!tty)
+		report_wait_summary(r);
 	for (;;) {
 		if (report_fold_target(r) == -1)
 			return (-1);
-		if (report_evaluate_all(r, !tty && r->r_sha[0] != '\0') == 0 &&
-		    r->r_nhosts > 0 && r->r_sha[0] != '\0')
-			break;
+		n = (size_t)report_evaluate_all(r, !tty &&
+		    r->r_digest != RD_NONE);
+		if (!tty)
+			report_wait_summary(r);
 		now = report_now();
+		/*
+		 * Complete on the default version: only after a second of
+		 * following.  The record of the version a reload makes the
+		 * share serve is sent before the reload completes, but a busy
+		 * journald may store it after a script's next command reads.
+		 */
+		settle = report_complete(r, n) && !r->r_sha_given ?
+		    REPORT_SETTLE_MS - (now - start < REPORT_SETTLE_MS ?
+		    now - start : REPORT_SETTLE_MS) : 0;
+		if (report_complete(r, n) && settle == 0)
+			break;
 		if (tty) {
 			report_out_counts(r, counts);
 			report_out_progress(r, counts,
@@ -479,6 +525,8 @@ report_wait(struct report *r)
 		    : REPORT_TICK_USEC;
 		if (left > REPORT_TICK_USEC)
 			left = REPORT_TICK_USEC;
+		if (settle > 0 && left > settle * 1000)
+			left = settle * 1000;
 		if ((e = sd_journal_wait(r->r_j, left)) < 0) {
 			report_warnx("cannot follow the journal: %s",
 			    strerror(-e));
@@ -501,6 +549,7 @@ main(int argc, char **argv)
 
 	memset(&r, 0, sizeof(r));
 	r.r_until = UINT64_MAX;
+	r.r_version = -1;
 	if (report_options(&r, argc, argv) == -1)
 		goto out;
 	if (r.r_hosts_path != NULL &&
@@ -532,7 +581,7 @@ main(int argc, char **argv)
 		report_warn("stdout");
 		goto out;
 	}
-	rv = left == 0 && r.r_nhosts > 0 ? REPORT_OK : REPORT_NOTDONE;
+	rv = report_complete(&r, left) ? REPORT_OK : REPORT_NOTDONE;
 out:
 	if (r.r_j != NULL)
 		sd_journal_close(r.r_j);

@@ -40,6 +40,19 @@ enum report_state {
 	RS_COUNT
 };
 
+/*
+ * What the report knows of the version's digest: given (--sha256), known
+ * (a digest record has it), pending or failed (the newest record of the
+ * share names a version the daemon is still hashing, or could not hash).
+ */
+enum report_digest {
+	RD_NONE,		/* no digest record yet */
+	RD_GIVEN,
+	RD_KNOWN,
+	RD_PENDING,
+	RD_FAILED
+};
+
 enum report_match {
 	MATCH_ADDRESS,
 	MATCH_HOST_ID
@@ -88,6 +101,7 @@ struct report_entry {
 	char		 re_verified[16];
 	char		 re_sha[REPORT_HEXLEN + 1];
 	char		 re_file_sha[REPORT_HEXLEN + 1];
+	char		 re_digest[16];	/* FDIST_DIGEST: pending, failed */
 	char		 re_version[REPORT_NAME_MAX];
 	char		 re_host_id[REPORT_NAME_MAX];
 	char		 re_hostname[REPORT_NAME_MAX];
@@ -112,7 +126,9 @@ struct report_server {
 	char		 rs_machine[33];
 	char		 rs_display[REPORT_NAME_MAX + 16];
 	uint64_t	 rs_dtime;	/* newest digest record in scope */
-	char		 rs_dsha[REPORT_HEXLEN + 1];
+	char		 rs_dsha[REPORT_HEXLEN + 1];	/* "" unless known */
+	enum report_digest rs_dstate;
+	int		 rs_dversion;	/* its version, or -1 */
 };
 
 /* A served file version of one server, from a digest record. */
@@ -132,6 +148,8 @@ struct report {
 	const char	*r_share;
 	char		 r_sha[REPORT_HEXLEN + 1];	/* the version */
 	int		 r_sha_given;
+	enum report_digest r_digest;	/* of the version */
+	int		 r_version;	/* pending/failed: the version's index */
 	const char	*r_hosts_path;
 	enum report_match r_match;
 	unsigned int	 r_only;	/* bit per state; 0: all */
@@ -168,6 +186,7 @@ void	report_line_clear(void);
 extern int report_line_open;
 const char *report_state_name(enum report_state);
 int	report_is_done(const struct report_host *);
+int	report_complete(const struct report *, size_t);
 
 /* report_read.c */
 int	report_read_open(struct report *);

@@ -13,6 +13,8 @@
 
 static int	report_fold_version(struct report *, int, const char *);
 static uint64_t	report_fold_ack_time(const struct report_ack *);
+static int	report_fold_is_target(const struct report *,
+		    const struct report_ack *);
 static void	report_fold_ack(struct report *, struct report_host *,
 		    const char *, int, int, uint64_t, int);
 
@@ -45,6 +47,7 @@ report_fold_server(struct report *r, const struct report_entry *e)
 	snprintf(s->rs_hostname, sizeof(s->rs_hostname), "%s",
 	    e->re_hostname[0] != '\0' ? e->re_hostname : "?");
 	snprintf(s->rs_machine, sizeof(s->rs_machine), "%s", e->re_machine);
+	s->rs_dversion = -1;
 	/* Two servers of one name are told apart by their machine ids. */
 	snprintf(s->rs_display, sizeof(s->rs_display), "%s", s->rs_hostname);
 	for (i = 0; i < r->r_nservers; i++)
@@ -98,25 +101,43 @@ report_fold_version_sha(const struct report *r, int version)
 	return (r->r_versions[version].rv_sha);
 }
 
-/* A digest record: a version's digest, and what its server serves. */
+/*
+ * A digest record: what its server serves from then on, and the
+ * version's digest if known.  The record a share gets when it starts
+ * serving a version the daemon has still to hash says
+ * FDIST_DIGEST=pending, one it could not hash failed; neither has a
+ * digest, and each needs a version to name what is served.
+ */
 void
 report_fold_digest(struct report *r, const struct report_entry *e,
     int server)
 {
 	struct report_server	*s = &r->r_servers[server];
-	int			 v;
+	enum report_digest	 state;
+	int			 v = -1;
 
-	if (e->re_file_sha[0] == '\0')
+	if (e->re_file_sha[0] != '\0')
+		state = RD_KNOWN;
+	else if (strcmp(e->re_digest, "pending") == 0)
+		state = RD_PENDING;
+	else if (strcmp(e->re_digest, "failed") == 0)
+		state = RD_FAILED;
+	else
 		return;
-	if (e->re_version[0] != '\0' &&
-	    (v = report_fold_version(r, server, e->re_version)) >= 0 &&
+	if (e->re_version[0] != '\0')
+		v = report_fold_version(r, server, e->re_version);
+	if (state == RD_KNOWN && v >= 0 &&
 	    strcmp(r->r_versions[v].rv_sha, e->re_file_sha) != 0) {
 		memcpy(r->r_versions[v].rv_sha, e->re_file_sha,
 		    sizeof(e->re_file_sha));
 		r->r_target_changed = 1;	/* acks may resolve now */
 	}
+	if (state != RD_KNOWN && v < 0)
+		return;
 	if (e->re_time <= r->r_until && e->re_time >= s->rs_dtime) {
 		s->rs_dtime = e->re_time;
+		s->rs_dstate = state;
+		s->rs_dversion = v;
 		memcpy(s->rs_dsha, e->re_file_sha, sizeof(e->re_file_sha));
 	}
 }
@@ -129,9 +150,27 @@ report_fold_ack_time(const struct report_ack *a)
 }
 
 /*
- * Fold a version's ack into the host's (at most REPORT_ACKS) versions.
- * Past the limit a new version replaces the one acked longest ago, but
- * never the one --sha256 asks for.
+ * Whether an ack is of the version the report is on: of its digest, or
+ * while that is pending (or failed), of the version the share serves.
+ */
+static int
+report_fold_is_target(const struct report *r, const struct report_ack *a)
+{
+	const char	*sha;
+
+	if (r->r_digest == RD_PENDING || r->r_digest == RD_FAILED)
+		return (a->ra_version >= 0 && a->ra_version == r->r_version);
+	sha = a->ra_sha[0] != '\0' ? a->ra_sha :
+	    report_fold_version_sha(r, a->ra_version);
+	return (r->r_sha[0] != '\0' && strcmp(sha, r->r_sha) == 0);
+}
+
+/*
+ * Fold a version's ack into the host's (at most REPORT_ACKS) versions:
+ * by its digest, or while the record has none by its version; either
+ * way the newest ack's version is kept.  Past the limit a new version
+ * replaces the one acked longest ago, but never the one the report is
+ * on.
  */
 static void
 report_fold_ack(struct report *r, struct report_host *h, const char *sha,
@@ -145,7 +184,7 @@ report_fold_ack(struct report *r, struct report_host *h, const char *sha,
 		if (sha[0] != '\0' ? strcmp(a->ra_sha, sha) == 0 :
 		    (a->ra_sha[0] == '\0' && a->ra_version == version))
 			break;
-		if (r->r_sha_given && strcmp(a->ra_sha, r->r_sha) == 0)
+		if (report_fold_is_target(r, a))
 			continue;
 		if (oldest == -1 || report_fold_ack_time(a) <
 		    report_fold_ack_time(&h->rh_acks[oldest]))
@@ -161,6 +200,8 @@ report_fold_ack(struct report *r, struct report_host *h, const char *sha,
 		snprintf(a->ra_sha, sizeof(a->ra_sha), "%s", sha);
 		a->ra_version = version;
 	}
+	if (version >= 0 && t >= report_fold_ack_time(a))
+		a->ra_version = version;
 	if (verified && t >= a->ra_vtime) {
 		a->ra_vtime = t;
 		a->ra_vserver = server;
@@ -202,11 +243,14 @@ report_fold_transfer(struct report *r, const struct report_entry *e,
 		free(h->rh_ack);
 		h->rh_ack = e->re_has_ack ? strdup(e->re_ack) : NULL;
 	}
+	/* An ack's version: what it is of while the digest is pending. */
+	if (strcmp(e->re_status, "acked") == 0 && e->re_version[0] != '\0')
+		version = report_fold_version(r, server, e->re_version);
 	if (strcmp(e->re_status, "acked") != 0)
 		fail = e->re_status;
 	else if (strcmp(e->re_verified, "yes") == 0) {
 		sha = e->re_sha[0] != '\0' ? e->re_sha : e->re_file_sha;
-		report_fold_ack(r, h, sha, -1, 1, e->re_time, server);
+		report_fold_ack(r, h, sha, version, 1, e->re_time, server);
 	} else if (strcmp(e->re_verified, "no") == 0)
 		fail = "verified=no";
 	else if (e->re_verified[0] != '\0') {
@@ -219,13 +263,10 @@ report_fold_transfer(struct report *r, const struct report_entry *e,
 		    strcmp(e->re_claim, e->re_file_sha) != 0))
 			fail = "verified=no";
 		else
-			report_fold_ack(r, h, e->re_claim, -1, 1, e->re_time,
-			    server);
+			report_fold_ack(r, h, e->re_claim, version, 1,
+			    e->re_time, server);
 	} else {
 		/* No digest claimed (nc, the textbook client). */
-		if (e->re_file_sha[0] == '\0' && e->re_version[0] != '\0')
-			version = report_fold_version(r, server,
-			    e->re_version);
 		report_fold_ack(r, h, e->re_file_sha, version, 0, e->re_time,
 		    server);
 	}
@@ -243,18 +284,25 @@ report_fold_transfer(struct report *r, const struct report_entry *e,
 }
 
 /*
- * Without --sha256, the version the share serves now: the digest of its
- * newest digest record (of the server that logged one last).
+ * Without --sha256, the version the share serves now: that of its
+ * newest digest record (of the server that logged one last).  If that
+ * record says the digest is pending or failed, the report is on that
+ * version, unless an earlier record has its digest (a restart with the
+ * file unchanged).
  */
 int
 report_fold_target(struct report *r)
 {
 	struct report_server	*s, *best = NULL;
+	enum report_digest	 state;
+	const char		*sha;
 	size_t			 i;
 	int			 warned = 0;
 
-	if (r->r_sha_given)
+	if (r->r_sha_given) {
+		r->r_digest = RD_GIVEN;
 		return (0);
+	}
 	for (i = 0; i < r->r_nservers; i++) {
 		s = &r->r_servers[i];
 		if (s->rs_dtime > 0 && (best == NULL ||
@@ -268,41 +316,72 @@ report_fold_target(struct report *r)
 		    "give the version with --sha256", r->r_share);
 		return (-1);
 	}
-	if (strcmp(r->r_sha, best->rs_dsha) == 0)
+	state = best->rs_dstate;
+	sha = best->rs_dsha;
+	if (state != RD_KNOWN &&
+	    report_fold_version_sha(r, best->rs_dversion)[0] != '\0') {
+		state = RD_KNOWN;
+		sha = report_fold_version_sha(r, best->rs_dversion);
+	}
+	if (state == r->r_digest && best->rs_dversion == r->r_version &&
+	    strcmp(r->r_sha, sha) == 0)
 		return (0);
-	memcpy(r->r_sha, best->rs_dsha, sizeof(r->r_sha));
+	snprintf(r->r_sha, sizeof(r->r_sha), "%s", sha);
+	r->r_digest = state;
+	r->r_version = best->rs_dversion;
 	r->r_target_changed = 1;
-	for (i = 0; i < r->r_nservers; i++) {
+	if (state == RD_FAILED)
+		report_warnx("warning: %s could not compute the digest of the "
+		    "version share %s serves (%s): hosts that acked it are "
+		    "unverified; name the version with --sha256",
+		    best->rs_display, r->r_share,
+		    r->r_versions[r->r_version].rv_token);
+	for (i = 0; i < r->r_nservers && state == RD_KNOWN; i++) {
 		s = &r->r_servers[i];
-		if (s->rs_dtime == 0 || strcmp(s->rs_dsha, r->r_sha) == 0 ||
-		    warned++ > 0)
+		if (s->rs_dstate != RD_KNOWN ||
+		    strcmp(s->rs_dsha, r->r_sha) == 0 || warned++ > 0)
 			continue;
 		report_warnx("warning: servers serve different versions of "
 		    "%s (%s: %.12s, %s: %.12s); reporting the newest",
-		    r->r_share, best->rs_display, best->rs_dsha, s->rs_display,
+		    r->r_share, best->rs_display, r->r_sha, s->rs_display,
 		    s->rs_dsha);
 	}
 	return (0);
 }
 
 /*
- * The state of a host for the version in r_sha.  Having the version
- * wins over any failure after it: the file is there.
+ * The state of a host for the version the report is on.  Having the
+ * version wins over any failure after it: the file is there.  While the
+ * version's digest is pending (or failed), nothing has checked an ack of
+ * it against the digest: such a host is unverified, and done only once
+ * the digest record lets its ack be checked.
  */
 void
 report_fold_eval(struct report *r, struct report_host *h)
 {
 	const struct report_ack	*a, *other = NULL;
-	const char		*sha;
 	uint64_t		 vt = 0, ut = 0, ot = 0, t;
 	int			 vs = REPORT_NOSERVER, us = REPORT_NOSERVER;
-	int			 os = REPORT_NOSERVER, i;
+	int			 os = REPORT_NOSERVER, i, digest;
 
+	digest = r->r_sha[0] != '\0';
 	for (i = 0; i < h->rh_nacks; i++) {
 		a = &h->rh_acks[i];
-		sha = a->ra_sha[0] != '\0' ? a->ra_sha :
-		    report_fold_version_sha(r, a->ra_version);
-		if (r->r_sha[0] != '\0' && strcmp(sha, r->r_sha) == 0) {
+		t = report_fold_ack_time(a);
+		if (!report_fold_is_target(r, a)) {
+			if (t > ot) {
+				ot = t;
+				os = a->ra_vtime > a->ra_utime ?
+				    a->ra_vserver : a->ra_userver;
+				other = a;
+			}
+		} else if (!digest) {
+			if (t > ut) {
+				ut = t;
+				us = a->ra_vtime > a->ra_utime ?
+				    a->ra_vserver : a->ra_userver;
+			}
+		} else {
 			if (a->ra_vtime > vt) {
 				vt = a->ra_vtime;
 				vs = a->ra_vserver;
@@ -311,14 +390,6 @@ report_fold_eval(struct report *r, struct report_host *h)
 				ut = a->ra_utime;
 				us = a->ra_userver;
 			}
-			continue;
-		}
-		t = a->ra_vtime > a->ra_utime ? a->ra_vtime : a->ra_utime;
-		if (t > ot) {
-			ot = t;
-			os = a->ra_vtime > a->ra_utime ? a->ra_vserver :
-			    a->ra_userver;
-			other = a;
 		}
 	}
 	h->rh_has[0] = '\0';

@@ -16,6 +16,8 @@
 #define REPORT_COLS		8
 
 static int	report_out_cmp(const void *, const void *);
+static const char *report_out_digest(const struct report *);
+static const char *report_out_digest_name(const struct report *);
 static void	report_out_detail(const struct report *,
 		    const struct report_host *, char *, size_t);
 static void	report_out_str(FILE *, const char *);
@@ -55,7 +57,24 @@ report_out_time(uint64_t usec, char *buf, size_t len, int iso)
 	}
 }
 
-/* "share debian-12 sha256 3972dc91…: 397/400 done, 1 failed, 2 missing" */
+/* What the summary says of the version's digest while it has none. */
+static const char *
+report_out_digest(const struct report *r)
+{
+	switch (r->r_digest) {
+	case RD_PENDING:
+		return ("pending");
+	case RD_FAILED:
+		return ("failed");
+	default:
+		return ("(not known yet)");
+	}
+}
+
+/*
+ * "share debian-12 sha256 3972dc91…: 397/400 done, 1 failed, 2 missing",
+ * or "sha256 pending" while the daemon is hashing the version it serves.
+ */
 void
 report_out_summary(FILE *fp, const struct report *r, const size_t *counts)
 {
@@ -67,13 +86,24 @@ report_out_summary(FILE *fp, const struct report *r, const size_t *counts)
 		fprintf(fp, "share %s sha256 %.8s\u2026: %zu/%zu done",
 		    r->r_share, r->r_sha, counts[RS_DONE], r->r_nhosts);
 	else
-		fprintf(fp, "share %s sha256 (not known yet): %zu/%zu done",
-		    r->r_share, counts[RS_DONE], r->r_nhosts);
+		fprintf(fp, "share %s sha256 %s: %zu/%zu done", r->r_share,
+		    report_out_digest(r), counts[RS_DONE], r->r_nhosts);
 	for (i = 0; i < sizeof(order) / sizeof(order[0]); i++)
 		if (counts[order[i]] > 0)
 			fprintf(fp, ", %zu %s", counts[order[i]],
 			    report_state_name(order[i]));
 	fputc('\n', fp);
+}
+
+/* The JSON summary's "digest": where the version's digest comes from. */
+static const char *
+report_out_digest_name(const struct report *r)
+{
+	static const char *const names[] = { [RD_NONE] = NULL,
+	    [RD_GIVEN] = "given", [RD_KNOWN] = "known",
+	    [RD_PENDING] = "pending", [RD_FAILED] = "failed" };
+
+	return (r->r_digest <= RD_FAILED ? names[r->r_digest] : NULL);
 }
 
 /* Missing and failed first, then by the hosts file's order or name. */
@@ -101,7 +131,8 @@ static void
 report_out_detail(const struct report *r, const struct report_host *h,
     char *buf, size_t len)
 {
-	char	t[32];
+	const char	*why;
+	char		 t[32];
 
 	report_out_time(h->rh_ftime, t, sizeof(t), 0);
 	switch (h->rh_state) {
@@ -119,14 +150,15 @@ report_out_detail(const struct report *r, const struct report_host *h,
 		break;
 	case RS_UNVERIFIED:
 	case RS_DONE:
+		why = h->rh_verified ? "" : r->r_sha[0] == '\0' ?
+		    (r->r_digest == RD_FAILED ? "sha256 failed" :
+		    "sha256 pending") : "no digest claimed";
 		if (h->rh_ftime > h->rh_when)
-			snprintf(buf, len, "%slater %s at %s (%s)",
-			    h->rh_verified ? "" : "no digest claimed; ",
-			    h->rh_fstatus, t,
+			snprintf(buf, len, "%s%slater %s at %s (%s)", why,
+			    why[0] != '\0' ? "; " : "", h->rh_fstatus, t,
 			    report_fold_server_name(r, h->rh_fserver));
 		else
-			snprintf(buf, len, "%s", h->rh_verified ? "" :
-			    "no digest claimed");
+			snprintf(buf, len, "%s", why);
 		break;
 	default:
 		buf[0] = '\0';
@@ -297,13 +329,18 @@ report_out_json(FILE *fp, struct report *r)
 	report_out_str(fp, r->r_share);
 	fputs(",\"sha256\":", fp);
 	report_out_str(fp, r->r_sha[0] != '\0' ? r->r_sha : NULL);
+	fputs(",\"digest\":", fp);
+	report_out_str(fp, report_out_digest_name(r));
+	fputs(",\"version\":", fp);
+	report_out_str(fp, r->r_version >= 0 && (size_t)r->r_version <
+	    r->r_nversions ? r->r_versions[r->r_version].rv_token : NULL);
 	fprintf(fp, ",\"total\":%zu", r->r_nhosts);
 	for (s = RS_COUNT - 1; s >= 0; s--)
 		fprintf(fp, ",\"%s\":%zu", report_state_name(s), counts[s]);
 	fprintf(fp, ",\"complete\":%s,\"expected_hosts\":%s,"
 	    "\"accept_unverified\":%s,\"match\":\"%s\",\"records\":%ju,"
 	    "\"unlisted_records\":%ju,\"servers\":[",
-	    left == 0 && r->r_nhosts > 0 ? "true" : "false",
+	    report_complete(r, left) ? "true" : "false",
 	    r->r_hosts_path != NULL ? "true" : "false",
 	    r->r_accept_unverified ? "true" : "false",
 	    r->r_match == MATCH_HOST_ID ? "host-id" : "address",
@@ -377,6 +414,8 @@ report_out_progress(struct report *r, const size_t *counts, double secs)
 		fprintf(stderr, ", about %ldm%02lds left", (long)(eta / 60),
 		    (long)eta % 60);
 	}
+	if (r->r_sha[0] == '\0')
+		fprintf(stderr, ", sha256 %s", report_out_digest(r));
 	fputs("\033[K", stderr);
 	fflush(stderr);
 	report_line_open = 1;

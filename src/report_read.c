@@ -319,6 +319,7 @@ report_read_entry(struct report *r, struct report_entry *e)
 	e->re_verified[0] = e->re_sha[0] = e->re_file_sha[0] = '\0';
 	e->re_version[0] = e->re_host_id[0] = e->re_hostname[0] = '\0';
 	e->re_machine[0] = e->re_claim[0] = e->re_ack[0] = '\0';
+	e->re_digest[0] = '\0';
 	e->re_has_ack = 0;
 	e->re_bytes = e->re_size = 0;
 	if ((rv = sd_journal_get_realtime_usec(r->r_j, &e->re_time)) < 0)
@@ -339,6 +340,7 @@ report_read_entry(struct report *r, struct report_entry *e)
 		COPY("FDIST_VERIFIED", e->re_verified)
 		COPY("FDIST_SHA256", e->re_sha)
 		COPY("FDIST_FILE_SHA256", e->re_file_sha)
+		COPY("FDIST_DIGEST", e->re_digest)
 		COPY("FDIST_VERSION", e->re_version)
 		COPY("FDIST_HOST_ID", e->re_host_id)
 		COPY("_HOSTNAME", e->re_hostname)

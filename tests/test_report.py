@@ -11,15 +11,18 @@ name, in unshare -m -u) whose journals the real systemd-journal-remote
 merges.
 """
 
+import hashlib
 import json
 import os
 import pty
 import select
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 from fdtest import (SANITIZER_MARKERS, Daemon, connect, file_sha256, free_port, linger_reset, make_file,
@@ -443,8 +446,284 @@ def test_wait_follows_the_new_version_of_a_reload(tmp):
                 w.wait()
         assert w.returncode == 0, (w.returncode, out, err)
         assert out.decode().startswith("share sw sha256 %s\u2026: 2/2 done\n" % v2[:8]), out
-        changes = [l.split()[2:4] for l in err.decode().splitlines()]
+        err = err.decode().splitlines()
+        changes = [l.split()[2:4] for l in err if not l.startswith("share ")]
         assert changes == [["127.0.0.2", "old"], ["127.0.0.3", "done"], ["127.0.0.2", "done"]], err
+        # the version's change is said, with the new digest once known
+        assert any(l.startswith("share sw sha256 %s\u2026: " % v2[:8]) for l in err), err
+
+
+ZEROS_SHA256 = {}
+
+
+def zeros_sha256(size):
+    """The digest of size zero bytes (a sparse file's)."""
+    if size not in ZEROS_SHA256:
+        h, zero = hashlib.sha256(), bytes(1 << 20)
+        for _ in range(size >> 20):
+            h.update(zero)
+        ZEROS_SHA256[size] = h.hexdigest()
+    return ZEROS_SHA256[size]
+
+
+def zero_client(port, src, size, result):
+    """A client of a file of zeros from source address src: reads every
+    byte and checks it, then acks with the file's digest, as fdist-fetch
+    does.  Appends what went wrong, or None, to result."""
+    try:
+        s = connect(port, timeout=120, bind=src)
+        try:
+            buf, zero, got = bytearray(1 << 20), bytes(1 << 20), 0
+            view = memoryview(buf)
+            while True:
+                n = s.recv_into(buf)
+                if not n:
+                    break
+                assert view[:n] == zero[:n], "a byte that is not zero"
+                got += n
+            assert got == size, got
+            s.sendall(("Thank you sha256=%s\n" % zeros_sha256(size)).encode())
+            s.shutdown(socket.SHUT_WR)
+            s.recv(1)
+        finally:
+            s.close()
+        result.append(None)
+    except Exception as e:          # the main thread asserts
+        result.append("%s: %r" % (src, e))
+
+
+def test_wait_right_after_a_reload_waits_for_the_new_version(tmp):
+    """The rollout: publish by rename, reload, and at once --wait without
+    --sha256, while the daemon takes seconds to hash the new file.  The
+    share's record of the new version (digest pending) is what the wait
+    follows, so the hosts that have only the old version are old, never
+    done; it returns 0 once both have fetched the new version and the
+    digest is known."""
+    path = make_file(os.path.join(tmp, "img"), 100000, seed=1)
+    v1 = file_sha256(path)
+    size = 2 << 30                  # sparse: a second or more of hashing
+    port = free_port()
+    with Daemon(tmp, {"race": {"listen": "127.0.0.1:%d" % port, "file": path}},
+                {"log": "journal"}) as d:
+        wait_digest(v1, "race")
+        client(port, "127.0.0.2")
+        client(port, "127.0.0.3")
+        transfers(2, "race")
+        hosts = hosts_file(tmp, "127.0.0.2\n127.0.0.3\n")
+        rc, out, _ = report("--share", "race", "--hosts", hosts)
+        assert rc == 0 and out.startswith("share race sha256 %s\u2026: 2/2 done\n" % v1[:8]), out
+        new = os.path.join(tmp, "img.new")
+        with open(new, "wb") as f:
+            f.truncate(size)
+        st = os.stat(new)
+        new_ver = "%x-%x-%x-%x" % (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+        os.rename(new, path)
+        d.reload()
+        w = subprocess.Popen([REPORT, "--share", "race", "--hosts", hosts, "--wait=300s"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        fetchers, result = [], []
+        try:
+            ready, _, _ = select.select([w.stderr], [], [], 30)
+            assert ready, "no summary from --wait"
+            first = w.stderr.readline().decode()
+            assert first == "share race sha256 pending: 0/2 done, 2 old\n", first
+            time.sleep(1)
+            assert w.poll() is None, "returned while the hosts had only the old version"
+            (rec,) = journal("MESSAGE_ID=" + DIGEST_ID, "FDIST_SHARE=race", "FDIST_DIGEST=pending",
+                             "FDIST_VERSION=" + new_ver, timeout=0)
+            assert "FDIST_FILE_SHA256" not in rec, rec
+            for src in ("127.0.0.2", "127.0.0.3"):
+                fetchers.append(threading.Thread(target=zero_client, args=(port, src, size, result)))
+                fetchers[-1].start()
+            out, err = w.communicate(timeout=300)
+        finally:
+            if w.poll() is None:
+                w.kill()
+                w.wait()
+            for t in fetchers:
+                t.join(300)
+        assert result == [None, None], result
+        assert w.returncode == 0, (w.returncode, out, err)
+        v2 = zeros_sha256(size)
+        assert out.decode().startswith("share race sha256 %s\u2026: 2/2 done\n" % v2[:8]), out
+        err = err.decode()
+        assert not any(m in err for m in SANITIZER_MARKERS), err
+        err = err.splitlines()
+        assert sorted(l.split()[2:4] for l in err if not l.startswith("share ")) == [
+            ["127.0.0.2", "done"], ["127.0.0.3", "done"]], err
+        assert any(l.startswith("share race sha256 %s\u2026: " % v2[:8]) for l in err), err
+        # the journal: the new version named before its clients, the digest before their acks
+        recs = journal("FDIST_SHARE=race", "FDIST_VERSION=" + new_ver, want=4)
+        assert [(r["MESSAGE_ID"], r.get("FDIST_DIGEST"), r.get("FDIST_VERIFIED")) for r in recs] == [
+            (DIGEST_ID, "pending", None), (DIGEST_ID, None, None),
+            (TRANSFER_ID, None, "yes"), (TRANSFER_ID, None, "yes")], recs
+        assert recs[1]["FDIST_FILE_SHA256"] == v2, recs[1]
+
+
+def our_journald():
+    """The pid of the namespace's journald, a child of this process."""
+    for task in os.listdir("/proc/self/task"):
+        with open("/proc/self/task/%s/children" % task) as f:
+            for pid in f.read().split():
+                if os.path.realpath("/proc/%s/exe" % pid) == os.path.realpath(JOURNALD):
+                    return int(pid)
+    raise AssertionError("no journald of ours")
+
+
+def test_wait_right_after_a_reload_while_journald_lags(tmp):
+    """journald stopped (a busy one, at worst) when the reload completes:
+    the new version's records reach the journal after --wait has read
+    it, finding every host done with the old version.  The wait does not
+    take that for complete at once; it sees the new version a moment
+    later and returns 0 only when the hosts have it."""
+    path = make_file(os.path.join(tmp, "img"), 100000, seed=1)
+    v1 = file_sha256(path)
+    port = free_port()
+    jd = our_journald()
+    with Daemon(tmp, {"lag": {"listen": "127.0.0.1:%d" % port, "file": path}},
+                {"log": "journal"}) as d:
+        wait_digest(v1, "lag")
+        client(port, "127.0.0.2")
+        client(port, "127.0.0.3")
+        transfers(2, "lag")
+        hosts = hosts_file(tmp, "127.0.0.2\n127.0.0.3\n")
+        new = make_file(os.path.join(tmp, "img.new"), 100001, seed=2)
+        v2 = file_sha256(new)
+        os.rename(new, path)
+        os.kill(jd, signal.SIGSTOP)
+        try:
+            d.reload()
+            w = subprocess.Popen([REPORT, "--share", "lag", "--hosts", hosts, "--wait=120s"],
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            try:
+                ready, _, _ = select.select([w.stderr], [], [], 30)
+                assert ready, "no summary from --wait"
+                first = w.stderr.readline().decode()
+                time.sleep(0.3)         # journald still behind: long enough to exit
+            finally:
+                os.kill(jd, signal.SIGCONT)
+            assert first == "share lag sha256 %s\u2026: 2/2 done\n" % v1[:8], first
+            wait_digest(v2, "lag")
+            time.sleep(1.5)
+            assert w.poll() is None, "returned 0 before the hosts had the new version"
+            client(port, "127.0.0.2")
+            client(port, "127.0.0.3")
+            out, err = w.communicate(timeout=60)
+        finally:
+            os.kill(jd, signal.SIGCONT)
+            if w.poll() is None:
+                w.kill()
+                w.wait()
+        assert w.returncode == 0, (w.returncode, out, err)
+        assert out.decode().startswith("share lag sha256 %s\u2026: 2/2 done\n" % v2[:8]), out
+
+
+def test_pending_and_failed_versions(tmp):
+    """What the report says of a share whose newest digest record is
+    pending or failed (records sent to the real journald as fdistd sends
+    them): hosts that acked another version are old, acks of the pending
+    version are unverified until the digest record lets them be checked,
+    and nothing is complete without the digest."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    s.connect("/run/systemd/journal/socket")
+
+    def send(**f):
+        s.send("".join("%s=%s\n" % kv for kv in f.items()).encode())
+
+    def digest(share, version, sha=None, state=None):
+        f = dict(MESSAGE="digest", MESSAGE_ID=DIGEST_ID, FDIST_SHARE=share, FDIST_VERSION=version,
+                 FDIST_SIZE="10")
+        f.update({"FDIST_FILE_SHA256": sha} if sha else {"FDIST_DIGEST": state})
+        send(**f)
+
+    def ack(share, host, version, status="acked", verified=None, sha=None, claim=None):
+        f = dict(MESSAGE="t", MESSAGE_ID=TRANSFER_ID, FDIST_SHARE=share, FDIST_PEER=host + ":1",
+                 FDIST_BYTES="10", FDIST_SIZE="10", FDIST_STATUS=status, FDIST_VERSION=version)
+        if verified:
+            f.update(FDIST_VERIFIED=verified, FDIST_SHA256=sha or "")
+        if sha:
+            f.update(FDIST_FILE_SHA256=sha)
+        if claim:
+            f.update(FDIST_ACK="Thank you sha256=" + claim)
+        send(**f)
+
+    s1, s2 = sha256(b"pend one"), sha256(b"pend two")
+    digest("pend", "p1", sha=s1)
+    ack("pend", "10.1.0.1", "p1", verified="yes", sha=s1)
+    ack("pend", "10.1.0.2", "p1", verified="yes", sha=s1)
+    digest("pend", "p2", state="pending")
+    ack("pend", "10.1.0.2", "p2")                                     # as nc acks
+    f = dict(MESSAGE="t", MESSAGE_ID=TRANSFER_ID, FDIST_SHARE="pend", FDIST_PEER="10.1.0.3:1",
+             FDIST_BYTES="10", FDIST_SIZE="10", FDIST_STATUS="acked", FDIST_VERSION="p2",
+             FDIST_VERIFIED="unknown", FDIST_ACK="Thank you sha256=" + s2)
+    send(**f)                       # the daemon stopped before its digest
+    ack("pend", "10.1.0.4", "p2", status="aborted")
+    transfers(5, "pend")
+    hosts = hosts_file(tmp, "10.1.0.1\n10.1.0.2\n10.1.0.3\n10.1.0.4\n10.1.0.5\n")
+    rc, out, err = report("--share", "pend", "--hosts", hosts)
+    assert rc == 1 and err == "", (rc, out, err)
+    assert out.startswith("share pend sha256 pending: 0/5 done, 2 unverified, 1 old, 1 failed, "
+                          "1 missing\n"), out
+    by = {r[1]: r for r in rows(out)}
+    assert by["10.1.0.1"][0] == "old" and by["10.1.0.1"][-1] == "has sha256 %s" % s1[:12], out
+    assert by["10.1.0.2"][0] == "unverified" and by["10.1.0.2"][-1] == "sha256 pending", out
+    assert by["10.1.0.3"][0] == "unverified" and by["10.1.0.3"][-1] == "sha256 pending", out
+    rc, out, _ = report("--share", "pend", "--hosts", hosts, "--json", "--accept-unverified")
+    doc = json.loads(out)["summary"]
+    assert rc == 1 and (doc["sha256"], doc["digest"], doc["version"], doc["done"],
+                        doc["complete"]) == (None, "pending", "p2", 2, False), doc
+    # named, the old version is what two hosts have
+    rc, out, _ = report("--share", "pend", "--hosts", hosts, "--sha256", s1, "--json")
+    doc = json.loads(out)
+    assert (doc["summary"]["digest"], doc["summary"]["version"], doc["summary"]["done"]) == \
+        ("given", None, 2), doc["summary"]
+    # --wait on the two that acked the pending version: done when the digest lets
+    # the claim be checked, and the other when it acks with a digest
+    two = hosts_file(tmp, "10.1.0.2\n10.1.0.3\n", "two.txt")
+    w = subprocess.Popen([REPORT, "--share", "pend", "--hosts", two, "--wait=120s"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        ready, _, _ = select.select([w.stderr], [], [], 30)
+        assert ready, "no summary from --wait"
+        first = w.stderr.readline().decode()
+        assert first == "share pend sha256 pending: 0/2 done, 2 unverified\n", first
+        before_digest = time.time()
+        time.sleep(0.05)
+        digest("pend", "p2", sha=s2)
+        time.sleep(1)
+        assert w.poll() is None, "returned with a host unverified"
+        ack("pend", "10.1.0.2", "p2", verified="yes", sha=s2)
+        out, err = w.communicate(timeout=60)
+    finally:
+        if w.poll() is None:
+            w.kill()
+            w.wait()
+    assert w.returncode == 0, (w.returncode, out, err)
+    err = err.decode().splitlines()
+    assert len(err) == 3 and err[1] == "share pend sha256 %s\u2026: 1/2 done, 1 unverified" % s2[:8], err
+    assert [l.split()[2:4] for l in (err[0], err[2])] == [["10.1.0.3", "done"],
+                                                          ["10.1.0.2", "done"]], err
+    # up to before the digest record: the report as it was then
+    rc, out, _ = report("--share", "pend", "--hosts", two, "--until=@%.6f" % before_digest)
+    assert rc == 1 and out.startswith("share pend sha256 pending: 0/2 done, 2 unverified\n"), out
+    # a restart with the file unchanged: pending again, but the version was hashed before
+    digest("pend", "p2", state="pending")
+    journal("MESSAGE_ID=" + DIGEST_ID, "FDIST_SHARE=pend", want=4)
+    rc, out, _ = report("--share", "pend", "--hosts", two)
+    assert rc == 0 and out.startswith("share pend sha256 %s\u2026: 2/2 done\n" % s2[:8]), out
+    # a version the daemon could not hash: said, and never complete without --sha256
+    digest("fail", "f1", sha=s1)
+    ack("fail", "10.2.0.1", "f1", verified="yes", sha=s1)
+    digest("fail", "f2", state="failed")
+    f.update(FDIST_SHARE="fail", FDIST_PEER="10.2.0.1:2", FDIST_VERSION="f2")
+    send(**f)
+    s.close()
+    transfers(2, "fail")
+    rc, out, err = report("--share", "fail", "--accept-unverified")
+    assert rc == 1 and out.startswith("share fail sha256 failed: 1/1 done\n"), out
+    assert "could not compute the digest of the version share fail serves (f2)" in err, err
+    rc, out, _ = report("--share", "fail", "--sha256", s2)
+    assert rc == 0 and out.startswith("share fail sha256 %s\u2026: 1/1 done\n" % s2[:8]), out
 
 
 def test_wait_on_a_terminal_shows_progress(tmp):
