@@ -453,7 +453,7 @@ log_refusals(const char *share, enum outcome outcome, const char *reason,
  * reload), and again when the digest becomes known or cannot be
  * computed.  With the digest it has FDIST_FILE_SHA256, which transfer
  * records without it join by FDIST_VERSION; without, FDIST_DIGEST says
- * pending or failed.
+ * pending (also for a file whose hashing is about to start) or failed.
  */
 void
 log_digest(const char *share, const struct sfile *sf)
