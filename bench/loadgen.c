@@ -27,6 +27,7 @@
 #define LG_FDS_SPARE		16	/* stdio, epoll and the like */
 #define LG_CONCURRENCY_MAX	1000000
 #define LG_DEFAULT_COUNT	1000
+#define LG_RATE_MAX		10000000
 
 enum {
 	LG_OPT_CONNECT = 256,
@@ -44,13 +45,17 @@ enum {
 	LG_OPT_NO_REFUSALS,
 	LG_OPT_SEED,
 	LG_OPT_JSON,
-	LG_OPT_TRACE
+	LG_OPT_TRACE,
+	LG_OPT_RATE
 };
 
 struct lg_options		 lg_opt;
 static uint64_t			 lg_rng;
 static volatile sig_atomic_t	 lg_signals;
 static bool			 lg_verify_set;
+/* --rate: when the run began, and when the next start is due (0: now). */
+static int64_t			 lg_run_start;
+static int64_t			 lg_next_start;
 
 static const char lg_help[] =
 "Keep N clients of an fdistd share (or an HTTP server) busy and report.\n"
@@ -59,6 +64,12 @@ static const char lg_help[] =
 "  -n, --count N          transfers in all (default 1000 without -t)\n"
 "  -t, --duration SECS    start transfers for this long; with -n, the\n"
 "                         first limit reached ends the run\n"
+"      --rate N           start at most N transfers per second, on a\n"
+"                         schedule kept to the millisecond (still at\n"
+"                         most -c at once): servers compared at one\n"
+"                         load, not each at the client's ceiling; a\n"
+"                         run that falls behind catches up as clients\n"
+"                         end\n"
 "      --connect HOST:PORT  IPV4:PORT or [IPV6]:PORT; repeat to spread\n"
 "                         transfers over several ports (round robin)\n"
 "      --bind ADDR        source address; repeat for round robin (each\n"
@@ -186,6 +197,9 @@ lg_option_value(int ch, const char *arg)
 		    &lg_opt.o_count));
 	case 't':
 		return (lg_parse_seconds("-t", arg, &lg_opt.o_duration_ns));
+	case LG_OPT_RATE:
+		return (lg_parse_count("--rate", arg, 1, LG_RATE_MAX,
+		    &lg_opt.o_rate));
 	case LG_OPT_CONNECT:
 		if (lg_opt.o_nconnect == LG_TARGETS_MAX) {
 			fprintf(stderr, "%s: at most %d --connect\n",
@@ -343,6 +357,7 @@ lg_options(int argc, char **argv)
 		{ "concurrency",	required_argument, NULL, 'c' },
 		{ "count",		required_argument, NULL, 'n' },
 		{ "duration",		required_argument, NULL, 't' },
+		{ "rate",		required_argument, NULL, LG_OPT_RATE },
 		{ "connect",		required_argument, NULL,
 		    LG_OPT_CONNECT },
 		{ "bind",		required_argument, NULL, LG_OPT_BIND },
@@ -470,6 +485,29 @@ lg_next_bind(enum lg_behaviour b, const struct lg_addr *to)
 	return (NULL);
 }
 
+/*
+ * Whether --rate allows another start now; if not, lg_next_start says
+ * when it will.
+ */
+static bool
+lg_rate_allows(uint64_t started)
+{
+	int64_t	due;
+
+	if (lg_opt.o_rate == 0)
+		return (true);
+	/* In two parts, so that started * LG_NS cannot overflow. */
+	due = lg_run_start + (int64_t)(started / lg_opt.o_rate) * LG_NS +
+	    (int64_t)(started % lg_opt.o_rate * (uint64_t)LG_NS /
+	    lg_opt.o_rate);
+	if (lg_now() >= due) {
+		lg_next_start = 0;
+		return (true);
+	}
+	lg_next_start = due;
+	return (false);
+}
+
 /* Start transfers until the slots are full or the run has enough. */
 static bool
 lg_fill(uint64_t *started, int64_t end)
@@ -483,6 +521,8 @@ lg_fill(uint64_t *started, int64_t end)
 			return (false);
 		if (end != 0 && lg_now() >= end)
 			return (false);
+		if (!lg_rate_allows(*started))
+			return (true);
 		b = lg_next_behaviour();
 		to = &lg_opt.o_connect[next[b]++ % lg_opt.o_nconnect];
 		(*started)++;
@@ -503,6 +543,9 @@ lg_wait_ms(int64_t end, bool starting)
 
 	if (starting && end != 0 && (wake == -1 || end < wake))
 		wake = end;
+	if (starting && lg_next_start != 0 &&
+	    (wake == -1 || lg_next_start < wake))
+		wake = lg_next_start;
 	if (wake == -1)
 		return (-1);
 	now = lg_now();
@@ -522,6 +565,7 @@ lg_run(void)
 	bool			starting = true;
 	int			i, n, seen = 0;
 
+	lg_run_start = start;
 	if (lg_opt.o_duration_ns != 0)
 		end = start + lg_opt.o_duration_ns;
 	for (;;) {

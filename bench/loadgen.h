@@ -84,6 +84,7 @@ struct lg_options {
 	unsigned int		o_concurrency;
 	uint64_t		o_count;	/* 0: until --duration */
 	int64_t			o_duration_ns;	/* 0: until --count */
+	uint64_t		o_rate;		/* starts per second; 0: as -c allows */
 	struct lg_addr		o_connect[LG_TARGETS_MAX];
 	size_t			o_nconnect;
 	struct lg_addr		o_bind[LG_TARGETS_MAX];
