@@ -86,6 +86,30 @@ def test_loadgen_discard_counts_every_byte(tmp):
         assert out.returncode != 0 and "discard" in out.stderr, out
 
 
+def test_loadgen_rate_keeps_its_schedule(tmp):
+    """--rate (the benchmark's run at one load) starts no more transfers
+    than its schedule allows, where the same run without it starts many
+    more: the cap is the schedule's, not the server's."""
+    path = make_file(os.path.join(tmp, "small"), 4096)
+    port = free_port()
+    with Daemon(tmp, {"s": {"listen": "127.0.0.1:%d" % port, "file": path}}) as d:
+        def started(extra):
+            out = subprocess.run([LOADGEN, "-c", "8", "-t", "2", "--connect", "127.0.0.1:%d" % port,
+                                  "--expect-size", "4096", "--json"] + extra,
+                                 capture_output=True, text=True, timeout=60)
+            assert out.returncode == 0, out
+            total = json.loads(out.stdout.strip().splitlines()[-1])["total"]
+            assert total["ok"] == total["started"], total
+            return total["started"]
+        # 100 per second for 2 s: the schedule allows 201 starts at most;
+        # half of that is a margin for a loaded machine
+        paced = started(["--rate", "100"])
+        assert 100 <= paced <= 201, paced
+        free = started([])
+        assert free > 2 * 201, free
+        d.wait_records(paced + free, timeout=60)
+
+
 def test_fault_mix_2000_transfers_at_200_clients(tmp):
     size = 2 * 1024 * 1024 + 77
     path = make_file(os.path.join(tmp, "image"), size)
