@@ -81,8 +81,13 @@ accept_run(void *arg)
 	pthread_attr_setstacksize(&attr, 64 * 1024);
 	for (;;) {
 		if ((fd = accept(sv->lfd, NULL, NULL)) == -1) {
-			if (errno == EMFILE || errno == ENFILE)
+			if (errno == EMFILE || errno == ENFILE ||
+			    errno == ENOBUFS || errno == ENOMEM)
 				usleep(10000);	/* wait for clients to end */
+			else if (errno != EINTR && errno != ECONNABORTED) {
+				perror("sendfile-threads: accept");
+				exit(1);
+			}
 			continue;
 		}
 		if ((cl = malloc(sizeof(*cl))) == NULL) {
