@@ -67,6 +67,7 @@ VARIANT = 'minbase'
 # What a minimal Debian with systemd has, plus fdistd's own libraries: no procps (ps,
 # /bin/kill), no iproute2, no netcat, so a test sees what an administrator's system has.
 PACKAGES = ('systemd', 'systemd-sysv', 'dbus', 'libevent-2.1-7', 'libevent-core-2.1-7',
+            'libevent-extra-2.1-7',
             'libinih1', 'libsystemd0', 'libssl3')
 # Runtime libraries of gcc's -fsanitize=address,undefined builds (clang links its own statically):
 # pass as Container(extra_packages=SANITIZER_PACKAGES) to run such a build in the container.
