@@ -1,0 +1,317 @@
+#!/usr/bin/env python3
+"""A fleet on one machine: one journal for many fdistd servers.
+
+Every host is a network namespace on one bridge (tests/netbed.py), with
+addresses from 198.18.0.0/15 and no route out.  A collector runs the real
+systemd-journal-remote (--split-mode=host) and Prometheus; two servers
+each run their own journald, fdistd and systemd-journal-upload in a mount
+and UTS namespace of their own (own hostname, machine id and /run); a real
+HAProxy balances them round robin with send-proxy-v2; and 20 and more
+clients, each with its own address, fetch the file through HAProxy with
+fdist-fetch.  One client's address is denied by the servers, one client
+is kept off the network, and one host sends a PROXY header of its own
+straight to the servers.
+
+The records must carry each client's own address; the collector must
+hold every record of every server, told apart by _HOSTNAME; fdist-report
+-D on the collector's directory must list every client done with the
+server that served it, the denied one failed and the one kept away as
+missing; and Prometheus scraping the servers must count the same.
+"""
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+from fdtest import Daemon, file_sha256, main, make_file
+from netbed import Bed, cleanup_stale, ip
+
+FETCH = os.environ.get("FDIST_FETCH", "build/fdist-fetch")
+REPORT = os.environ.get("FDIST_REPORT", "build/fdist-report")
+JOURNALD = "/lib/systemd/systemd-journald"
+JREMOTE = "/lib/systemd/systemd-journal-remote"
+JUPLOAD = "/lib/systemd/systemd-journal-upload"
+TRANSFER_ID = "68da270df4994c348ba467a048bebbc3"
+
+COLLECTOR = "198.18.0.2"
+BALANCER = "198.18.0.5"
+SERVERS = ["198.18.0.11", "198.18.0.12"]
+CLIENTS = ["198.18.1.%d" % i for i in range(1, 23)]     # 22 clients
+DENIED = CLIENTS[20]                # denied by the servers' access list
+KEPT_AWAY = CLIENTS[21]             # its link is down: never connects
+FAKER = "198.18.2.1"                # a PROXY header of its own, straight to a server
+PORT = 9000
+JR_PORT = 19532
+PROM_PORT = 9090
+SIZE = 1536 * 1024
+
+
+def journal(directory, *match, fmt="json"):
+    r = subprocess.run(["journalctl", "-D", directory, "-o", fmt, "--no-pager"] + list(match),
+                       capture_output=True, text=True, timeout=60)
+    return [json.loads(line) for line in r.stdout.splitlines() if line.strip()]
+
+
+def journal_file(path, *match):
+    r = subprocess.run(["journalctl", "--file", path, "-o", "json", "--no-pager"] + list(match),
+                       capture_output=True, text=True, timeout=60)
+    return [json.loads(line) for line in r.stdout.splitlines() if line.strip()]
+
+
+def key(rec):
+    """What identifies one record wherever it was copied to."""
+    return (rec["_HOSTNAME"], rec["_MACHINE_ID"], rec["__REALTIME_TIMESTAMP"], rec["MESSAGE"])
+
+
+def addr_of(peer):
+    return peer.rsplit(":", 1)[0]
+
+
+def wait_until(what, predicate, timeout):
+    """Poll predicate (returning a value, falsy while not yet) within timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out after %ss waiting for %s" % (timeout, what))
+        time.sleep(0.2)
+
+
+def fake_proxy_client(host, server, claimed):
+    """From host, straight to server: a PROXY v2 header that claims to come
+    from claimed, then an ack.  Returns the bytes received."""
+    prog = r"""
+import socket, struct, sys
+sig = b"\r\n\r\n\0\r\nQUIT\n"
+body = socket.inet_aton(sys.argv[2]) + socket.inet_aton(sys.argv[1]) + struct.pack("!HH", 40000, %d)
+got = b""
+s = None
+try:
+    # refused at accept, the reset may come while connecting
+    s = socket.create_connection((sys.argv[1], %d), timeout=20)
+    s.sendall(sig + bytes([0x21, 0x11]) + struct.pack("!H", len(body)) + body)
+    while True:
+        b = s.recv(65536)
+        if not b:
+            break
+        got += b
+    s.sendall(b"Thank you\0")
+except (ConnectionResetError, BrokenPipeError):
+    pass
+if s is not None:
+    s.close()
+print(len(got))
+""" % (PORT, PORT)
+    r = host.run([sys.executable, "-c", prog, server, claimed], timeout=60, text=True)
+    assert r.returncode == 0, r
+    return int(r.stdout.strip())
+
+
+def test_fleet(tmp):
+    assert os.geteuid() == 0, "the fleet test builds network namespaces: run it as root"
+    for prog in (JREMOTE, JUPLOAD, shutil.which("haproxy"), shutil.which("prometheus")):
+        assert prog and os.access(prog, os.X_OK), \
+            "%s missing (apt-get install systemd-journal-remote haproxy prometheus)" % prog
+    t0 = time.monotonic()
+    path = make_file(os.path.join(tmp, "image"), SIZE, seed=7)
+    digest = file_sha256(path)
+    jconf = os.path.join(tmp, "journald.conf")
+    with open(jconf, "w") as f:
+        f.write("[Journal]\nStorage=volatile\nRateLimitBurst=0\nReadKMsg=no\n")
+    remote_dir = os.path.join(tmp, "remote")
+    os.makedirs(remote_dir)
+
+    bed = Bed(tmp)
+    daemons = []
+    try:
+        col = bed.host("col", COLLECTOR)
+        lb = bed.host("lb", BALANCER)
+        srvs = [bed.host("srv%d" % (i + 1), a) for i, a in enumerate(SERVERS)]
+        clients = [bed.host("c%02d" % (i + 1), a) for i, a in enumerate(CLIENTS)]
+        faker = bed.host("faker", FAKER)
+
+        # The collector: journal-remote, one file per uploading address.
+        jr = col.popen([JREMOTE, "--listen-http=%s:%d" % (COLLECTOR, JR_PORT),
+                        "--output=%s/" % remote_dir, "--split-mode=host"], log="journal-remote.log")
+        col.wait_listening(JR_PORT, proc=jr)
+
+        # Each server: its own hostname, machine id, journald, fdistd and upload.
+        hostnames = []
+        uploads = []
+        for i, srv in enumerate(srvs):
+            name = "fdbed-srv%d" % (i + 1)
+            hostnames.append(name)
+            srv.isolate(name, ("%x" % (i + 1)) * 32, [(jconf, "/etc/systemd/journald.conf")])
+            jd = srv.popen([JOURNALD], log="%s/journald.log" % srv.name)
+            wait_until("journald of " + name,
+                       lambda: os.path.exists(srv.root("/run/systemd/journal/socket")) or jd.poll() is not None, 20)
+            assert jd.poll() is None, "journald of %s exited" % name
+            d = Daemon(os.path.join(tmp, srv.name),
+                       {"fleet": {"listen": "%s:%d" % (srv.addr, PORT), "file": path,
+                                  "proxy_protocol": "yes", "proxy_from": "%s/32" % BALANCER,
+                                  "deny": DENIED}},
+                       {"log": "journal"}, launcher=srv.prefix(), start=False)
+            daemons.append(d)
+            d.start()
+            uploads.append(srv.popen([JUPLOAD, "--url=http://%s:%d" % (COLLECTOR, JR_PORT),
+                                      "--directory=/run/log/journal",
+                                      "--save-state=%s/upload.state" % os.path.join(tmp, srv.name)],
+                                     log="%s/upload.log" % srv.name))
+
+        # HAProxy in front, round robin, the client's address in a v2 header.
+        hcfg = os.path.join(tmp, "haproxy.cfg")
+        with open(hcfg, "w") as f:
+            f.write("defaults\n    mode tcp\n    timeout connect 10s\n"
+                    "    timeout client 60s\n    timeout server 60s\n"
+                    "frontend fleet\n    bind %s:%d\n    default_backend servers\n"
+                    "backend servers\n    balance roundrobin\n" % (BALANCER, PORT))
+            for i, a in enumerate(SERVERS):
+                f.write("    server s%d %s:%d send-proxy-v2\n" % (i + 1, a, PORT))
+        hap = lb.popen([shutil.which("haproxy"), "-f", hcfg, "-db"], log="haproxy.log")
+        lb.wait_listening(PORT, proc=hap)
+
+        # The one kept away: its link is down, so it never reaches the balancer.
+        away = clients[CLIENTS.index(KEPT_AWAY)]
+        ip("-n", away.ns, "link", "set", "eth0", "down")
+        r = away.run([FETCH, "-q", "-o", os.path.join(tmp, "away.out"), "--timeout=10s",
+                      "%s:%d" % (BALANCER, PORT)], text=True)
+        assert r.returncode != 0 and "unreachable" in r.stderr, r
+
+        # Every other client at once, through the balancer.
+        t_fetch = time.monotonic()
+        fetches = []
+        for c in clients:
+            if c is away:
+                continue
+            out = os.path.join(tmp, c.name + ".out")
+            p = subprocess.Popen(c.prefix() + [FETCH, "-q", "-o", out, "--host-id=" + c.name,
+                                               "--expect-sha256=" + digest, "--timeout=60s",
+                                               "%s:%d" % (BALANCER, PORT)],
+                                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE)
+            fetches.append((c, out, p))
+        for c, out, p in fetches:
+            stdout, stderr = p.communicate(timeout=120)
+            if c.addr == DENIED:
+                assert p.returncode != 0 and not os.path.exists(out), (c.name, stderr)
+            else:
+                assert p.returncode == 0, (c.name, p.returncode, stderr)
+                assert file_sha256(out) == digest, c.name
+        t_fetch = time.monotonic() - t_fetch
+
+        # A header of its own, straight to each server: not from proxy_from.
+        for a in SERVERS:
+            assert fake_proxy_client(faker, a, KEPT_AWAY) == 0
+
+        # Each server's own journal: one record per connection, each with
+        # the client's own address and the balancer as the proxy.
+        served = {}             # client address -> hostname of its server
+        local = []
+        forwarded = []
+        for srv, name, d in zip(srvs, hostnames, daemons):
+            jdir = srv.root("/run/log/journal")
+
+            def records(jdir=jdir):
+                # the faker's refusal comes last
+                recs = journal(jdir, "MESSAGE_ID=" + TRANSFER_ID, "FDIST_SHARE=fleet")
+                return recs if any(addr_of(r["FDIST_PEER"]) == FAKER for r in recs) else None
+            recs = wait_until(name + "'s records", records, 20)
+            for rec in recs:
+                assert rec["_HOSTNAME"] == name, rec
+                peer = addr_of(rec["FDIST_PEER"])
+                if peer == FAKER:
+                    assert rec["FDIST_STATUS"] == "denied", rec
+                    assert rec["FDIST_REASON"] == "not in proxy_from", rec
+                    assert "FDIST_PROXY" not in rec, rec
+                    continue
+                assert addr_of(rec["FDIST_PROXY"]) == BALANCER, rec
+                forwarded.append(rec)
+                if peer == DENIED:
+                    assert rec["FDIST_STATUS"] == "denied" and rec["FDIST_REASON"] == "not allowed", rec
+                    continue
+                assert peer in CLIENTS, rec
+                assert rec["FDIST_STATUS"] == "acked", rec
+                assert rec["FDIST_VERIFIED"] == "yes", rec
+                assert rec["FDIST_HOST_ID"] == "c%02d" % (CLIENTS.index(peer) + 1), rec
+                assert peer not in served, ("served twice", rec)
+                served[peer] = name
+            local += recs
+        fetched = [c.addr for c, _, _ in fetches if c.addr != DENIED]
+        assert sorted(served) == sorted(fetched), (sorted(served), fetched)
+        per_server = [sum(1 for r in forwarded if r["_HOSTNAME"] == n) for n in hostnames]
+        assert abs(per_server[0] - per_server[1]) <= 1, ("not round robin", per_server)
+        assert len(forwarded) == len(fetches)
+        assert len(local) == len(fetches) + len(SERVERS)
+
+        # The collector: every record of every server, one file per server.
+        def collected():
+            recs = journal(remote_dir, "MESSAGE_ID=" + TRANSFER_ID, "FDIST_SHARE=fleet")
+            return recs if len(recs) >= len(local) else None
+        t_ship = time.monotonic()
+        remote = wait_until("the collector to hold every record", collected, 30)
+        t_ship = time.monotonic() - t_ship
+        assert sorted(map(key, remote)) == sorted(map(key, local))
+        assert {r["_HOSTNAME"] for r in remote} == set(hostnames)
+        assert len({r["_MACHINE_ID"] for r in remote}) == len(SERVERS)
+        files = sorted(os.listdir(remote_dir))
+        assert files == ["remote-%s.journal" % a for a in SERVERS], files
+        for a, name in zip(SERVERS, hostnames):
+            recs = journal_file(os.path.join(remote_dir, "remote-%s.journal" % a),
+                                "MESSAGE_ID=" + TRANSFER_ID)
+            assert recs and {r["_HOSTNAME"] for r in recs} == {name}, (a, name)
+
+        # fdist-report on the collector answers for every server.
+        hosts = os.path.join(tmp, "hosts")
+        with open(hosts, "w") as f:
+            for i, a in enumerate(CLIENTS):
+                f.write("%s c%02d\n" % (a, i + 1))
+        r = subprocess.run([REPORT, "-D", remote_dir, "--share", "fleet", "--hosts", hosts,
+                            "--sha256", digest, "--json"], capture_output=True, text=True, timeout=60)
+        assert r.returncode in (0, 1), r
+        rep = json.loads(r.stdout)
+        s = rep["summary"]
+        assert s["sha256"] == digest, s
+        assert (s["total"], s["done"], s["failed"], s["missing"]) == \
+            (len(CLIENTS), len(CLIENTS) - 2, 1, 1), s
+        assert s["records"] == len(local) and s["unlisted_records"] == len(SERVERS), s
+        assert sorted(s["servers"]) == sorted(hostnames), s
+        by_host = {h["host"]: h for h in rep["hosts"]}
+        for a in fetched:
+            h = by_host[a]
+            assert h["state"] == "done" and h["verified"] is True, h
+            assert h["server"] == served[a], (h, served[a])
+        assert by_host[DENIED]["state"] == "failed", by_host[DENIED]
+        assert by_host[DENIED]["last_failure"]["status"] == "denied", by_host[DENIED]
+        assert by_host[KEPT_AWAY]["state"] == "missing", by_host[KEPT_AWAY]
+
+        # No route out of any namespace, nothing of the bed in the root one.
+        for h in bed.hosts:
+            for line in h.routes():
+                assert not line.startswith("default"), (h.name, line)
+                assert re.match(r"(198\.18\.0\.0/15|local |broadcast |fe80::/64|multicast )",
+                                line), (h.name, line)
+        assert ip("-o", "addr", "show", "to", "198.18.0.0/15") == ""
+        assert bed.tag not in ip("-o", "link", "show")
+
+        for d in daemons:
+            d.stop()
+        print("fleet: %d hosts (%d clients, %d servers), %d records collected, "
+              "fetch %.1fs, shipping %.1fs, total %.1fs"
+              % (len(bed.hosts), len(CLIENTS), len(SERVERS), len(remote), t_fetch, t_ship,
+                 time.monotonic() - t0))
+    finally:
+        for d in daemons:
+            d.close()
+        bed.close()
+    assert not [n for n in ip("netns", "list").split() if n.startswith(bed.tag)]
+
+
+if __name__ == "__main__":
+    main(globals())
