@@ -103,7 +103,8 @@ class Host:
     def isolate(self, hostname, machine_id, files=()):
         """Give the host its own mount and UTS namespaces: hostname, machine
         id, tmpfs on /run/systemd and /run/log, and each (src, dst) of files
-        bind-mounted over dst.  Processes started afterwards run in them."""
+        bind-mounted over dst (a file or directory that exists on both
+        sides).  Processes started afterwards run in them."""
         d = os.path.join(self.bed.tmp, self.name)
         os.makedirs(d, exist_ok=True)
         mid = os.path.join(d, "machine-id")
@@ -132,7 +133,8 @@ class Host:
     def prefix(self):
         """The command prefix that runs a program on this host."""
         if self.holder is not None:
-            return ["nsenter", "-t", str(self.holder.pid), "-m", "-u", "-n"]
+            # in the caller's working directory, as ip netns exec keeps it
+            return ["nsenter", "-t", str(self.holder.pid), "-m", "-u", "-n", "--wd=" + os.getcwd()]
         return ["ip", "netns", "exec", self.ns]
 
     def run(self, args, timeout=60, **kw):

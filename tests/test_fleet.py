@@ -17,6 +17,14 @@ hold every record of every server, told apart by _HOSTNAME; fdist-report
 -D on the collector's directory must list every client done with the
 server that served it, the denied one failed and the one kept away as
 missing; and Prometheus scraping the servers must count the same.
+
+The collector and the servers run what README.md's "Many servers" says:
+journal-remote with the ExecStart= of its drop-in, on the port of the
+Debian socket unit (socket-activated); journal-upload as the Debian unit
+runs it, with the journal-upload.conf the README writes (its collector
+name resolved by the server's own /etc/hosts) and its state file in the
+default place, which is the test's temp dir there; and fdist-report on
+the collector with -D /var/log/journal/remote, also the test's.
 """
 
 import json
@@ -28,14 +36,16 @@ import subprocess
 import sys
 import time
 
-from fdtest import Daemon, file_sha256, main, make_file
-from netbed import Bed, cleanup_stale, ip
+from fdtest import SRCDIR, Daemon, file_sha256, main, make_file
+from netbed import Bed, ip
 
 FETCH = os.environ.get("FDIST_FETCH", "build/fdist-fetch")
 REPORT = os.environ.get("FDIST_REPORT", "build/fdist-report")
 JOURNALD = "/lib/systemd/systemd-journald"
 JREMOTE = "/lib/systemd/systemd-journal-remote"
 JUPLOAD = "/lib/systemd/systemd-journal-upload"
+UNITS = "/lib/systemd/system"
+REMOTE_DIR = "/var/log/journal/remote"
 TRANSFER_ID = "68da270df4994c348ba467a048bebbc3"
 
 COLLECTOR = "198.18.0.2"
@@ -46,9 +56,33 @@ DENIED = CLIENTS[20]                # denied by the servers' access list
 KEPT_AWAY = CLIENTS[21]             # its link is down: never connects
 FAKER = "198.18.2.1"                # a PROXY header of its own, straight to a server
 PORT = 9000
-JR_PORT = 19532
 PROM_PORT = 9090
 SIZE = 1536 * 1024
+
+
+def unit_value(unit, key):
+    """The value of key= in a Debian unit file."""
+    with open(os.path.join(UNITS, unit)) as f:
+        (value,) = re.findall(r"^%s=(.*)$" % key, f.read(), re.M)
+    return value
+
+
+def readme_fleet():
+    """What README.md's "Many servers" runs: journal-remote's command
+    line, journal-upload.conf's text, and the report's command."""
+    with open(os.path.join(SRCDIR, "README.md")) as f:
+        text = f.read()
+    assert "\n## Many servers\n" in text, "README.md has no section \"Many servers\""
+    sec = text.split("\n## Many servers\n", 1)[1].split("\n## ", 1)[0]
+    m = re.search(r"ExecStart=(%s [^\\']*)" % re.escape(JREMOTE), sec)
+    assert m, "no ExecStart= of journal-remote in README.md's Many servers"
+    remote = m.group(1).split()
+    m = re.search(r"printf ('[^']*') > /etc/systemd/journal-upload\.conf", sec)
+    assert m, "no journal-upload.conf in README.md's Many servers"
+    upload_conf = subprocess.run("printf " + m.group(1), shell=True, capture_output=True,
+                                 text=True, check=True).stdout
+    (report,) = [l for l in sec.splitlines() if l.startswith("fdist-report -D ")]
+    return remote, upload_conf, report.split()
 
 
 def journal(directory, *match, fmt="json"):
@@ -125,7 +159,10 @@ def test_fleet(tmp):
     jconf = os.path.join(tmp, "journald.conf")
     with open(jconf, "w") as f:
         f.write("[Journal]\nStorage=volatile\nRateLimitBurst=0\nReadKMsg=no\n")
-    remote_dir = os.path.join(tmp, "remote")
+    remote_cmd, upload_conf, report_cmd = readme_fleet()
+    collector_name = re.search(r"^URL=https?://([^:/]+)", upload_conf, re.M).group(1)
+    col_journal = os.path.join(tmp, "col", "journal")      # the collector's /var/log/journal
+    remote_dir = col_journal + REMOTE_DIR[len("/var/log/journal"):]
     os.makedirs(remote_dir)
 
     bed = Bed(tmp)
@@ -137,33 +174,48 @@ def test_fleet(tmp):
         clients = [bed.host("c%02d" % (i + 1), a) for i, a in enumerate(CLIENTS)]
         faker = bed.host("faker", FAKER)
 
-        # The collector: journal-remote, one file per uploading address.
-        jr = col.popen([JREMOTE, "--listen-http=%s:%d" % (COLLECTOR, JR_PORT),
-                        "--output=%s/" % remote_dir, "--split-mode=host"], log="journal-remote.log")
-        col.wait_listening(JR_PORT, proc=jr)
+        # The collector: journal-remote as the README's drop-in runs it, on
+        # the Debian socket unit's port, socket-activated.
+        col.isolate("fdbed-collector", "c" * 32, [(col_journal, "/var/log/journal")])
+        jr_port = int(unit_value("systemd-journal-remote.socket", "ListenStream"))
+        jr = col.popen(["systemd-socket-activate", "-l", str(jr_port)] + remote_cmd,
+                       log="journal-remote.log")
+        col.wait_listening(jr_port, proc=jr)
 
-        # Each server: its own hostname, machine id, journald, fdistd and upload.
+        # Each server: its own hostname, machine id, journald, fdistd, and
+        # journal-upload as the Debian unit runs it, with the README's
+        # journal-upload.conf; /var/log/journal and /var/lib/systemd (the
+        # upload's state) are the test's.
+        upload_cmd = unit_value("systemd-journal-upload.service", "ExecStart").split()
         hostnames = []
         uploads = []
         for i, srv in enumerate(srvs):
             name = "fdbed-srv%d" % (i + 1)
             hostnames.append(name)
-            srv.isolate(name, ("%x" % (i + 1)) * 32, [(jconf, "/etc/systemd/journald.conf")])
+            d = os.path.join(tmp, srv.name)
+            for sub in ("journal", "lib-systemd/journal-upload"):
+                os.makedirs(os.path.join(d, sub))
+            with open(os.path.join(d, "journal-upload.conf"), "w") as f:
+                f.write(upload_conf)
+            with open(os.path.join(d, "hosts"), "w") as f:
+                f.write("127.0.0.1 localhost\n%s %s\n%s %s\n" % (srv.addr, name, COLLECTOR, collector_name))
+            srv.isolate(name, ("%x" % (i + 1)) * 32,
+                        [(jconf, "/etc/systemd/journald.conf"),
+                         (os.path.join(d, "journal-upload.conf"), "/etc/systemd/journal-upload.conf"),
+                         (os.path.join(d, "hosts"), "/etc/hosts"),
+                         (os.path.join(d, "journal"), "/var/log/journal"),
+                         (os.path.join(d, "lib-systemd"), "/var/lib/systemd")])
             jd = srv.popen([JOURNALD], log="%s/journald.log" % srv.name)
             wait_until("journald of " + name,
                        lambda: os.path.exists(srv.root("/run/systemd/journal/socket")) or jd.poll() is not None, 20)
             assert jd.poll() is None, "journald of %s exited" % name
-            d = Daemon(os.path.join(tmp, srv.name),
-                       {"fleet": {"listen": "%s:%d" % (srv.addr, PORT), "file": path,
-                                  "proxy_protocol": "yes", "proxy_from": "%s/32" % BALANCER,
-                                  "deny": DENIED}},
-                       {"log": "journal"}, launcher=srv.prefix(), start=False)
-            daemons.append(d)
-            d.start()
-            uploads.append(srv.popen([JUPLOAD, "--url=http://%s:%d" % (COLLECTOR, JR_PORT),
-                                      "--directory=/run/log/journal",
-                                      "--save-state=%s/upload.state" % os.path.join(tmp, srv.name)],
-                                     log="%s/upload.log" % srv.name))
+            fd = Daemon(d, {"fleet": {"listen": "%s:%d" % (srv.addr, PORT), "file": path,
+                                      "proxy_protocol": "yes", "proxy_from": "%s/32" % BALANCER,
+                                      "deny": DENIED}},
+                        {"log": "journal"}, launcher=srv.prefix(), start=False)
+            daemons.append(fd)
+            fd.start()
+            uploads.append(srv.popen(upload_cmd, log="%s/upload.log" % srv.name))
 
         # HAProxy in front, round robin, the client's address in a v2 header.
         hcfg = os.path.join(tmp, "haproxy.cfg")
@@ -267,14 +319,24 @@ def test_fleet(tmp):
                                 "MESSAGE_ID=" + TRANSFER_ID)
             assert recs and {r["_HOSTNAME"] for r in recs} == {name}, (a, name)
 
-        # fdist-report on the collector answers for every server.
+        # On the collector, the README's checks: the servers' host names,
+        # and fdist-report on its directory answers for every server.
+        r = col.run(["journalctl", "-D", REMOTE_DIR, "-F", "_HOSTNAME"], text=True)
+        assert set(hostnames) <= set(r.stdout.split()), r
         hosts = os.path.join(tmp, "hosts")
         with open(hosts, "w") as f:
             for i, a in enumerate(CLIENTS):
                 f.write("%s c%02d\n" % (a, i + 1))
-        r = subprocess.run([REPORT, "-D", remote_dir, "--share", "fleet", "--hosts", hosts,
-                            "--sha256", digest, "--json"], capture_output=True, text=True, timeout=60)
-        assert r.returncode in (0, 1), r
+        assert report_cmd[:3] == ["fdist-report", "-D", REMOTE_DIR], report_cmd
+        cmd = [REPORT] + report_cmd[1:]
+        cmd[cmd.index("--share") + 1] = "fleet"
+        cmd[cmd.index("--hosts") + 1] = hosts
+        r = col.run(cmd, text=True)
+        assert r.returncode == 1, r            # not every host is done
+        assert re.search(r"^share fleet sha256 %s\S*: %d/%d done, 1 failed, 1 missing$"
+                         % (digest[:8], len(CLIENTS) - 2, len(CLIENTS)), r.stdout, re.M), r.stdout
+        r = col.run(cmd + ["--sha256", digest, "--json"], text=True)
+        assert r.returncode == 1, r
         rep = json.loads(r.stdout)
         s = rep["summary"]
         assert s["sha256"] == digest, s
