@@ -57,6 +57,7 @@ KEPT_AWAY = CLIENTS[21]             # its link is down: never connects
 FAKER = "198.18.2.1"                # a PROXY header of its own, straight to a server
 PORT = 9000
 PROM_PORT = 9090
+METRICS_PORT = 9101
 SIZE = 1536 * 1024
 
 
@@ -116,6 +117,19 @@ def wait_until(what, predicate, timeout):
         if time.monotonic() > deadline:
             raise AssertionError("timed out after %ss waiting for %s" % (timeout, what))
         time.sleep(0.2)
+
+
+def prometheus_query(col, query):
+    """The result vector of an instant query, as {instance: value}."""
+    prog = ("import sys, urllib.parse, urllib.request\n"
+            "u = 'http://%s:%d/api/v1/query?' + urllib.parse.urlencode({'query': sys.argv[1]})\n"
+            "print(urllib.request.urlopen(u, timeout=10).read().decode())\n" % (COLLECTOR, PROM_PORT))
+    r = col.run([sys.executable, "-c", prog, query], text=True, timeout=30)
+    if r.returncode != 0:
+        return None                 # not up yet
+    answer = json.loads(r.stdout)
+    assert answer["status"] == "success", answer
+    return {v["metric"].get("instance", ""): float(v["value"][1]) for v in answer["data"]["result"]}
 
 
 def fake_proxy_client(host, server, claimed):
@@ -182,6 +196,16 @@ def test_fleet(tmp):
                        log="journal-remote.log")
         col.wait_listening(jr_port, proc=jr)
 
+        # Prometheus on the collector, scraping each server every second.
+        pcfg = os.path.join(tmp, "prometheus.yml")
+        with open(pcfg, "w") as f:
+            f.write("global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n"
+                    "scrape_configs:\n  - job_name: fdistd\n    static_configs:\n"
+                    "      - targets: [%s]\n" % ", ".join('"%s:%d"' % (a, METRICS_PORT) for a in SERVERS))
+        prom = col.popen([shutil.which("prometheus"), "--config.file=" + pcfg,
+                          "--storage.tsdb.path=" + os.path.join(tmp, "prometheus"),
+                          "--web.listen-address=%s:%d" % (COLLECTOR, PROM_PORT)], log="prometheus.log")
+
         # Each server: its own hostname, machine id, journald, fdistd, and
         # journal-upload as the Debian unit runs it, with the README's
         # journal-upload.conf; /var/log/journal and /var/lib/systemd (the
@@ -212,7 +236,9 @@ def test_fleet(tmp):
             fd = Daemon(d, {"fleet": {"listen": "%s:%d" % (srv.addr, PORT), "file": path,
                                       "proxy_protocol": "yes", "proxy_from": "%s/32" % BALANCER,
                                       "deny": DENIED}},
-                        {"log": "journal"}, launcher=srv.prefix(), start=False)
+                        {"log": "journal", "metrics": "%s:%d" % (srv.addr, METRICS_PORT),
+                         "metrics_allow": COLLECTOR},
+                        launcher=srv.prefix(), start=False)
             daemons.append(fd)
             fd.start()
             uploads.append(srv.popen(upload_cmd, log="%s/upload.log" % srv.name))
@@ -353,6 +379,37 @@ def test_fleet(tmp):
         assert by_host[DENIED]["last_failure"]["status"] == "denied", by_host[DENIED]
         assert by_host[KEPT_AWAY]["state"] == "missing", by_host[KEPT_AWAY]
 
+        # Prometheus, scraping the servers, counts what their records say.
+        instances = {"%s:%d" % (a, METRICS_PORT): name for a, name in zip(SERVERS, hostnames)}
+        want = {}
+        for inst, name in instances.items():
+            mine = [r for r in local if r["_HOSTNAME"] == name]
+            want[inst] = (sum(1 for r in mine if r["FDIST_STATUS"] == "acked"),
+                          sum(1 for r in mine if r["FDIST_STATUS"] == "denied"))
+        assert sum(a for a, _ in want.values()) == len(fetched)
+        assert sum(d for _, d in want.values()) == 1 + len(SERVERS)
+
+        def scraped():
+            up = prometheus_query(col, "up")
+            acked = prometheus_query(col, 'fdistd_transfers_total{share="fleet",status="acked"}')
+            denied = prometheus_query(col, 'sum by (instance) (fdistd_refusals_total{share="fleet",status="denied"})')
+            if up is None or acked is None or denied is None:
+                return None
+            got = {i: (acked.get(i), denied.get(i)) for i in instances}
+            return got if got == want and all(up.get(i) == 1 for i in instances) else None
+        t_prom = time.monotonic()
+        try:
+            wait_until("Prometheus to count the records", scraped, 60)
+        except AssertionError:
+            raise AssertionError("Prometheus: up %s, acked %s, denied %s; the records say %s; log:\n%s" % (
+                prometheus_query(col, "up"),
+                prometheus_query(col, 'fdistd_transfers_total{share="fleet",status="acked"}'),
+                prometheus_query(col, 'fdistd_refusals_total{share="fleet",status="denied"}'),
+                want, open(os.path.join(tmp, "prometheus.log")).read()[-3000:]))
+        t_prom = time.monotonic() - t_prom
+        total = prometheus_query(col, 'sum(fdistd_transfers_total{share="fleet",status="acked"})')
+        assert list(total.values()) == [len(fetched)], total
+
         # No route out of any namespace, nothing of the bed in the root one.
         for h in bed.hosts:
             for line in h.routes():
@@ -365,8 +422,8 @@ def test_fleet(tmp):
         for d in daemons:
             d.stop()
         print("fleet: %d hosts (%d clients, %d servers), %d records collected, "
-              "fetch %.1fs, shipping %.1fs, total %.1fs"
-              % (len(bed.hosts), len(CLIENTS), len(SERVERS), len(remote), t_fetch, t_ship,
+              "fetch %.1fs, shipping %.1fs, Prometheus %.1fs more, total %.1fs"
+              % (len(bed.hosts), len(CLIENTS), len(SERVERS), len(remote), t_fetch, t_ship, t_prom,
                  time.monotonic() - t0))
     finally:
         for d in daemons:
