@@ -268,11 +268,9 @@ def test_fleet(tmp):
             if c is away:
                 continue
             out = os.path.join(tmp, c.name + ".out")
-            p = subprocess.Popen(c.prefix() + [FETCH, "-q", "-o", out, "--host-id=" + c.name,
-                                               "--expect-sha256=" + digest, "--timeout=60s",
-                                               "%s:%d" % (BALANCER, PORT)],
-                                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                 stderr=subprocess.PIPE)
+            p = c.popen([FETCH, "-q", "-o", out, "--host-id=" + c.name,
+                         "--expect-sha256=" + digest, "--timeout=60s", "%s:%d" % (BALANCER, PORT)],
+                        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
             fetches.append((c, out, p))
         for c, out, p in fetches:
             stdout, stderr = p.communicate(timeout=120)
@@ -339,6 +337,9 @@ def test_fleet(tmp):
         assert sorted(map(key, remote)) == sorted(map(key, local))
         assert {r["_HOSTNAME"] for r in remote} == set(hostnames)
         assert len({r["_MACHINE_ID"] for r in remote}) == len(SERVERS)
+        for srv in srvs:        # the upload's cursor, where the unit keeps it
+            state = os.path.join(tmp, srv.name, "lib-systemd/journal-upload/state")
+            wait_until(state, lambda: os.path.exists(state) and os.path.getsize(state) > 0, 20)
         files = sorted(os.listdir(remote_dir))
         assert files == ["remote-%s.journal" % a for a in SERVERS], files
         for a, name in zip(SERVERS, hostnames):
