@@ -297,7 +297,7 @@ def test_fleet(tmp):
                 # the faker's refusal comes last
                 recs = journal(jdir, "MESSAGE_ID=" + TRANSFER_ID, "FDIST_SHARE=fleet")
                 return recs if any(addr_of(r["FDIST_PEER"]) == FAKER for r in recs) else None
-            recs = wait_until(name + "'s records", records, 20)
+            recs = wait_until(name + "'s records", records, 30)
             for rec in recs:
                 assert rec["_HOSTNAME"] == name, rec
                 peer = addr_of(rec["FDIST_PEER"])
@@ -332,7 +332,7 @@ def test_fleet(tmp):
             recs = journal(remote_dir, "MESSAGE_ID=" + TRANSFER_ID, "FDIST_SHARE=fleet")
             return recs if len(recs) >= len(local) else None
         t_ship = time.monotonic()
-        remote = wait_until("the collector to hold every record", collected, 30)
+        remote = wait_until("the collector to hold every record", collected, 60)
         t_ship = time.monotonic() - t_ship
         assert sorted(map(key, remote)) == sorted(map(key, local))
         assert {r["_HOSTNAME"] for r in remote} == set(hostnames)
