@@ -5,6 +5,8 @@
  */
 #include <sys/types.h>
 #include <sys/socket.h>
+#include <netinet/in.h>
+#include <arpa/inet.h>
 #include <netdb.h>
 
 #include <ctype.h>
@@ -21,6 +23,7 @@ static int	report_hosts_bind(struct report *, const char *,
 		    struct report_host *);
 static struct report_host *report_hosts_new(struct report *, const char *,
 		    const char *, int);
+static int	report_hosts_numeric(const struct addrinfo *, char *, size_t);
 static int	report_hosts_line(struct report *, const char *, int, char *);
 
 /* FNV-1a: short keys, no adversary (the keys come from our daemon). */
@@ -177,6 +180,25 @@ report_hosts_key(const char *s, char *key, size_t len,
 }
 
 /*
+ * An address as the daemon logs a peer: a v4-mapped IPv6 one (a client
+ * of a dual-stack listener) as plain IPv4, see addr.c.
+ */
+static int
+report_hosts_numeric(const struct addrinfo *ai, char *key, size_t len)
+{
+	const struct sockaddr_in6	*sin6;
+
+	if (ai->ai_family == AF_INET6) {
+		sin6 = (const struct sockaddr_in6 *)ai->ai_addr;
+		if (IN6_IS_ADDR_V4MAPPED(&sin6->sin6_addr))
+			return (inet_ntop(AF_INET, &sin6->sin6_addr.s6_addr[12],
+			    key, len) == NULL ? -1 : 0);
+	}
+	return (getnameinfo(ai->ai_addr, ai->ai_addrlen, key, len, NULL, 0,
+	    NI_NUMERICHOST) != 0 ? -1 : 0);
+}
+
+/*
  * One line of the hosts file: "HOST [LABEL]" with HOST an address or a
  * name (resolved now, every address it has), or with --match host-id
  * the id a client claims.
@@ -241,8 +263,7 @@ report_hosts_line(struct report *r, const char *path, int line, char *s)
 		return (-1);
 	}
 	for (ai = res; ai != NULL; ai = ai->ai_next) {
-		if (getnameinfo(ai->ai_addr, ai->ai_addrlen, key, sizeof(key),
-		    NULL, 0, NI_NUMERICHOST) != 0)
+		if (report_hosts_numeric(ai, key, sizeof(key)) == -1)
 			continue;
 		if ((other = report_hosts_find(r, key)) == h)
 			continue;

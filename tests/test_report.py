@@ -271,6 +271,14 @@ def test_usage_and_read_errors(tmp):
         dup = hosts_file(tmp, "127.0.0.2\n127.0.0.2\n", "dup.txt")
         rc, _, err = report("--share", "img", "--hosts", dup)
         assert rc == 2 and "dup.txt:2: 127.0.0.2 is 127.0.0.2, already listed on line 1" in err, err
+        # a v4-mapped address is the IPv4 one the daemon logs (addr.c)
+        mapped = hosts_file(tmp, "::ffff:127.0.0.2  mapped\n", "mapped.txt")
+        rc, out, err = report("--share", "img", "--hosts", mapped, "--json")
+        h = [(x["host"], x["state"]) for x in json.loads(out)["hosts"]]
+        assert rc == 0 and h == [("::ffff:127.0.0.2", "done")], (rc, out, err)
+        dup = hosts_file(tmp, "127.0.0.2\n::ffff:127.0.0.2\n", "dup6.txt")
+        rc, _, err = report("--share", "img", "--hosts", dup)
+        assert rc == 2 and "dup6.txt:2: ::ffff:127.0.0.2 is 127.0.0.2, already listed on line 1" in err, err
         for args in (["--only", "gone"], ["--wait=0"], ["--sha256", "12"], ["--since", "soon"],
                      ["--wait", "--until", "now"], ["-D", tmp, "--file", path], ["extra"]):
             rc, out, err = report("--share", "img", *args)
