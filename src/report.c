@@ -169,7 +169,7 @@ report_state_name(enum report_state s)
 static int
 report_parse_time(const char *s, uint64_t *usec)
 {
-	struct tm	 tm;
+	struct tm	 tm, day;
 	time_t		 now = time(NULL), t;
 	uint64_t	 v;
 	char		 err[128], *end;
@@ -227,7 +227,12 @@ report_parse_time(const char *s, uint64_t *usec)
 	if (*p != '\0')
 		return (-1);
 	tm.tm_isdst = -1;
+	day = tm;
 	if ((t = mktime(&tm)) == (time_t)-1 || t < 0)
+		return (-1);
+	/* strptime takes day 31 of any month; mktime would roll it over. */
+	if (tm.tm_mday != day.tm_mday || tm.tm_mon != day.tm_mon ||
+	    tm.tm_year != day.tm_year)
 		return (-1);
 	*usec = (uint64_t)t * 1000000;
 	return (0);

@@ -279,7 +279,7 @@ def test_usage_and_read_errors(tmp):
         dup = hosts_file(tmp, "127.0.0.2\n::ffff:127.0.0.2\n", "dup6.txt")
         rc, _, err = report("--share", "img", "--hosts", dup)
         assert rc == 2 and "dup6.txt:2: ::ffff:127.0.0.2 is 127.0.0.2, already listed on line 1" in err, err
-        for args in (["--only", "gone"], ["--wait=0"], ["--sha256", "12"], ["--since", "soon"],
+        for args in (["--only", "gone"], ["--wait=0"], ["--sha256", "12"], ["--since", "soon"], ["--since", "2026-02-30"], ["--until", "2026-04-31 10:00"],
                      ["--wait", "--until", "now"], ["-D", tmp, "--file", path], ["extra"]):
             rc, out, err = report("--share", "img", *args)
             assert rc == 2 and out == "" and err, (args, rc, out, err)
