@@ -147,6 +147,7 @@ fdistd_reload(void)
 {
 	if (server_stopping()) {
 		log_info("stopping: reload ignored");
+		reload_result_begin();
 		reload_result_report(false, "stopping: reload ignored");
 		return;
 	}

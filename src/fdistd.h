@@ -490,6 +490,7 @@ void	 notify_failure(const char *);
 
 /* reload_result.c: a reload's result, for ExecReload= (fdistd -r). */
 #define RELOAD_WAIT_S	60	/* under systemd's default TimeoutStartSec */
+void	 reload_result_begin(void);
 void	 reload_result_report(bool, const char *);
 int	 reload_result_client(const char *);
 

@@ -52,6 +52,7 @@ reload_spawn(char *err, size_t errlen)
 	sigset_t	all, old;
 	int		rv;
 
+	reload_result_begin();	/* fdistd -r waits for a load begun since */
 	/* Signals belong to the loop's thread, not the worker. */
 	sigfillset(&all);
 	pthread_sigmask(SIG_SETMASK, &all, &old);

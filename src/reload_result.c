@@ -4,9 +4,12 @@
  * systemd 252 has no Type=notify-reload: its ExecReload= must learn the
  * daemon's result itself.  The daemon writes the result of each reload
  * to $RUNTIME_DIRECTORY/reload (RuntimeDirectory= of the unit, the one
- * place the sandbox lets it write), numbered, with its pid; "fdistd -r
- * PID" (the unit's ExecReload=) notes the number, sends SIGHUP, waits a
- * bounded time for a higher one and exits with the result.  A signal
+ * place the sandbox lets it write), numbered, with its pid and when its
+ * load began; "fdistd -r PID" (the unit's ExecReload=) notes the time,
+ * sends SIGHUP, waits a bounded time for the result of a load that
+ * began since and exits with the result.  A later number would not do:
+ * a load that began before the signal (another reload's) may end just
+ * after the helper read the file, and it may have read an older file.  A signal
  * carries no reply, a file outlives the helper's start: nothing has to
  * listen, and a reload sent by plain kill(1) is recorded the same way.
  */
@@ -31,11 +34,14 @@
 #define RELOAD_POLL_MS		200	/* re-read even if inotify is silent */
 
 static uint64_t		 reload_generation;
+static uint64_t		 reload_began;	/* the next result's load, usec */
 static bool		 reload_write_failed;
 
 struct reload_result {
 	long		 rr_pid;
 	uint64_t	 rr_generation;
+	uint64_t	 rr_started;	/* CLOCK_MONOTONIC, usec */
+	bool		 rr_have_started;
 	bool		 rr_ok;
 	char		 rr_message[ERR_MAX + 128];
 };
@@ -49,6 +55,25 @@ reload_result_dir(void)
 	if (dir == NULL || *dir != '/' || strchr(dir, ':') != NULL)
 		return (NULL);
 	return (dir);
+}
+
+static uint64_t
+reload_result_now_usec(void)
+{
+	struct timespec	ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ((uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000);
+}
+
+/*
+ * The daemon: the load whose result is reported next begins now (a new
+ * worker's, or a reload answered at once).
+ */
+void
+reload_result_begin(void)
+{
+	reload_began = reload_result_now_usec();
 }
 
 /*
@@ -81,9 +106,9 @@ reload_result_report(bool ok, const char *message)
 			close(fd);
 		goto fail;
 	}
-	fprintf(fp, "pid %ld\ngeneration %" PRIu64 "\nresult %s\n"
-	    "message %s\n", (long)getpid(), reload_generation,
-	    ok ? "ok" : "failed", line);
+	fprintf(fp, "pid %ld\ngeneration %" PRIu64 "\nstarted %" PRIu64 "\n"
+	    "result %s\nmessage %s\n", (long)getpid(), reload_generation,
+	    reload_began, ok ? "ok" : "failed", line);
 	if (fclose(fp) != 0 || rename(tmp, path) == -1)
 		goto fail;
 	reload_write_failed = false;
@@ -120,6 +145,9 @@ reload_result_read(const char *path, struct reload_result *rr)
 		else if (sscanf(line, "generation %" SCNu64,
 		    &rr->rr_generation) == 1)
 			have_gen = true;
+		else if (sscanf(line, "started %" SCNu64,
+		    &rr->rr_started) == 1)
+			rr->rr_have_started = true;
 		else if (strcmp(line, "result ok") == 0)
 			have_result = rr->rr_ok = true;
 		else if (strcmp(line, "result failed") == 0)
@@ -131,13 +159,17 @@ reload_result_read(const char *path, struct reload_result *rr)
 	return (have_pid && have_gen && have_result);
 }
 
-static int64_t
-reload_result_now_ms(void)
+/* The result of a load that began at or after asked (by our signal)? */
+static bool
+reload_result_ours(const struct reload_result *rr, long pid, uint64_t asked,
+    uint64_t before)
 {
-	struct timespec	ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ((int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000);
+	if (rr->rr_pid != pid)
+		return (false);
+	/* A daemon of before the started line: the generation only. */
+	if (!rr->rr_have_started)
+		return (rr->rr_generation > before);
+	return (rr->rr_started >= asked);
 }
 
 /*
@@ -152,7 +184,7 @@ reload_result_client(const char *pidarg)
 	struct reload_result	 rr;
 	char			 path[PATH_MAX], *end;
 	const char		*dir;
-	uint64_t		 before = 0;
+	uint64_t		 before = 0, asked;
 	int64_t			 deadline;
 	long			 pid;
 	int			 ifd, timeout;
@@ -180,6 +212,7 @@ reload_result_client(const char *pidarg)
 		close(ifd);
 		ifd = -1;
 	}
+	asked = reload_result_now_usec();
 	if (kill((pid_t)pid, SIGHUP) == -1) {
 		fprintf(stderr, "fdistd: reload: cannot signal pid %ld: %s\n",
 		    pid, strerror(errno));
@@ -187,17 +220,18 @@ reload_result_client(const char *pidarg)
 			close(ifd);
 		return (1);
 	}
-	deadline = reload_result_now_ms() + RELOAD_WAIT_S * 1000;
+	deadline = (int64_t)(asked / 1000) + RELOAD_WAIT_S * 1000;
 	for (;;) {
-		if (reload_result_read(path, &rr) && rr.rr_pid == pid &&
-		    rr.rr_generation > before)
+		if (reload_result_read(path, &rr) &&
+		    reload_result_ours(&rr, pid, asked, before))
 			break;
 		if (kill((pid_t)pid, 0) == -1 && errno == ESRCH) {
 			fprintf(stderr, "fdistd: reload failed: pid %ld "
 			    "exited before it reported the reload\n", pid);
 			goto fail;
 		}
-		if ((timeout = (int)(deadline - reload_result_now_ms())) <= 0) {
+		if ((timeout = (int)(deadline -
+		    (int64_t)(reload_result_now_usec() / 1000))) <= 0) {
 			fprintf(stderr, "fdistd: reload failed: pid %ld did "
 			    "not report the reload within %d seconds\n", pid,
 			    RELOAD_WAIT_S);

@@ -6,6 +6,7 @@ import ctypes
 import errno
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -358,7 +359,58 @@ def test_reload_client_exits_with_the_daemons_result(tmp):
             assert rc == 0, (rc, out, err)
             d.notify.wait_for(lambda m: m.startswith("STATUS=") and "reload failed" not in m, start=start)
             with open(os.path.join(rundir, "reload")) as f:
-                assert f.read() == "pid %d\ngeneration 4\nresult ok\nmessage reloaded: 1 share\n" % d.proc.pid
+                text = f.read()
+            assert re.fullmatch(r"pid %d\ngeneration 4\nstarted \d+\nresult ok\nmessage reloaded: 1 share\n"
+                                % d.proc.pid, text), text
+
+
+def test_reload_client_ignores_a_load_that_began_before_its_signal(tmp):
+    """A reload whose load began before fdistd -r signalled (here held in
+    fopen() of a FIFO) and ends between the helper's read of the result
+    file and its kill() (held by strace) is not the helper's: it waits
+    for the load its own signal starts, which reads the mended file."""
+    if not shutil.which("strace"):
+        return
+    path = make_file(os.path.join(tmp, "data"), 100)
+    rundir = os.path.join(tmp, "run")
+    os.mkdir(rundir)
+    port = free_port()
+    shares = {"s": {"listen": "127.0.0.1:%d" % port, "file": path}}
+    with Daemon(tmp, shares, env={"RUNTIME_DIRECTORY": rundir}) as d:
+        assert reload_client(d.proc.pid, rundir)[0] == 0
+        good = d.config + ".good"
+        os.rename(d.config, good)
+        os.mkfifo(d.config)
+        os.kill(d.proc.pid, signal.SIGHUP)      # its load waits for a writer
+        trace = os.path.join(tmp, "strace.out")
+        env = dict(os.environ, RUNTIME_DIRECTORY=rundir)
+        helper = subprocess.Popen(["strace", "-o", trace, "-e", "trace=kill",
+                                   "-e", "inject=kill:delay_enter=8000000:when=1",
+                                   FDISTD, "-r", str(d.proc.pid)],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+        try:
+            deadline = time.monotonic() + 60
+            while not (os.path.exists(trace) and "kill(%d, SIGHUP" % d.proc.pid in open(trace).read()):
+                assert time.monotonic() < deadline and helper.poll() is None, "the helper never signalled"
+                time.sleep(0.05)
+            # the earlier load ends now, failed; then the file is mended
+            with open(d.config, "w") as f:
+                f.write("bogus_key = 1\n")
+            result = os.path.join(rundir, "reload")
+            deadline = time.monotonic() + 30
+            while "result failed" not in open(result).read():
+                assert time.monotonic() < deadline, "the earlier load never ended"
+                time.sleep(0.05)
+            os.rename(good, d.config)
+            assert helper.poll() is None, "strace let the signal go before the earlier load ended"
+            out, err = helper.communicate(timeout=90)
+        finally:
+            if helper.poll() is None:
+                helper.kill()
+                helper.wait()
+        assert helper.returncode == 0 and out == b"fdistd: reloaded: 1 share\n", (helper.returncode, out, err)
+        with open(result) as f:
+            assert "generation 3\n" in f.read()
 
 
 def test_reload_client_bounded_when_the_daemon_cannot_answer(tmp):
