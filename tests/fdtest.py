@@ -314,6 +314,19 @@ def read_all(sock, first=b"", chunk=1 << 20, pause=0.0):
             time.sleep(pause)
 
 
+def send_ack(port, ack, timeout=60):
+    """One client: read the file, send the ack, close.  Returns the
+    client's port, which names its record (acks can be kept alike)."""
+    s = connect(port, timeout=timeout)
+    try:
+        local = s.getsockname()[1]
+        read_all(s)
+        s.sendall(ack)
+    finally:
+        s.close()
+    return local
+
+
 def fetch(port, ack=b"Thank you\0", host="127.0.0.1", bufsize=1 << 20, timeout=20):
     """Read to EOF, send the ack, close; return the bytes."""
     s = connect(port, host, timeout)

@@ -20,7 +20,7 @@ CRLF, CR, end-of-file and ack_max as the end.
 
 import os
 
-from fdtest import Daemon, connect, file_sha256, free_port, main, make_file, read_all
+from fdtest import Daemon, file_sha256, free_port, main, make_file, send_ack
 
 NUL, LF, CR = 0x00, 0x0A, 0x0D
 ALNUM = set(b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
@@ -48,19 +48,6 @@ def kept(sent, ack_max):
         if b in (NUL, LF):
             return ack[:i - 1] if b == LF and i > 0 and ack[i - 1] == CR else ack[:i]
     return ack
-
-
-def send(port, ack):
-    """One client: read the file, send the ack, close.  Returns the
-    client's port, which names its record (acks can be kept alike)."""
-    s = connect(port, timeout=30)
-    try:
-        local = s.getsockname()[1]
-        read_all(s)
-        s.sendall(ack)
-    finally:
-        s.close()
-    return local
 
 
 def cases(d, w):
@@ -164,7 +151,7 @@ def test_claims_and_rejections_at_every_boundary(tmp):
     with Daemon(tmp, shares) as dm:
         dm.wait_log(r"sha256 [0-9a-f]{64}")    # else the claims' records wait
         for share, ack, expect in todo:
-            peer = (share, "127.0.0.1:%d" % send(ports[share], ack))
+            peer = (share, "127.0.0.1:%d" % send_ack(ports[share], ack))
             assert peer not in sent, peer
             sent[peer] = (ack, expect)
         recs = dm.wait_records(len(todo), timeout=120)

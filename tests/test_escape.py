@@ -21,15 +21,13 @@ does; nothing of the host's journal is touched.
 import json
 import os
 import re
-import shutil
 import subprocess
-import sys
 import time
 import unicodedata
 
-from fdtest import Daemon, connect, fetch, file_sha256, free_port, main, make_file, parse_record, read_all
+from fdtest import Daemon, fetch, file_sha256, free_port, make_file, parse_record, send_ack
+from test_journal import journal_main
 
-JOURNALD = "/lib/systemd/systemd-journald"
 JOURNAL_DIR = "/run/log/journal"
 ACK_MAX = 65536
 NUL, LF = 0x00, 0x0A            # they end an ack: never inside one
@@ -175,19 +173,6 @@ def check_acks(acks, logged, where):
         assert all(0x20 <= ord(c) <= 0x7E for c in got), "%s: %r not printable ASCII" % (where, tag)
 
 
-def send(port, ack):
-    """One client: read the file, send the ack, close.  Returns the
-    client's port, which names its record."""
-    s = connect(port, timeout=60)
-    try:
-        local = s.getsockname()[1]
-        read_all(s)
-        s.sendall(ack)
-    finally:
-        s.close()
-    return local
-
-
 def run_acks(d, port, acks):
     for _, _, data in acks:
         assert not data.endswith(b"\r")      # the LF would take it
@@ -281,11 +266,12 @@ def test_no_character_makes_an_ack_show_a_claim(tmp):
         d.wait_log(r"sha256 [0-9a-f]{64}")
         sent, jsent = {}, {}
         for case in acks:
-            sent["127.0.0.1:%d" % send(port, case[2] + b"\0")] = case
-            jsent["127.0.0.1:%d" % send(jport, case[2] + b"\r\n")] = case
+            sent["127.0.0.1:%d" % send_ack(port, case[2] + b"\0")] = case
+            jsent["127.0.0.1:%d" % send_ack(jport, case[2] + b"\r\n")] = case
         lines = wait_lines(d, len(acks))
         recs = journal("FDIST_SHARE=jsp", TRANSFER, want=len(acks))
-    assert len(lines) == len(recs) == len(sent) == len(jsent) == len(acks)
+    assert len(lines) == len(recs) == len(sent) == len(jsent) == len(acks), \
+        (len(lines), len(recs), len(sent), len(jsent), len(acks))
     wrong = []
     for line in lines:
         rec = parse_record(text(line))
@@ -361,36 +347,5 @@ def test_file_name_with_every_byte(tmp):
         assert any(m.startswith("share [f") and ("]: %s (100 bytes) on " % esc(p)) in m for m in msgs), msgs
 
 
-def inside_namespace():
-    """Private /run/systemd and /run/log, a journald of our own, then the tests."""
-    subprocess.run(["mount", "-t", "tmpfs", "tmpfs", "/run/systemd"], check=True)
-    os.makedirs("/run/log", exist_ok=True)
-    subprocess.run(["mount", "-t", "tmpfs", "tmpfs", "/run/log"], check=True)
-    conf = "/run/systemd/fdtest-journald.conf"
-    with open(conf, "w") as f:
-        f.write("[Journal]\nStorage=volatile\nRateLimitIntervalSec=0\nRateLimitBurst=0\n")
-    subprocess.run(["mount", "--bind", conf, "/etc/systemd/journald.conf"], check=True)
-    jd = subprocess.Popen([JOURNALD], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 10
-        while not os.path.exists("/run/systemd/journal/socket"):
-            if time.monotonic() > deadline or jd.poll() is not None:
-                print("journald did not start")
-                return 1
-            time.sleep(0.01)
-        from fdtest import Runner
-        return Runner(globals()).run(sys.argv)
-    finally:
-        jd.terminate()
-        jd.wait(10)
-
-
 if __name__ == "__main__":
-    if os.environ.get("FDTEST_JOURNAL_NS") == "1":
-        sys.exit(inside_namespace())
-    if os.geteuid() != 0 or not os.path.exists(JOURNALD) or not shutil.which("unshare"):
-        print("SKIP: needs root, unshare and %s" % JOURNALD)
-        sys.exit(77)
-    env = dict(os.environ, FDTEST_JOURNAL_NS="1")
-    sys.exit(subprocess.run(["unshare", "-m", "--propagation", "private", sys.executable] + sys.argv,
-                            env=env).returncode)
+    journal_main(globals())
