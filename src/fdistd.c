@@ -6,6 +6,7 @@
 
 #include <errno.h>
 #include <getopt.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,6 +21,7 @@
 int			 fdistd_verbose;
 
 static const char	*config_path = FDIST_CONFIG_PATH;
+static char		 config_path_log[ESCAPE_BUFSIZE(PATH_MAX)];
 static bool		 debug_mode;
 static struct event_base *base;
 
@@ -153,12 +155,12 @@ fdistd_reload(void)
 	}
 	if (reload_running()) {
 		log_info("a reload is loading %s: another follows it",
-		    config_path);
+		    config_path_log);
 		reload_start();
 		return;
 	}
 	notify_reloading();
-	log_info("reloading %s", config_path);
+	log_info("reloading %s", config_path_log);
 	reload_start();
 }
 
@@ -359,6 +361,9 @@ main(int argc, char *argv[])
 	}
 	if (reload_pid != NULL)
 		return (reload_result_client(reload_pid));
+	/* The operator's bytes, but a log line all the same. */
+	escape_text(config_path_log, sizeof(config_path_log),
+	    (const unsigned char *)config_path, strlen(config_path));
 
 	log_init(debug_mode ? LOG_STDERR : LOG_AUTO, fdistd_verbose);
 	cf = config_load(config_path, true, err, sizeof(err));

@@ -10,6 +10,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <pthread.h>
 #include <signal.h>
 #include <string.h>
@@ -25,6 +26,7 @@ static struct config	*result_cf;
 static char		 result_err[ERR_MAX];
 
 static const char	*reload_path;
+static char		 reload_path_log[ESCAPE_BUFSIZE(PATH_MAX)];
 static reload_done_cb	 reload_done;
 static pthread_t	 reload_thread;
 static bool		 reload_busy;	/* a worker runs (loop only) */
@@ -97,7 +99,7 @@ reload_on_done(evutil_socket_t fd, short what, void *arg)
 		reload_again = false;
 		config_free(cf);
 		log_info("loading %s again: reloaded meanwhile",
-		    reload_path);
+		    reload_path_log);
 		if (reload_spawn(err, sizeof(err)) == 0)
 			return;
 		cf = NULL;
@@ -109,6 +111,8 @@ void
 reload_init(struct event_base *base, const char *path, reload_done_cb done)
 {
 	reload_path = path;
+	escape_text(reload_path_log, sizeof(reload_path_log),
+	    (const unsigned char *)path, strlen(path));
 	reload_done = done;
 	if (pipe2(reload_pipe, O_CLOEXEC | O_NONBLOCK) == -1)
 		fatal("pipe2");

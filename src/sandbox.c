@@ -125,17 +125,24 @@ sandbox_warn(const struct config *cf, FILE *fp)
 	const struct share_config	*sc;
 	char				 msg[PATH_MAX * 2 + 512];
 	char				 out[ESCAPE_BUFSIZE(sizeof(msg))];
+	char				 conf[ESCAPE_BUFSIZE(PATH_MAX)];
+	char				 file[ESCAPE_BUFSIZE(PATH_MAX)];
 
 	if (sandbox_dynamic_user())
 		return;
+	/* ExecReload= runs -t: its lines are in the journal too. */
+	escape_text(conf, sizeof(conf), (const unsigned char *)cf->cf_path,
+	    strlen(cf->cf_path));
 	TAILQ_FOREACH(sc, &cf->cf_shares, sc_entry) {
 		if (!sandbox_check(sc->sc_path, msg, sizeof(msg)))
 			continue;
 		escape_text(out, sizeof(out), (const unsigned char *)msg,
 		    strlen(msg));
+		escape_text(file, sizeof(file),
+		    (const unsigned char *)sc->sc_path, strlen(sc->sc_path));
 		fprintf(fp, "fdistd: warning: %s:%d: share [%s]: file %s: "
-		    "the service cannot read it: %s\n", cf->cf_path,
-		    sc->sc_path_line, sc->sc_name, sc->sc_path, out);
+		    "the service cannot read it: %s\n", conf,
+		    sc->sc_path_line, sc->sc_name, file, out);
 	}
 }
 

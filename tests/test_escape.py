@@ -21,11 +21,12 @@ does; nothing of the host's journal is touched.
 import json
 import os
 import re
+import signal
 import subprocess
 import time
 import unicodedata
 
-from fdtest import Daemon, fetch, file_sha256, free_port, make_file, parse_record, send_ack
+from fdtest import FDISTD, Daemon, fetch, file_sha256, free_port, make_file, parse_record, send_ack
 from test_journal import journal_main
 
 JOURNAL_DIR = "/run/log/journal"
@@ -345,6 +346,46 @@ def test_file_name_with_every_byte(tmp):
     for p in jpaths:
         assert any(m.startswith("%s: sha256 %s " % (esc(p), file_sha256(p))) for m in msgs), msgs
         assert any(m.startswith("share [f") and ("]: %s (100 bytes) on " % esc(p)) in m for m in msgs), msgs
+
+
+def test_config_path_and_the_check_warnings_are_escaped(tmp):
+    """The operator's bytes too: -c's path in the reload lines, and -t's
+    warning (ExecReload= runs -t: the journal has it) of a file named
+    with a control byte and a stray one, under the /tmp the unit hides."""
+    tb = os.fsencode(tmp)
+    name = b"f\x1b[31m\xff"
+    path = make_file(os.path.join(tb, name), 100)
+    conf = os.path.join(tb, b"conf\x1b]0;x\x07\nfake: line.ini")
+    port = free_port()
+    with open(conf, "wb") as f:
+        f.write(b"[s]\nlisten = 127.0.0.1:%d\nfile = %s\n" % (port, path))
+
+    def printable(out):
+        return all(0x20 <= b <= 0x7E for line in out.split(b"\n") for b in line)
+
+    r = subprocess.run([FDISTD, "-t", "-c", conf], capture_output=True, timeout=60)
+    assert r.returncode == 0, r
+    warn = b"fdistd: warning: %s:3: share [s]: file %s: " % (esc(conf).encode(), esc(path).encode())
+    assert r.stderr.startswith(warn) and r.stderr.count(b"\n") == 1, r.stderr
+    assert printable(r.stderr), r.stderr
+    errpath = os.path.join(tb, b"stderr")
+    with open(errpath, "wb") as err:
+        p = subprocess.Popen([FDISTD, "-d", "-c", conf], stderr=err)
+    try:
+        deadline = time.monotonic() + 60
+        while b" ready: " not in open(errpath, "rb").read():
+            assert time.monotonic() < deadline and p.poll() is None, open(errpath, "rb").read()
+            time.sleep(0.05)
+        p.send_signal(signal.SIGHUP)
+        while b"reloaded: 1 share" not in open(errpath, "rb").read():
+            assert time.monotonic() < deadline and p.poll() is None, open(errpath, "rb").read()
+            time.sleep(0.05)
+    finally:
+        p.terminate()
+        p.wait(60)
+    log = open(errpath, "rb").read()
+    assert b"info: reloading %s\n" % esc(conf).encode() in log, log
+    assert printable(log), log
 
 
 if __name__ == "__main__":
