@@ -415,36 +415,50 @@ def test_reload_client_ignores_a_load_that_began_before_its_signal(tmp):
             assert "generation 3\n" in f.read()
 
 
+def test_reload_client_takes_no_stale_result_of_a_reused_pid(tmp):
+    """A result file left with the daemon's pid (a pid reused after a
+    restart that kept the directory), numbered past anything the new
+    daemon will write, is older than the signal: not the answer, and no
+    reason to wait for a higher number either."""
+    path = make_file(os.path.join(tmp, "data"), 100)
+    rundir = os.path.join(tmp, "run")
+    os.mkdir(rundir)
+    with Daemon(tmp, {"s": {"listen": "127.0.0.1:%d" % free_port(), "file": path}},
+                env={"RUNTIME_DIRECTORY": rundir}) as d:
+        with open(os.path.join(rundir, "reload"), "w") as f:
+            f.write("pid %d\ngeneration 9\nstarted 0\nresult failed\nmessage stale\n" % d.proc.pid)
+        t0 = time.monotonic()
+        rc, out, err = reload_client(d.proc.pid, rundir)
+        assert (rc, out, err) == (0, "fdistd: reloaded: 1 share\n", ""), (rc, out, err, time.monotonic() - t0)
+
+
+def reload_a_sleeper(rundir):
+    """fdistd -r of a process that SIGHUP ends before it reports anything."""
+    victim = subprocess.Popen(["sleep", "600"])
+    reaper = threading.Thread(target=victim.wait)
+    reaper.start()
+    try:
+        return (victim.pid,) + reload_client(victim.pid, rundir, timeout=30)
+    finally:
+        victim.kill()
+        reaper.join()
+
+
 def test_reload_client_bounded_when_the_daemon_cannot_answer(tmp):
     """No answer: not a hang, and no false "reloaded"."""
     rundir = os.path.join(tmp, "run")
     os.mkdir(rundir)
-    # a process that SIGHUP ends before it reports anything
-    victim = subprocess.Popen(["sleep", "600"])
-    reaper = threading.Thread(target=victim.wait)
-    reaper.start()
-    try:
-        rc, out, err = reload_client(victim.pid, rundir, timeout=30)
-    finally:
-        victim.kill()
-        reaper.join()
+    pid, rc, out, err = reload_a_sleeper(rundir)
     assert rc == 1 and err == "fdistd: reload failed: pid %d exited before it reported the reload\n" \
-        % victim.pid, (rc, out, err)
+        % pid, (rc, out, err)
     # a result file of another process is not this one's answer
     with open(os.path.join(rundir, "reload"), "w") as f:
         f.write("pid 1\ngeneration 9\nresult ok\nmessage reloaded: 1 share\n")
-    victim = subprocess.Popen(["sleep", "600"])
-    reaper = threading.Thread(target=victim.wait)
-    reaper.start()
-    try:
-        rc, out, err = reload_client(victim.pid, rundir, timeout=30)
-    finally:
-        victim.kill()
-        reaper.join()
+    pid, rc, out, err = reload_a_sleeper(rundir)
     assert rc == 1 and "exited before it reported" in err, (rc, out, err)
     # no such process, no RUNTIME_DIRECTORY, no pid
-    rc, out, err = reload_client(victim.pid, rundir)
-    assert rc == 1 and "cannot signal pid %d: No such process" % victim.pid in err, (rc, out, err)
+    rc, out, err = reload_client(pid, rundir)
+    assert rc == 1 and "cannot signal pid %d: No such process" % pid in err, (rc, out, err)
     rc, out, err = reload_client(os.getpid(), None)
     assert rc == 2 and "RUNTIME_DIRECTORY is not set" in err, (rc, out, err)
     rc, out, err = reload_client("", rundir)
