@@ -415,6 +415,41 @@ def test_reload_client_ignores_a_load_that_began_before_its_signal(tmp):
             assert "generation 3\n" in f.read()
 
 
+def test_a_reload_asked_during_a_load_answers_both_helpers_with_the_load_after(tmp):
+    """Helper A's load waits (in fopen() of a FIFO); helper B signals
+    meanwhile.  The daemon drops A's load, which may have read the file
+    before B's change, loads again, and both helpers get that result."""
+    path = make_file(os.path.join(tmp, "data"), 100)
+    rundir = os.path.join(tmp, "run")
+    os.mkdir(rundir)
+    with Daemon(tmp, {"s": {"listen": "127.0.0.1:%d" % free_port(), "file": path}},
+                env={"RUNTIME_DIRECTORY": rundir}) as d:
+        good = d.config + ".good"
+        os.rename(d.config, good)
+        os.mkfifo(d.config)
+        env = dict(os.environ, RUNTIME_DIRECTORY=rundir)
+        helpers = []
+        try:
+            helpers.append(subprocess.Popen([FDISTD, "-r", str(d.proc.pid)], stdout=subprocess.PIPE,
+                                            stderr=subprocess.PIPE, env=env))
+            d.wait_log(r"info: reloading ")
+            helpers.append(subprocess.Popen([FDISTD, "-r", str(d.proc.pid)], stdout=subprocess.PIPE,
+                                            stderr=subprocess.PIPE, env=env))
+            d.wait_log(r"a reload is loading .*: another follows it")
+            with open(d.config, "w") as f:          # A's load reads a broken file
+                os.rename(good, d.config)           # the load after, the good one
+                f.write("bogus_key = 1\n")
+            d.wait_log(r"loading .* again: reloaded meanwhile")
+            results = [h.communicate(timeout=90) + (h.returncode,) for h in helpers]
+        finally:
+            for h in helpers:
+                if h.poll() is None:
+                    h.kill()
+                    h.wait()
+        assert results == [(b"fdistd: reloaded: 1 share\n", b"", 0)] * 2, results
+        assert d.log().count("reloaded: 1 share") == 1, d.log()
+
+
 def test_reload_client_takes_no_stale_result_of_a_reused_pid(tmp):
     """A result file left with the daemon's pid (a pid reused after a
     restart that kept the directory), numbered past anything the new
