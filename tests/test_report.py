@@ -283,6 +283,10 @@ def test_usage_and_read_errors(tmp):
                      ["--wait", "--until", "now"], ["-D", tmp, "--file", path], ["extra"]):
             rc, out, err = report("--share", "img", *args)
             assert rc == 2 and out == "" and err, (args, rc, out, err)
+        # --help tells the exit statuses as fdist-report(1) does
+        rc, out, _ = report("--help")
+        assert rc == 0 and "1  some host is not done (or no host was seen)\n" in out and \
+            "2  usage error, or the journal or the hosts file could not be read\n" in out, out
         empty = tempfile.mkdtemp(dir=tmp)
         rc, _, err = report("-D", empty)
         assert rc == 2 and err == "fdist-report: %s: no journal files\n" % empty, err
