@@ -207,7 +207,7 @@ def test_promtool_accepts_the_output_and_labels_are_escaped(tmp):
     with serve(tmp, shares, mport) as d:
         fetch(port_of(shares["plain"]))
         d.wait_records(1)
-        d.wait_log(r"digest share=odd\.name-1")
+        d.wait_log(r"digest share=odd\.name-1 .*file_sha256=")
         status, headers, body = request(mport)
         text = body.decode()
         out = subprocess.run(["promtool", "check", "metrics"], input=body, capture_output=True, timeout=60)
@@ -370,7 +370,7 @@ def test_hostile_requests(tmp):
         assert reply == b"" or reply.startswith(b"HTTP/1.1 4"), reply
         assert not reply.startswith(b"HTTP/1.1 200"), reply
         # a peer outside metrics_allow is closed unanswered, and not logged
-        d.wait_log(r"digest share=small ")     # the last line due by itself
+        d.wait_log(r"digest share=small .*file_sha256=")  # the last line due by itself
         before = d.log()
         for _ in range(50):
             assert closed_unanswered(mport, "127.0.0.1")
