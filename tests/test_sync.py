@@ -52,15 +52,25 @@ def edge_digest(port, tmp):
 
 def runs(ct):
     """How many sync runs have ended: systemd logs one line for each."""
-    return len(re.findall(r"^(Finished|Failed to start) fdist-sync: follow share img\b",
+    return len(re.findall(r"^(Finished|Failed to start) fdist-sync@img\.service\b",
                           ct.journal("-u", UNIT, "-o", "cat"), re.M))
 
 
 def wait_runs(ct, n, timeout):
     """Wait until n more sync runs have ended; return the unit's journal."""
     base = runs(ct)
-    ct.wait_until(lambda: runs(ct) >= base + n, timeout, "%d more runs of %s" % (n, UNIT), interval=0.3)
+    wait(ct, lambda: runs(ct) >= base + n, timeout, "%d more runs of %s" % (n, UNIT))
     return ct.journal("-u", UNIT, "-o", "cat")
+
+
+def wait(ct, predicate, timeout, what):
+    """ct.wait_until, saying on a timeout what the units were doing."""
+    try:
+        return ct.wait_until(predicate, timeout, what, interval=0.3)
+    except nspawn.Error as e:
+        raise nspawn.Error("%s\n%s\n%s" % (e, ct.systemctl("status", "-l", "-n", "30", UNIT,
+                                                               "fdist-sync@img.timer").stdout,
+                                           ct.journal("-n", "40")))
 
 
 class BrokenUpstream:
@@ -136,14 +146,14 @@ def run(tmp):
     mport, sport, eport = free_port(), free_port(), free_port()
     up_shares = {"img": {"listen": "127.0.0.1:%d" % sport, "file": upfile}}
     up_opts = {"log": "stderr", "manifest": "127.0.0.1:%d" % mport}
-    sync_conf = "/etc/fdist-sync/img.conf"
+    sync_conf = os.path.join(os.path.dirname(conf_path), "fdist-sync", "img.conf")   # the installed sysconfdir
     files = {
         conf_path: "[fdistd]\nack_timeout = 5s\n\n[img]\nlisten = 127.0.0.1:%d\nfile = %s\n" % (eport, SERVED),
         # the operator's one place for the upstream (README, "Tiers")
         sync_conf: "UPSTREAM=127.0.0.1:%d\nFETCH_OPTS=--timeout=10s\n" % mport,
         # and for the interval: a drop-in of the timer
         "/etc/systemd/system/fdist-sync@img.timer.d/interval.conf":
-            "[Timer]\nOnUnitInactiveSec=\nOnUnitInactiveSec=%ds\nRandomizedDelaySec=0\n" % INTERVAL,
+            "[Timer]\nOnUnitInactiveSec=\nOnActiveSec=1s\nOnUnitInactiveSec=%ds\nRandomizedDelaySec=0\n" % INTERVAL,
     }
     extra = nspawn.SANITIZER_PACKAGES if sanitized() else ()
     if extra:
@@ -162,8 +172,7 @@ def edge(ct, tmp, up, upfile, v1, v2, eport, mport, sync_conf, conf_path):
     # what a package's postinst does: create the sysusers.d user
     ct.check(["systemd-sysusers"])
     ct.check(["systemctl", "enable", "--now", "fdist-sync@img.timer"])
-    ct.wait_until(lambda: ct.run(["test", "-s", SERVED]).rc == 0 and ct.is_active(UNIT) == "inactive",
-                  60, "the first sync")
+    wait(ct, lambda: ct.run(["test", "-s", SERVED]).rc == 0 and ct.is_active(UNIT) == "inactive", 60, "the first sync")
     log = ct.journal("-u", UNIT, "-o", "cat")
     check("version 1 fetched by the first run", ct.read_file(SERVED) == v1, log)
     st = ct.check(["stat", "-c", "%U %a", SERVED, os.path.dirname(SERVED)]).stdout.split("\n")
@@ -182,7 +191,7 @@ def edge(ct, tmp, up, upfile, v1, v2, eport, mport, sync_conf, conf_path):
 
     # upstream down: the edge serves on, and the unit says why
     up.stop()
-    ct.wait_until(lambda: ct.is_active(UNIT) == "failed", 20 * INTERVAL, "a failed sync")
+    wait(ct, lambda: ct.is_active(UNIT) == "failed", 20 * INTERVAL, "a failed sync")
     status = ct.systemctl("status", "-l", "-n", "20", UNIT).stdout
     check("upstream down: systemctl status shows the sync failed and why",
           "Active: failed" in status and re.search(r"fdist-fetch: .*127\.0\.0\.1:%d.*refused" % mport, status),
@@ -232,7 +241,7 @@ def edge(ct, tmp, up, upfile, v1, v2, eport, mport, sync_conf, conf_path):
     flog = ct.journal("-u", "fdistd.service")
     check("fdistd reloaded once, for version 2", len(re.findall(r"reloading", flog)) == 1 and
           re.search(r"reloaded: 1 share", flog), flog[-2000:])
-    ct.wait_until(lambda: ct.is_active(UNIT) == "inactive", 20 * INTERVAL, "the unit to recover")
+    wait(ct, lambda: ct.is_active(UNIT) == "inactive", 20 * INTERVAL, "the unit to recover")
     check("the unit recovered (inactive, success)", ct.show(UNIT, "Result") == "success")
     check("no reload left pending", ct.run(["test", "-e", "/var/lib/fdist-sync/img/.reload-pending"]).rc != 0)
 
@@ -246,15 +255,13 @@ def edge(ct, tmp, up, upfile, v1, v2, eport, mport, sync_conf, conf_path):
     os.rename(upfile + ".new", upfile)
     up.reload()
     up.wait_log(r"digest share=img .*sha256=%s" % sha256(v1), timeout=30, count=2)
-    ct.wait_until(lambda: ct.read_file(SERVED) == v1 and ct.is_active(UNIT) == "failed", 20 * INTERVAL,
-                  "a sync whose reload fails")
+    wait(ct, lambda: ct.read_file(SERVED) == v1 and ct.is_active(UNIT) == "failed", 20 * INTERVAL, "a sync whose reload fails")
     status = ct.systemctl("status", "-l", "-n", "20", UNIT).stdout
     check("a failed reload fails the sync, visibly", "try-reload-or-restart" in status or
           "Control process exited" in status or "status=1" in status, status)
     check("and leaves the reload pending", ct.run(["test", "-e", "/var/lib/fdist-sync/img/.reload-pending"]).rc == 0)
     ct.write_file(conf_path, conf)
-    ct.wait_until(lambda: ct.is_active(UNIT) == "inactive" and ct.show(UNIT, "Result") == "success",
-                  20 * INTERVAL, "the pending reload")
+    wait(ct, lambda: ct.is_active(UNIT) == "inactive" and ct.show(UNIT, "Result") == "success", 20 * INTERVAL, "the pending reload")
     check("the pending reload is done by the next run", edge_digest(eport, tmp) == sha256(v1) and
           ct.run(["test", "-e", "/var/lib/fdist-sync/img/.reload-pending"]).rc != 0)
     ct.check(["systemctl", "stop", "fdist-sync@img.timer", "fdistd"], timeout=90)
