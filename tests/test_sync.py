@@ -222,6 +222,8 @@ def edge(ct, tmp, up, upfile, v1, v2, eport, mport, sync_conf, conf_path):
     with open(upfile + ".new", "wb") as f:
         f.write(v2)
     os.rename(upfile + ".new", upfile)
+    if os.path.exists(os.path.join(up.tmp, "notify.sock")):
+        os.unlink(os.path.join(up.tmp, "notify.sock"))     # the stopped daemon's
     up.start()
     t0 = time.monotonic()
     up.wait_log(r"digest share=img .*sha256=%s" % sha256(v2), timeout=30)
