@@ -238,6 +238,42 @@ def check_units(src, tmp, bindir):
         print("ok: security exposure %.1f" % score, flush=True)
 
 
+def check_sync_units(src, tmp):
+    """fdist-sync@.service and .timer, as an instance: verify (with the
+    built fdist-fetch in ExecStart=) and the sandbox's exposure."""
+    fetch = os.environ.get("FDIST_FETCH")
+    if not fetch:
+        print("note: FDIST_FETCH unset, fdist-sync units not checked", flush=True)
+        return
+    d = os.path.join(tmp, "sync")
+    service = read(os.path.join(src, "systemd", "fdist-sync@.service.in"))
+    service = service.replace("@BINDIR@", os.path.dirname(os.path.abspath(fetch)))
+    service = service.replace("@SYSCONFDIR@", "/etc")
+    if re.search(r"@[A-Z_]+@", service):
+        fail("fdist-sync@.service: placeholder left after substitution")
+    if os.path.basename(fetch) != "fdist-fetch":
+        fail("FDIST_FETCH=%s is not named fdist-fetch" % fetch)
+    write(os.path.join(d, "fdist-sync@.service"), service)
+    shutil.copy(os.path.join(src, "systemd", "fdist-sync@.timer"), d)
+    k = unit_settings(service)
+    for key, want in (("Type", "oneshot"), ("SuccessExitStatus", "8"), ("ProtectSystem", "strict"),
+                      ("StateDirectoryMode", "0755"), ("UMask", "0022"), ("NoNewPrivileges", "yes")):
+        if want not in k.get(key, []):
+            fail("fdist-sync@.service: %s= is %s, want %s" % (key, k.get(key), want))
+    privileged = [v for key in ("ExecStart", "ExecStartPre", "ExecStartPost", "ExecStopPost")
+                  for v in k.get(key, []) if v.startswith(("+", "!"))]
+    if len(privileged) != 1 or "systemctl try-reload-or-restart fdistd.service" not in privileged[0]:
+        fail("fdist-sync@.service: one privileged command, the reload; have %s" % privileged)
+    check_verify(d, ["fdist-sync@img.service", "fdist-sync@img.timer"], "fdist-sync@img.service and .timer")
+    score, detail = exposure(d, "fdist-sync@img.service")
+    if score is None:
+        fail("security fdist-sync: no exposure level\n  " + detail)
+    elif score > MAX_EXPOSURE:
+        fail("security fdist-sync: exposure %.1f > %.1f\n  %s" % (score, MAX_EXPOSURE, detail))
+    else:
+        print("ok: fdist-sync@ security exposure %.1f" % score, flush=True)
+
+
 def check_harness(tmp, bindir):
     """The checks above must be able to fail: feed them known-bad units."""
     d = os.path.join(tmp, "bad")
@@ -340,6 +376,7 @@ def main():
         if bindir:
             check_units(src, tmp, bindir)
             check_harness(tmp, bindir)
+        check_sync_units(src, tmp)
         check_catalog(src, tmp)
     if failures:
         print("%d check(s) failed" % len(failures))
