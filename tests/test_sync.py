@@ -132,6 +132,12 @@ class BrokenUpstream:
         self.ssock.close()
 
 
+def needs_libevent_extra():
+    out = subprocess.run(["ldd", os.environ.get("FDISTD", os.path.join(BUILDDIR, "fdistd"))],
+                         capture_output=True, timeout=30)
+    return b"libevent_extra" in out.stdout
+
+
 def run(tmp):
     dest = os.path.join(tmp, "dest")
     install_tree(dest)
@@ -156,6 +162,9 @@ def run(tmp):
             "[Timer]\nOnUnitInactiveSec=\nOnActiveSec=1s\nOnUnitInactiveSec=%ds\nRandomizedDelaySec=0\n" % INTERVAL,
     }
     extra = nspawn.SANITIZER_PACKAGES if sanitized() else ()
+    if needs_libevent_extra():
+        # the metrics endpoint's evhttp, which nspawn.PACKAGES lacks
+        extra = tuple(extra) + ("libevent-extra-2.1-7",)
     if extra:
         env = "[Service]\nEnvironment=ASAN_OPTIONS=detect_leaks=0\n"
         files["/etc/systemd/system/fdistd.service.d/asan.conf"] = env
@@ -179,7 +188,9 @@ def edge(ct, tmp, up, upfile, v1, v2, eport, mport, sync_conf, conf_path):
     check("published by fdist-sync, file 0644, directory 0755",
           st[:2] == ["fdist-sync 644", "fdist-sync 755"], st)
     check("no partial file left", ct.run(["test", "-e", SERVED + ".part"]).rc != 0)
-    ct.check(["systemctl", "start", "fdistd"], timeout=60)
+    rc, _, err = ct.run(["systemctl", "start", "fdistd"], timeout=60)
+    if not check("the edge's fdistd starts", rc == 0, (err, ct.journal("-u", "fdistd.service", "-n", "20"))):
+        return
     check("the edge serves version 1", edge_digest(eport, tmp) == sha256(v1))
 
     # polls that find the version current: exit 8, a success, no reload
