@@ -132,12 +132,6 @@ class BrokenUpstream:
         self.ssock.close()
 
 
-def needs_libevent_extra():
-    out = subprocess.run(["ldd", os.environ.get("FDISTD", os.path.join(BUILDDIR, "fdistd"))],
-                         capture_output=True, timeout=30)
-    return b"libevent_extra" in out.stdout
-
-
 def run(tmp):
     dest = os.path.join(tmp, "dest")
     install_tree(dest)
@@ -162,9 +156,6 @@ def run(tmp):
             "[Timer]\nOnUnitInactiveSec=\nOnActiveSec=1s\nOnUnitInactiveSec=%ds\nRandomizedDelaySec=0\n" % INTERVAL,
     }
     extra = nspawn.SANITIZER_PACKAGES if sanitized() else ()
-    if needs_libevent_extra():
-        # the metrics endpoint's evhttp, which nspawn.PACKAGES lacks
-        extra = tuple(extra) + ("libevent-extra-2.1-7",)
     if extra:
         env = "[Service]\nEnvironment=ASAN_OPTIONS=detect_leaks=0\n"
         files["/etc/systemd/system/fdistd.service.d/asan.conf"] = env
