@@ -9,9 +9,24 @@ import tempfile
 
 from fdtest import FDISTD, Daemon, fetch, free_port, main, make_file, name_launcher
 
-BUILDDIR = os.environ.get("BUILDDIR", os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "build"))
 # A uid in systemd's range of dynamic users: fdistd as the service sees it.
 DYNAMIC_UID = 61999
+
+
+def servable_parent():
+    """Where servable() makes its directory: /srv (what fdistd's own
+    advice names) or else /var/lib, whichever exists with every directory
+    on its path searchable by others.  Not the build or source tree: a
+    checkout under /root (mode 0700) would make -t's true warning about
+    /root appear in every test that expects none."""
+    for parent in ("/srv", "/var/lib"):
+        path, ok = parent, os.path.isdir(parent)
+        while ok and path != "/":
+            ok = os.stat(path).st_mode & 0o001 != 0
+            path = os.path.dirname(path)
+        if ok and os.stat("/").st_mode & 0o001:
+            return parent
+    raise RuntimeError("neither /srv nor /var/lib is a directory searchable by others")
 
 
 @contextlib.contextmanager
@@ -19,7 +34,7 @@ def servable():
     """A directory the service could serve from: not under /tmp (its
     PrivateTmp= hides that), every directory on its path searchable by
     others."""
-    d = tempfile.mkdtemp(prefix="fdtest-served-", dir=os.path.abspath(BUILDDIR))
+    d = tempfile.mkdtemp(prefix="fdtest-served-", dir=servable_parent())
     try:
         os.chmod(d, 0o755)
         yield d
