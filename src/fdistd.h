@@ -128,7 +128,6 @@ struct config	*config_load(const char *, bool, char *, size_t);
 struct config	*config_load_stream(FILE *, const char *, bool, char *,
 		    size_t);
 void		 config_free(struct config *);
-void		 config_dump(const struct config *, FILE *);
 int		 config_share_key_line(const struct share_config *,
 		    const char *);
 const struct share_config *config_next_listening(const struct config *,
@@ -137,6 +136,69 @@ const struct share_config *config_next_listening(const struct config *,
 #define CONFIG_FOREACH_LISTENING(sc, cf)				\
 	for ((sc) = TAILQ_FIRST(&(cf)->cf_shares); (sc) != NULL;	\
 	    (sc) = config_next_listening((cf), (sc)))
+
+/* config.c, config_set.c, config_dump.c: private to the loader. */
+#define INIH_LINE_MAX	200	/* Debian's INI_MAX_LINE */
+
+/* The state of one load. */
+struct config_parse {
+	struct config		*cp_cf;
+	FILE			*cp_fp;
+	char			*cp_line;
+	size_t			 cp_linecap;
+	int			 cp_lineno;
+	bool			 cp_in_section;
+	struct share_config	*cp_share;	/* NULL in [fdistd] */
+	bool			 cp_system;	/* open files, resolve names */
+	bool			 cp_failed;
+	char			*cp_err;
+	size_t			 cp_errlen;
+};
+
+enum key_scope {
+	KEY_GLOBAL = 1,
+	KEY_SHARE = 2,
+	KEY_BOTH = 3,
+	KEY_REPEAT = 4,		/* each line adds to a list */
+};
+
+struct config_key {
+	const char	*k_name;
+	enum key_scope	 k_scope;
+	int		(*k_set)(struct config_parse *, const char *, char *,
+			    size_t);
+};
+
+enum key_index {
+	KEY_ACK_TIMEOUT,
+	KEY_SEND_TIMEOUT,
+	KEY_ACK_MAX,
+	KEY_MAX_PER_IP,
+	KEY_RATE_LIMIT,
+	KEY_SHARE_RATE_LIMIT,
+	KEY_MAX_CLIENTS,
+	KEY_SHUTDOWN_TIMEOUT,
+	KEY_LOG,
+	KEY_LISTEN,
+	KEY_FILE,
+	KEY_ALLOW,
+	KEY_DENY,
+	KEY_PROXY,
+	KEY_PROXY_FROM,
+	KEY_PROXY_TIMEOUT,
+	KEY_MANIFEST,
+	KEY_METRICS,
+	KEY_METRICS_ALLOW,
+	NKEYS
+};
+
+#define KEY_IS_SET(set, k)	(((set) & (1U << (k))) != 0)
+
+/* config_set.c: the keys, in enum key_index order. */
+extern const struct config_key config_set_keys[NKEYS];
+
+/* config_dump.c */
+void		 config_dump(const struct config *, FILE *);
 
 /* config_proxy.c: the proxy_* keys; the setters return 0 or -1. */
 void		 config_proxy_defaults(struct proxy_config *);
