@@ -511,6 +511,36 @@ void		 server_digest_known(const struct sfile *);
 void		 server_serves(const struct share *);
 void		 server_manifest(void);
 
+/* server.c, server_refuse.c: private to the server. */
+/* Why a client was turned away; each reason belongs to one status. */
+enum refusal_reason {
+	REASON_NOT_ALLOWED,
+	REASON_MAX_CLIENTS,
+	REASON_SHARE_MAX_CLIENTS,
+	REASON_MAX_PER_IP,
+	REASON_NO_DESCRIPTORS,
+	REASON_NO_MEMORY,
+	REASON_FILE_CHANGING,
+	REASON_NOT_PROXY_FROM,
+	REASON_PROXY_MALFORMED,
+	REASON_PROXY_OVERSIZED,
+	REASON_PROXY_TRUNCATED,
+	REASON_PROXY_TIMEOUT,
+	REASON_PROXY_PROBE,
+	REASON_PROXY_LOCAL_PROBE,
+	REASON_PROXY_SHUTDOWN,
+	NREASONS
+};
+void		 server_timer_add(struct event *, uint64_t);
+void		 server_count_refused(void);
+
+/* server_refuse.c: refusals, with rate-limited records. */
+int		 server_refuse_init(struct event_base *);
+void		 server_refuse_free(void);
+void		 server_refuse(int, const struct sockaddr *,
+		    const struct sockaddr *, const struct share *,
+		    enum refusal_reason);
+
 /*
  * manifest.c: what the server serves, as a document served like a share
  * under a name no share can have ('@' is not allowed in share names).
