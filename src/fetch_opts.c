@@ -77,11 +77,16 @@ static const char fetch_help[] =
 static void
 fetch_usage(FILE *fp, int full)
 {
+	/* Two forms, as fdist-fetch(1) has them: --expect-sha256 and
+	 * --manifest exclude each other. */
 	fprintf(fp, "usage: %s [-qhV] [-o FILE|-] [--ack TEXT] [--timeout DUR]\n"
 	    "                   [--expect-sha256 HEX] [--host-id NAME] "
 	    "[--if-changed]\n"
-	    "                   HOST:PORT | --manifest HOST:PORT SHARE\n",
-	    FETCH_PROGNAME);
+	    "                   HOST:PORT\n"
+	    "       %s [-qhV] [-o FILE|-] [--ack TEXT] [--timeout DUR]\n"
+	    "                   [--host-id NAME] [--if-changed]\n"
+	    "                   --manifest HOST:PORT SHARE\n",
+	    FETCH_PROGNAME, FETCH_PROGNAME);
 	if (full)
 		fprintf(fp, "\n%s", fetch_help);
 }
