@@ -457,6 +457,7 @@ struct listener {
 	char		 ls_fdname[256]; /* its FileDescriptorName= */
 };
 TAILQ_HEAD(listener_list, listener);
+int		 listener_socket(const struct listen_addr *);
 struct listener	*listener_open(struct event_base *, const struct listen_addr *,
 		    char *, size_t);
 int		 listener_inherit(struct event_base *, struct listener_list *,

@@ -67,26 +67,43 @@ listener_cork(int fd)
 		log_warn("setsockopt TCP_CORK");
 }
 
+/*
+ * A non-blocking socket bound to la, not yet listening (a share's
+ * listener corks it first); -1 with errno set.  The metrics endpoint
+ * binds its address the same way.
+ */
+int
+listener_socket(const struct listen_addr *la)
+{
+	int	fd, on = 1, saved;
+
+	fd = socket(la->la_ss.ss_family,
+	    SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd == -1)
+		return (-1);
+	/* "*" binds 0.0.0.0 and [::] apart: keep [::] to IPv6. */
+	if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof(on)) == -1 ||
+	    (la->la_ss.ss_family == AF_INET6 && setsockopt(fd, IPPROTO_IPV6,
+	    IPV6_V6ONLY, &on, sizeof(on)) == -1) ||
+	    bind(fd, (const struct sockaddr *)&la->la_ss, la->la_len) == -1) {
+		saved = errno;
+		close(fd);
+		errno = saved;
+		return (-1);
+	}
+	return (fd);
+}
+
 /* Bind and listen on one configured address. */
 struct listener *
 listener_open(struct event_base *base, const struct listen_addr *la,
     char *err, size_t errlen)
 {
 	char	name[ADDR_STR_MAX];
-	int	fd, on = 1;
+	int	fd;
 
 	addr_format((const struct sockaddr *)&la->la_ss, name, sizeof(name));
-	fd = socket(la->la_ss.ss_family,
-	    SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-	if (fd == -1)
-		goto fail;
-	if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof(on)) == -1)
-		goto fail;
-	/* "*" binds 0.0.0.0 and [::] apart: keep [::] to IPv6. */
-	if (la->la_ss.ss_family == AF_INET6 && setsockopt(fd, IPPROTO_IPV6,
-	    IPV6_V6ONLY, &on, sizeof(on)) == -1)
-		goto fail;
-	if (bind(fd, (const struct sockaddr *)&la->la_ss, la->la_len) == -1)
+	if ((fd = listener_socket(la)) == -1)
 		goto fail;
 	listener_cork(fd);
 	if (listen(fd, LISTEN_BACKLOG) == -1)

@@ -254,18 +254,9 @@ static int
 metrics_bind(const struct listen_addr *la, char *err, size_t errlen)
 {
 	char	name[ADDR_STR_MAX];
-	int	fd, on = 1;
+	int	fd;
 
-	fd = socket(la->la_ss.ss_family,
-	    SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-	if (fd == -1)
-		goto fail;
-	if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof(on)) == -1)
-		goto fail;
-	if (la->la_ss.ss_family == AF_INET6 && setsockopt(fd, IPPROTO_IPV6,
-	    IPV6_V6ONLY, &on, sizeof(on)) == -1)
-		goto fail;
-	if (bind(fd, (const struct sockaddr *)&la->la_ss, la->la_len) == -1 ||
+	if ((fd = listener_socket(la)) == -1 ||
 	    listen(fd, METRICS_BACKLOG) == -1)
 		goto fail;
 	return (fd);
