@@ -6,7 +6,6 @@ manifest, skipping a current copy and taking a new version."""
 import os
 import subprocess
 import sys
-import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -84,22 +83,7 @@ def run(tmp):
 
 
 def main():
-    nspawn.handle_sigterm()
-    try:
-        nspawn.require()
-    except nspawn.Skip as e:
-        print("SKIP: %s" % e)
-        return 77
-    with tempfile.TemporaryDirectory(prefix="fdmsvc-") as tmp:
-        try:
-            run(tmp)
-        except Exception as e:
-            import traceback
-            traceback.print_exc(file=sys.stdout)
-            check("manifest service test ran to the end", False, e)
-    passed = sum(1 for _, ok in CHECKS if ok)
-    print("%d passed, %d failed" % (passed, len(CHECKS) - passed))
-    return 0 if passed == len(CHECKS) else 1
+    return nspawn.checks_main(run, "fdmsvc-", "manifest service test", CHECKS, check)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,6 @@ import re
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 
@@ -272,22 +271,7 @@ def edge(ct, tmp, up, upfile, v1, v2, eport, mport, sync_conf, conf_path):
 
 
 def main():
-    nspawn.handle_sigterm()
-    try:
-        nspawn.require()
-    except nspawn.Skip as e:
-        print("SKIP: %s" % e)
-        return 77
-    with tempfile.TemporaryDirectory(prefix="fdsync-") as tmp:
-        try:
-            run(tmp)
-        except Exception as e:
-            import traceback
-            traceback.print_exc(file=sys.stdout)
-            check("sync test ran to the end", False, e)
-    passed = sum(1 for _, ok in CHECKS if ok)
-    print("%d passed, %d failed" % (passed, len(CHECKS) - passed))
-    return 0 if passed == len(CHECKS) else 1
+    return nspawn.checks_main(run, "fdsync-", "sync test", CHECKS, check)
 
 
 if __name__ == "__main__":

@@ -61,6 +61,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import traceback
 
 SUITE = 'bookworm'
 VARIANT = 'minbase'
@@ -113,6 +114,27 @@ def handle_sigterm():
         raise SystemExit(128 + signum)
     signal.signal(signal.SIGTERM, on_term)
 
+
+
+def checks_main(run, prefix, what, checks, check):
+    """The main() of a container test that counts named checks: run(tmp)
+    in a fresh temporary directory (an exception is a failed check),
+    print "N passed, N failed"; 77 when containers cannot run here."""
+    handle_sigterm()
+    try:
+        require()
+    except Skip as e:
+        print("SKIP: %s" % e)
+        return SKIP_EXIT
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+        try:
+            run(tmp)
+        except Exception as e:
+            traceback.print_exc(file=sys.stdout)
+            check("%s ran to the end" % what, False, e)
+    passed = sum(1 for _, ok in checks if ok)
+    print("%d passed, %d failed" % (passed, len(checks) - passed))
+    return 0 if passed == len(checks) else 1
 
 def _log_default(msg):
     print(f'[nspawn] {msg}', file=sys.stderr, flush=True)
