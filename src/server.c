@@ -147,6 +147,22 @@ server_admit(int fd, const struct sockaddr *sa, socklen_t len,
 }
 
 /*
+ * A shortage episode ends when a listener has taken every client that was
+ * waiting on it, not at the first accept that succeeds: at the limit, each
+ * descriptor a finished transfer (or the digest thread) frees lets one
+ * accept through before the next fails, and logging each of those would
+ * be a pair of lines per client.
+ */
+static void
+server_shortage_over(void)
+{
+	if (shortage == NULL)
+		return;
+	log_info("accepting again after running out of %s", shortage);
+	shortage = NULL;
+}
+
+/*
  * Accept up to a batch of the clients waiting on a listener; returns
  * whether the batch was used up (more may be waiting).
  */
@@ -164,8 +180,10 @@ server_accept_batch(struct listener *ls)
 		len = sizeof(ss);
 		fd = accept4(ls->ls_fd, sa, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
 		if (fd == -1) {
-			if (errno == EAGAIN || errno == EWOULDBLOCK)
+			if (errno == EAGAIN || errno == EWOULDBLOCK) {
+				server_shortage_over();
 				return (false);
+			}
 			if (errno == EINTR || errno == ECONNABORTED)
 				continue;
 			if (errno == EMFILE || errno == ENFILE ||
@@ -177,11 +195,6 @@ server_accept_batch(struct listener *ls)
 			return (false);
 		}
 		stats.st_accepted++;
-		if (shortage != NULL) {
-			log_info("accepting again after running out of %s",
-			    shortage);
-			shortage = NULL;
-		}
 		server_admit(fd, sa, len, NULL, ls->ls_share);
 	}
 	return (true);
