@@ -437,11 +437,13 @@ config_new(const char *path)
 /*
  * Load a configuration from a stream named path.  With system set, the
  * shares' files are opened (and kept open) and host names resolved;
- * without, only the text is checked.
+ * without, only the text is checked.  On failure, *retry (if not NULL)
+ * says whether the resolver failed for now, so that a later try might
+ * load the same file.
  */
 struct config *
 config_load_stream(FILE *fp, const char *path, bool system, char *err,
-    size_t errlen)
+    size_t errlen, bool *retry)
 {
 	struct config_parse	 cp;
 	int			 rv;
@@ -463,6 +465,8 @@ config_load_stream(FILE *fp, const char *path, bool system, char *err,
 		config_fail_at(&cp, 0, "cannot parse (error %d)", rv);
 	if (!cp.cp_failed)
 		config_check(&cp);
+	if (retry != NULL)
+		*retry = cp.cp_failed && cp.cp_retry;
 	if (cp.cp_failed) {
 		config_free(cp.cp_cf);
 		return (NULL);
@@ -470,14 +474,17 @@ config_load_stream(FILE *fp, const char *path, bool system, char *err,
 	return (cp.cp_cf);
 }
 
-/* Load the configuration file at path. */
+/* Load the configuration file at path; *retry as config_load_stream(). */
 struct config *
-config_load(const char *path, bool system, char *err, size_t errlen)
+config_load(const char *path, bool system, char *err, size_t errlen,
+    bool *retry)
 {
 	struct config	*cf;
 	FILE		*fp;
 	char		 msg[ERR_MAX];
 
+	if (retry != NULL)
+		*retry = false;
 	if ((fp = fopen(path, "re")) == NULL) {
 		/* Escaped as every other error is: see config_vfail(). */
 		snprintf(msg, sizeof(msg), "%s: %s", path, strerror(errno));
@@ -485,7 +492,7 @@ config_load(const char *path, bool system, char *err, size_t errlen)
 		    strlen(msg));
 		return (NULL);
 	}
-	cf = config_load_stream(fp, path, system, err, errlen);
+	cf = config_load_stream(fp, path, system, err, errlen, retry);
 	fclose(fp);
 	return (cf);
 }

@@ -265,13 +265,31 @@ config_set_proxy_timeout(struct config_parse *cp, const char *value,
 	    cp->cp_lineno, err, errlen));
 }
 
+/* A parse_listen() result as a setter's, noting a failure for now. */
+static int
+config_listen_result(struct config_parse *cp, int rv)
+{
+	if (rv == PARSE_LISTEN_RETRY)
+		cp->cp_retry = true;
+	return (rv == 0 ? 0 : -1);
+}
+
+static int
+config_listen(struct config_parse *cp, const char *value,
+    struct share_config *sc, char *err, size_t errlen)
+{
+	return (config_listen_result(cp, parse_listen(value, sc->sc_listen,
+	    SHARE_LISTEN_MAX, &sc->sc_nlisten, cp->cp_system, err, errlen)));
+}
+
 /* The metrics keys are metrics.c's. */
 static int
 config_set_metrics(struct config_parse *cp, const char *value, char *err,
     size_t errlen)
 {
-	return (metrics_config_addr(&cp->cp_cf->cf_metrics, value,
-	    cp->cp_lineno, cp->cp_system, err, errlen));
+	return (config_listen_result(cp, metrics_config_addr(
+	    &cp->cp_cf->cf_metrics, value, cp->cp_lineno, cp->cp_system, err,
+	    errlen)));
 }
 
 static int
@@ -308,8 +326,7 @@ config_set_listen(struct config_parse *cp, const char *value, char *err,
 	size_t			 i = sc->sc_nlisten;
 
 	/* Each listen line adds to the share's addresses. */
-	if (parse_listen(value, sc->sc_listen, SHARE_LISTEN_MAX,
-	    &sc->sc_nlisten, cp->cp_system, err, errlen) == -1)
+	if (config_listen(cp, value, sc, err, errlen) == -1)
 		return (-1);
 	for (; i < sc->sc_nlisten; i++)
 		sc->sc_listen[i].la_line = cp->cp_lineno;
@@ -341,8 +358,7 @@ config_set_manifest(struct config_parse *cp, const char *value, char *err,
 	struct share_config	*sc = &cp->cp_cf->cf_manifest;
 	size_t			 i;
 
-	if (parse_listen(value, sc->sc_listen, SHARE_LISTEN_MAX,
-	    &sc->sc_nlisten, cp->cp_system, err, errlen) == -1)
+	if (config_listen(cp, value, sc, err, errlen) == -1)
 		return (-1);
 	for (i = 0; i < sc->sc_nlisten; i++)
 		sc->sc_listen[i].la_line = cp->cp_lineno;

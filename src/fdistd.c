@@ -228,13 +228,24 @@ fdistd_signal(int sig)
 	return (ev);
 }
 
+/*
+ * The exit status of a file that did not load: 78 for a file that must be
+ * mended, which the unit does not restart for; 1 when the resolver could
+ * not answer for now (at boot, say), which a restart may get past.
+ */
+static int
+fdistd_load_status(bool retry)
+{
+	return (retry ? 1 : EX_CONFIG);
+}
+
 /* Check the configuration only (-t). */
 static int
-fdistd_test(struct config *cf, char *err)
+fdistd_test(struct config *cf, char *err, bool retry)
 {
 	if (cf == NULL) {
 		fprintf(stderr, "fdistd: %s\n", err);
-		return (EX_CONFIG);
+		return (fdistd_load_status(retry));
 	}
 	fdistd_warn_limits(cf, stderr);
 	sandbox_warn(cf, stderr);
@@ -321,7 +332,7 @@ main(int argc, char *argv[])
 	struct config	*cf;
 	char		 err[ERR_MAX];
 	const char	*reload_pid = NULL;
-	bool		 test = false;
+	bool		 test = false, retry = false;
 	int		 ch;
 
 	if (stdfds_hold() == -1)
@@ -366,15 +377,14 @@ main(int argc, char *argv[])
 	    (const unsigned char *)config_path, strlen(config_path));
 
 	log_init(debug_mode ? LOG_STDERR : LOG_AUTO, fdistd_verbose);
-	cf = config_load(config_path, true, err, sizeof(err));
+	cf = config_load(config_path, true, err, sizeof(err), &retry);
 	if (test)
-		return (fdistd_test(cf, err));
+		return (fdistd_test(cf, err, retry));
 	if (cf == NULL) {
-		/* Not worth a restart: the file must be mended first. */
 		log_event(LOG_CRIT, NULL, "%s", err);
 		log_flush();
 		notify_failure(err);
-		return (EX_CONFIG);
+		return (fdistd_load_status(retry));
 	}
 	if (!debug_mode)
 		log_set_mode(cf->cf_log);

@@ -124,9 +124,9 @@ struct config {
 };
 
 /* config.c */
-struct config	*config_load(const char *, bool, char *, size_t);
+struct config	*config_load(const char *, bool, char *, size_t, bool *);
 struct config	*config_load_stream(FILE *, const char *, bool, char *,
-		    size_t);
+		    size_t, bool *);
 void		 config_free(struct config *);
 int		 config_share_key_line(const struct share_config *,
 		    const char *);
@@ -151,6 +151,7 @@ struct config_parse {
 	struct share_config	*cp_share;	/* NULL in [fdistd] */
 	bool			 cp_system;	/* open files, resolve names */
 	bool			 cp_failed;
+	bool			 cp_retry;	/* the resolver failed for now */
 	char			*cp_err;
 	size_t			 cp_errlen;
 };
@@ -233,7 +234,13 @@ struct proxy_header {
 enum proxy_result proxy_parse(const unsigned char *, size_t,
 		    struct proxy_header *);
 
-/* parse.c: strict value parsers; each returns 0 or -1 with a message. */
+/*
+ * parse.c: strict value parsers; each returns 0 or -1 with a message.
+ * parse_listen() returns PARSE_LISTEN_RETRY instead when the resolver
+ * failed for now (no answer in time, a temporary failure): a later try
+ * may succeed, where a name that does not exist will not.
+ */
+#define PARSE_LISTEN_RETRY	(-2)
 int	 parse_listen(const char *, struct listen_addr *, size_t, size_t *,
 	    bool, char *, size_t);
 int	 parse_share_name(const char *, char *, size_t);

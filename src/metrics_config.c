@@ -19,10 +19,11 @@ metrics_config_addr(struct metrics_config *mc, const char *value, int line,
 {
 	struct listen_addr	la[2];
 	size_t			n = 0;
+	int			rv;
 
-	if (parse_listen(value, la, 2, &n, resolve, err, errlen) == -1 &&
-	    n < 2)
-		return (-1);
+	rv = parse_listen(value, la, 2, &n, resolve, err, errlen);
+	if (rv != 0 && n < 2)
+		return (rv);
 	if (n != 1) {
 		snprintf(err, errlen, "'%s' is not one address (use HOST:PORT "
 		    "or [IPV6]:PORT, say 127.0.0.1:9110)", value);

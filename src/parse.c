@@ -248,9 +248,13 @@ listen_add_host(struct listen_addr *list, size_t max, size_t *n,
 		else if (!resolve)
 			snprintf(err, errlen, "'%s' is not a numeric address",
 			    host);
-		else
+		else {
 			snprintf(err, errlen, "cannot resolve '%s': %s", host,
 			    resolve_strerror(rv));
+			if (rv == EAI_AGAIN || rv == EAI_MEMORY ||
+			    rv == RESOLVE_ETIMEOUT || rv == RESOLVE_ESTUCK)
+				return (PARSE_LISTEN_RETRY);
+		}
 		return (-1);
 	}
 	for (ai = res; ai != NULL; ai = ai->ai_next) {
@@ -404,13 +408,15 @@ parse_listen(const char *s, struct listen_addr *list, size_t max, size_t *n,
 {
 	char		 item[300];
 	const char	*p = s;
+	int		 rv;
 
 	while (p != NULL) {
 		if (parse_list_next(s, &p, item, sizeof(item),
-		    "listen address", err, errlen) == -1 ||
-		    listen_add_item(item, list, max, n, resolve, err,
-		    errlen) == -1)
+		    "listen address", err, errlen) == -1)
 			return (-1);
+		if ((rv = listen_add_item(item, list, max, n, resolve, err,
+		    errlen)) != 0)
+			return (rv);
 	}
 	return (0);
 }

@@ -41,7 +41,7 @@ reload_worker(void *arg)
 
 	(void)arg;
 	result_cf = config_load(reload_path, true, result_err,
-	    sizeof(result_err));
+	    sizeof(result_err), NULL);
 	while (write(reload_pipe[1], &c, 1) == -1 && errno == EINTR)
 		;
 	return (NULL);

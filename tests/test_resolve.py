@@ -26,9 +26,11 @@ DEAD_NAME = "dead.fdistd.test"
 
 class HeldDNS:
     """A DNS server on 127.x.y.z:53 that answers A queries for its names
-    with 127.0.0.1 (AAAA with no address), but only once released."""
+    with 127.0.0.1 (AAAA with no address), but only once released; with
+    nxdomain, it answers every query at once: no such name."""
 
-    def __init__(self):
+    def __init__(self, nxdomain=False):
+        self.nxdomain = nxdomain
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         for _ in range(50):
             self.addr = "127.53.%d.%d" % (random.randint(1, 254), random.randint(1, 254))
@@ -64,6 +66,8 @@ class HeldDNS:
         if qtype == 1:
             rr = b"\xc0\x0c" + struct.pack("!HHIH", 1, 1, 60, 4) + socket.inet_aton("127.0.0.1")
         flags = 0x8180           # a response, recursion, no error
+        if self.nxdomain:
+            flags, rr = 0x8183, b""
         hdr = pkt[:2] + struct.pack("!HHHHH", flags, 1, 1 if rr else 0, 0, 0)
         self.sock.sendto(hdr + pkt[12:end] + rr, peer)
 
@@ -80,7 +84,7 @@ class HeldDNS:
                     self.queries.append(self._parse(pkt)[:2])
                     self.held.append((pkt, peer))
                     self.asked.set()
-                if self.released.is_set():
+                if self.released.is_set() or self.nxdomain:
                     for p, a in self.held:
                         self._answer(p, a)
                     self.held = []
@@ -213,9 +217,48 @@ def test_reload_dead_resolver_is_bounded(tmp):
         r = subprocess.run(launcher + [FDISTD, "-t", "-c", d.config], capture_output=True, text=True,
                            timeout=RESOLVE_TIMEOUT + 30)
         secs = time.monotonic() - t0
-        assert r.returncode == 78 and "no answer within 10 s" in r.stderr, r
+        # no answer is not an invalid file: 1, which the unit retries
+        assert r.returncode == 1 and "no answer within 10 s" in r.stderr, r
         assert secs <= RESOLVE_TIMEOUT + 20, secs
         print("fdistd -t: %.1f s: %s" % (secs, r.stderr.strip()))
+    finally:
+        dns.close()
+
+
+def test_start_tells_a_resolver_down_from_a_name_that_does_not_exist(tmp):
+    """At start-up (and with -t), a name server that cannot be reached is
+    exit status 1, which the unit restarts for, so that a daemon started
+    before the network's name server comes up starts by itself later; a
+    name the name server says does not exist is an invalid file, 78."""
+    small = make_file(os.path.join(tmp, "small.bin"), 1000)
+    shares = {"named": {"listen": "%s:%d" % (SLOW_NAME, free_port()), "file": small}}
+    d = Daemon(tmp, shares, start=False)
+    down = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    for _ in range(50):      # an address of our own, with no server on 53
+        addr = "127.53.%d.%d" % (random.randint(1, 254), random.randint(1, 254))
+        try:
+            down.bind((addr, 53))
+            break
+        except OSError:
+            continue
+    down.close()
+    launcher = name_launcher(tmp, "127.0.0.1 localhost\n", addr, "timeout:1 attempts:1")
+    for args in (["-t"], ["-d"]):
+        r = subprocess.run(launcher + [FDISTD, *args, "-c", d.config], capture_output=True,
+                           text=True, timeout=RESOLVE_TIMEOUT + 30)
+        assert r.returncode == 1, r
+        assert "listen: cannot resolve '%s': Temporary failure in name resolution" % SLOW_NAME \
+            in r.stderr, r
+    dns = HeldDNS(nxdomain=True)
+    try:
+        launcher = name_launcher(tmp, "127.0.0.1 localhost\n", dns.addr, "timeout:1 attempts:1")
+        for args in (["-t"], ["-d"]):
+            r = subprocess.run(launcher + [FDISTD, *args, "-c", d.config], capture_output=True,
+                               text=True, timeout=RESOLVE_TIMEOUT + 30)
+            assert r.returncode == 78, r
+            assert "listen: cannot resolve '%s': Name or service not known" % SLOW_NAME \
+                in r.stderr, r
+        assert (SLOW_NAME, 1) in dns.queries, dns.queries
     finally:
         dns.close()
 

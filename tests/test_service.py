@@ -14,6 +14,7 @@ import re
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 
@@ -146,8 +147,7 @@ def start_failures(ct, fdistd, conf_path, port):
     ct.write_file(conf_path, config(port, "ack_max = lots\n"))
     rc, _, err = ct.run(["systemctl", "start", "fdistd"], timeout=60)
     check("start with an invalid configuration fails", rc != 0, err)
-    # RestartSec=1s: by now five restarts would have hit the start limit
-    # (5 in 10s), which would refuse the start of the mended file below
+    # RestartSec=3s: by now a restart would have come
     time.sleep(7)
     nres, main, state = (ct.show("fdistd.service", p) for p in ("NRestarts", "ExecMainStatus", "ActiveState"))
     check("exit 78, not restarted", (nres, main, state) == ("0", "78", "failed"), (nres, main, state))
@@ -180,6 +180,45 @@ def start_failures(ct, fdistd, conf_path, port):
               'Status: "%s:6: file %s: %s' % (conf_path, path, reason) in st, st)
     ct.write_file(conf_path, config(port))
     ct.check(["systemctl", "start", "fdistd"], timeout=60)
+    resolver_down_at_start(ct, conf_path, port)
+
+
+def resolver_down_at_start(ct, conf_path, port):
+    """A listen name the name server cannot answer for yet, as at boot:
+    exit 1, retried without reaching the start limit, and running by
+    itself once the name resolves."""
+    ct.check(["systemctl", "stop", "fdistd"], timeout=90)
+    # the unit's own resolv.conf names a loopback address with no server
+    ct.write_file("/etc/fdist-test-resolv.conf", "nameserver 127.54.0.9\noptions timeout:1 attempts:1\n")
+    dropin = "/etc/systemd/system/fdistd.service.d/resolver.conf"
+    ct.write_file(dropin, "[Service]\nBindReadOnlyPaths=/etc/fdist-test-resolv.conf:/etc/resolv.conf\n")
+    ct.check(["systemctl", "daemon-reload"])
+    had_hosts = ct.run(["test", "-e", "/etc/hosts"]).rc == 0
+    hosts = ct.read_file("/etc/hosts").decode() if had_hosts else ""
+    ct.write_file(conf_path, config(port).replace("listen = 127.0.0.1:", "listen = later.fdistd.test:"))
+    rc, _, err = ct.run(["systemctl", "start", "fdistd"], timeout=60)
+    check("start with the name server down fails", rc != 0, err)
+    ct.wait_until(lambda: int(ct.show("fdistd.service", "NRestarts")) >= 2 and
+                  ct.show("fdistd.service", "SubState") == "auto-restart", 20, "two restarts")
+    main, st = ct.show("fdistd.service", "ExecMainStatus"), status_text(ct)
+    check("exit 1 and restarted, the reason shown", main == "1" and
+          "cannot resolve 'later.fdistd.test': Temporary failure in name resolution" in st, (main, st))
+    time.sleep(8)       # past the start limit's 10 s: still retrying
+    check("the retries do not reach the start limit", ct.show("fdistd.service", "ActiveState") != "failed",
+          status_text(ct))
+    ct.write_file("/etc/hosts", hosts + "127.0.0.1 later.fdistd.test\n")
+    ct.wait_until(lambda: ct.is_active("fdistd.service") == "active", 15, "a start once the name resolves")
+    with tempfile.TemporaryDirectory() as d:
+        r = fetch_file(port, os.path.join(d, "got"))
+        check("once the name resolves, it runs and serves by itself", r.returncode == 0, r)
+    ct.check(["rm", dropin])
+    if had_hosts:
+        ct.write_file("/etc/hosts", hosts)
+    else:
+        ct.check(["rm", "/etc/hosts"])
+    ct.check(["systemctl", "daemon-reload"])
+    ct.write_file(conf_path, config(port))
+    ct.check(["systemctl", "restart", "fdistd"], timeout=90)
 
 
 def restarts(ct):
@@ -322,8 +361,9 @@ def run(tmp):
               result and (len(result[0]) if isinstance(result[0], bytes) else result[0]))
         state = ct.show("fdistd.service", "ActiveState") + "/" + ct.show("fdistd.service", "Result")
         check("stopped cleanly (inactive/success)", state == "inactive/success", state)
-        recs = wait_records(ct, 5, "FDIST_STATUS=acked")
-        check("every transfer logged acked", len(recs) == 5, [r.get("FDIST_STATUS") for r in recs])
+        # (one of them fetched by resolver_down_at_start)
+        recs = wait_records(ct, 6, "FDIST_STATUS=acked")
+        check("every transfer logged acked", len(recs) == 6, [r.get("FDIST_STATUS") for r in recs])
 
         # socket activation: systemd binds, fdistd starts on the first client
         port2 = free_port()
@@ -359,8 +399,8 @@ def run(tmp):
                 while s.recv(1 << 20):
                     pass
                 s.sendall(b"Thank you\0")
-        recs = wait_records(ct, 6 + BURST, "FDIST_STATUS=acked")
-        check("no record of a burst dropped by journald", len(recs) == 6 + BURST,
+        recs = wait_records(ct, 7 + BURST, "FDIST_STATUS=acked")
+        check("no record of a burst dropped by journald", len(recs) == 7 + BURST,
               (len(recs), ct.journal("-u", "systemd-journald", "-n", "5")))
 
         # written in place, against fdistd(8)'s advice: the sandboxed

@@ -335,7 +335,7 @@ check_reload(const struct config *cf)
 	fp = fmemopen(text, textlen, "r");
 	FUZZ_CHECK(fp != NULL, "fmemopen");
 	err[0] = '\0';
-	cf2 = config_load_stream(fp, PATH, false, err, sizeof(err));
+	cf2 = config_load_stream(fp, PATH, false, err, sizeof(err), NULL);
 	fclose(fp);
 	if (cf2 == NULL)
 		fuzz_hexdump("dump", text, textlen);
@@ -401,7 +401,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	err[0] = '\0';
 	if ((fp = fmemopen(text, size, "r")) == NULL)
 		abort();
-	cf = config_load_stream(fp, PATH, false, err, ERR_MAX);
+	cf = config_load_stream(fp, PATH, false, err, ERR_MAX, NULL);
 	fclose(fp);
 	if (cf == NULL)
 		check_error(err, ERR_MAX, count_lines(data, size));
