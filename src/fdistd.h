@@ -519,7 +519,7 @@ void		 server_digest_known(const struct sfile *);
 void		 server_serves(const struct share *);
 void		 server_manifest(void);
 
-/* server.c, server_refuse.c: private to the server. */
+/* server.c, server_listen.c, server_refuse.c: private to the server. */
 /* Why a client was turned away; each reason belongs to one status. */
 enum refusal_reason {
 	REASON_NOT_ALLOWED,
@@ -541,6 +541,15 @@ enum refusal_reason {
 };
 void		 server_timer_add(struct event *, uint64_t);
 void		 server_count_refused(void);
+
+/* server_listen.c: which listeners serve which share. */
+int		 server_listen_open(struct event_base *, const struct config *,
+		    struct listener_list *, bool, struct listener_list *,
+		    char *, size_t);
+void		 server_listen_take(const struct config *,
+		    const struct share_config *, struct share *, bool,
+		    struct listener_list *, struct listener_list *,
+		    struct listener_list *);
 
 /* server_refuse.c: refusals, with rate-limited records. */
 int		 server_refuse_init(struct event_base *);

@@ -1,7 +1,8 @@
 /*
  * server.c: the running set of shares and listeners.  It accepts
  * clients, enforces max_clients, rides out a full descriptor table,
- * applies a new configuration on reload and stops gracefully.
+ * applies a new configuration on reload (server_listen.c matches the
+ * listeners to its shares) and stops gracefully.
  */
 #include <sys/types.h>
 #include <sys/socket.h>
@@ -252,20 +253,6 @@ server_conn_released(void)
 		event_base_loopbreak(server_base);
 }
 
-/* The listener already bound to this address, if any. */
-static struct listener *
-server_find_listener(struct listener_list *list, const struct listen_addr *la)
-{
-	struct listener	*ls;
-
-	TAILQ_FOREACH(ls, list, ls_entry) {
-		if (addr_equal((struct sockaddr *)&ls->ls_ss,
-		    (const struct sockaddr *)&la->la_ss))
-			return (ls);
-	}
-	return (NULL);
-}
-
 /* The running share's file if it is the one just opened, unchanged. */
 static struct sfile *
 server_reuse_file(struct sfile *sf)
@@ -421,140 +408,6 @@ server_free_shares(struct share_list *list)
 }
 
 /*
- * Whether a listener serves share sc: by the socket's name (socket
- * activation's FileDescriptorName=) if that names a share of cf, else by
- * its bound address.
- */
-static bool
-server_listener_serves(const struct listener *ls,
-    const struct share_config *sc, const struct config *cf)
-{
-	const struct share_config	*other;
-	size_t				 i;
-
-	if (ls->ls_inherited) {
-		CONFIG_FOREACH_LISTENING(other, cf) {
-			if (strcmp(other->sc_name, ls->ls_fdname) == 0)
-				return (other == sc);
-		}
-	}
-	for (i = 0; i < sc->sc_nlisten; i++) {
-		if (addr_equal((const struct sockaddr *)&ls->ls_ss,
-		    (const struct sockaddr *)&sc->sc_listen[i].la_ss))
-			return (true);
-	}
-	return (false);
-}
-
-/*
- * Socket activation: the daemon binds nothing itself.  Every share must
- * get a socket and every socket a share, or cf is refused whole.
- */
-static int
-server_check_inherited(const struct config *cf, char *err, size_t errlen)
-{
-	const struct share_config	*sc;
-	const struct listener		*ls;
-	bool				 found;
-
-	mismatch = true;
-	CONFIG_FOREACH_LISTENING(sc, cf) {
-		found = false;
-		TAILQ_FOREACH(ls, &listeners, ls_entry)
-			found = found || server_listener_serves(ls, sc, cf);
-		if (!found) {
-			snprintf(err, errlen, "share [%s] has no socket: none "
-			    "passed by the service manager is bound to its "
-			    "listen addresses or named '%s'", sc->sc_name,
-			    sc->sc_name);
-			return (-1);
-		}
-	}
-	TAILQ_FOREACH(ls, &listeners, ls_entry) {
-		found = false;
-		CONFIG_FOREACH_LISTENING(sc, cf)
-			found = found || server_listener_serves(ls, sc, cf);
-		if (!found) {
-			snprintf(err, errlen, "socket '%s' on %s passed by the "
-			    "service manager matches no share (bind it to a "
-			    "share's listen address, or set "
-			    "FileDescriptorName= to a share's name)",
-			    ls->ls_fdname, ls->ls_name);
-			return (-1);
-		}
-	}
-	mismatch = false;
-	return (0);
-}
-
-/*
- * Open the listeners cf needs that are not already open.  All or
- * nothing: on failure the new ones are closed and -1 returned.
- */
-static int
-server_open_listeners(struct config *cf, struct listener_list *fresh,
-    char *err, size_t errlen)
-{
-	const struct share_config *sc;
-	struct listener		*ls;
-	size_t			 i;
-
-	if (activated)
-		return (server_check_inherited(cf, err, errlen));
-	CONFIG_FOREACH_LISTENING(sc, cf) {
-		for (i = 0; i < sc->sc_nlisten; i++) {
-			if (server_find_listener(&listeners,
-			    &sc->sc_listen[i]) != NULL)
-				continue;
-			ls = listener_open(server_base, &sc->sc_listen[i], err,
-			    errlen);
-			if (ls == NULL)
-				goto fail;
-			TAILQ_INSERT_TAIL(fresh, ls, ls_entry);
-		}
-	}
-	return (0);
-fail:
-	while ((ls = TAILQ_FIRST(fresh)) != NULL) {
-		TAILQ_REMOVE(fresh, ls, ls_entry);
-		listener_close(ls);
-	}
-	return (-1);
-}
-
-/* Move the listeners serving sc from the running set (or fresh) to kept. */
-static void
-server_take_listeners(const struct config *cf, const struct share_config *sc,
-    struct share *sh, struct listener_list *fresh, struct listener_list *kept)
-{
-	struct listener	*ls, *next;
-	size_t		 i;
-
-	if (activated) {
-		for (ls = TAILQ_FIRST(&listeners); ls != NULL; ls = next) {
-			next = TAILQ_NEXT(ls, ls_entry);
-			if (!server_listener_serves(ls, sc, cf))
-				continue;
-			TAILQ_REMOVE(&listeners, ls, ls_entry);
-			listener_attach(ls, sh);
-			TAILQ_INSERT_TAIL(kept, ls, ls_entry);
-		}
-		return;
-	}
-	for (i = 0; i < sc->sc_nlisten; i++) {
-		if ((ls = server_find_listener(&listeners,
-		    &sc->sc_listen[i])) != NULL)
-			TAILQ_REMOVE(&listeners, ls, ls_entry);
-		else {
-			ls = server_find_listener(fresh, &sc->sc_listen[i]);
-			TAILQ_REMOVE(fresh, ls, ls_entry);
-		}
-		listener_attach(ls, sh);
-		TAILQ_INSERT_TAIL(kept, ls, ls_entry);
-	}
-}
-
-/*
  * Switch to configuration cf, at start or on reload, keeping every
  * listener whose address did not change.  Nothing is touched unless every
  * new listener could be opened.  Clients in flight keep their share, and
@@ -570,6 +423,7 @@ server_apply(struct config *cf, char *err, size_t errlen)
 	struct share_config	*sc;
 	struct share		*sh, *msh = NULL;
 	struct listener		*ls;
+	int			 rv;
 
 	if (metrics_prepare(cf, err, errlen) == -1)
 		return (-1);
@@ -581,7 +435,10 @@ server_apply(struct config *cf, char *err, size_t errlen)
 		metrics_abort();
 		return (-1);
 	}
-	if (server_open_listeners(cf, &fresh, err, errlen) == -1) {
+	rv = server_listen_open(server_base, cf, &listeners, activated, &fresh,
+	    err, errlen);
+	mismatch = activated && rv == -1;
+	if (rv == -1) {
 		share_unref(msh);
 		server_free_shares(&made);
 		digest_prune();
@@ -593,13 +450,15 @@ server_apply(struct config *cf, char *err, size_t errlen)
 	sh = TAILQ_FIRST(&made);
 	TAILQ_FOREACH(sc, &cf->cf_shares, sc_entry) {
 		share_commit(sh);
-		server_take_listeners(cf, sc, sh, &fresh, &kept);
+		server_listen_take(cf, sc, sh, activated, &listeners, &fresh,
+		    &kept);
 		server_log_share(sh, &kept);
 		server_log_version(sh);
 		sh = TAILQ_NEXT(sh, sh_entry);
 	}
 	if (msh != NULL) {
-		server_take_listeners(cf, &cf->cf_manifest, msh, &fresh, &kept);
+		server_listen_take(cf, &cf->cf_manifest, msh, activated,
+		    &listeners, &fresh, &kept);
 		server_log_share(msh, &kept);
 	}
 	while ((ls = TAILQ_FIRST(&listeners)) != NULL) {
