@@ -10,6 +10,7 @@ process is stopped on every exit path.
 import hashlib
 import os
 import re
+import shutil
 import signal
 import socket
 import struct
@@ -28,6 +29,82 @@ SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime
                      "SUMMARY: UndefinedBehaviorSanitizer")
 RECORD_RE = re.compile(r"^\S+ (?:info|warning): transfer (.*)$")
 FIELD_RE = re.compile(r'(\w+)=("(?:[^"\\]|\\.)*"|\S+)')
+
+
+# The programs the tests run that a minimal Debian 12 may lack, and the
+# package of each.  .ci/run installs every one; README.md ("Tests")
+# names them (test_readme.py checks both).
+TOOLS = {
+    "strace": "strace",
+    "haproxy": "haproxy",
+    "prometheus": "prometheus",
+    "promtool": "prometheus",
+    "jq": "jq",
+    "nc": "netcat-openbsd",
+    "mandoc": "mandoc",
+    "ip": "iproute2",
+    "ss": "iproute2",
+    "unshare": "util-linux",
+    "nsenter": "util-linux",
+    "setpriv": "util-linux",
+    "journalctl": "systemd",
+    "systemd-analyze": "systemd",
+    "systemd-socket-activate": "systemd",
+    "/lib/systemd/systemd-journald": "systemd",
+    "/lib/systemd/systemd-journal-remote": "systemd-journal-remote",
+    "/lib/systemd/systemd-journal-upload": "systemd-journal-remote",
+    "systemd-nspawn": "systemd-container",
+    "debootstrap": "debootstrap",
+}
+
+
+class Skip(Exception):
+    """The test cannot run here; the message says what it lacks."""
+
+
+def on_ci():
+    return os.environ.get("CI") == "true"
+
+
+def unavailable(reason):
+    """A test that cannot run here is skipped, saying why; but under
+    CI=true, where .ci/run has installed everything and runs as root, it
+    fails: a skip there would hide what the test checks."""
+    if on_ci():
+        raise AssertionError("%s (CI=true: a test may not skip)" % reason)
+    raise Skip(reason)
+
+
+def need(tool):
+    """The path of tool, a program of TOOLS; if it is missing, the test
+    is unavailable()."""
+    path = tool if os.path.isabs(tool) and os.access(tool, os.X_OK) else shutil.which(tool)
+    if not path:
+        unavailable("%s is not installed (apt-get install %s)" % (tool, TOOLS[tool]))
+    return path
+
+
+def need_root(why):
+    if os.geteuid() != 0:
+        unavailable("needs root: %s" % why)
+
+
+def require(*tools, root=None):
+    """For a test program's start: every tool present (and root, if a
+    reason for it is given), or the whole program is skipped (exit 77,
+    meson's skip) or under CI=true failed, saying why."""
+    try:
+        if root:
+            need_root(root)
+        for tool in tools:
+            need(tool)
+    except Skip as e:
+        print("SKIP: %s" % e)
+        sys.exit(77)
+    except AssertionError as e:
+        print("FAIL: %s" % e)
+        print("0 passed, 1 failed")
+        sys.exit(1)
 
 
 def free_port(family=socket.AF_INET):
@@ -272,13 +349,13 @@ def name_launcher(tmp, hosts="", nameserver=None, resolv_options=""):
             if resolv_options:
                 f.write("options %s\n" % resolv_options)
     script = "".join("mount --bind %s/%s /etc/%s && " % (d, n, n) for n in files)
-    return ["unshare", "-m", "--propagation", "private", "sh", "-c", script + 'exec "$@"', "sh"]
+    return [need("unshare"), "-m", "--propagation", "private", "sh", "-c", script + 'exec "$@"', "sh"]
 
 
 def strace_attach(pid, *args, timeout=10):
     """strace (with args) attached to a running process; returns once the
     kernel shows it as the tracer, not after a guessed delay."""
-    st = subprocess.Popen(["strace", "-qq", *args, "-p", str(pid)])
+    st = subprocess.Popen([need("strace"), "-qq", *args, "-p", str(pid)])
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         with open("/proc/%d/status" % pid) as f:
@@ -370,8 +447,11 @@ class Runner:
         self.tests = [(n, f) for n, f in module_globals.items() if n.startswith("test_") and callable(f)]
 
     def run(self, argv):
+        """0 if every test passed or skipped, 1 if one failed; 77 (meson's
+        skip) if all were skipped, then without the "N passed, N failed"
+        line, which .ci/count.py would take for a run."""
         only = set(argv[1:])
-        passed = failed = 0
+        passed = failed = skipped = 0
         for name, func in self.tests:
             if only and name not in only:
                 continue
@@ -379,6 +459,9 @@ class Runner:
             with tempfile.TemporaryDirectory(prefix="fdtest-") as tmp:
                 try:
                     func(tmp)
+                except Skip as e:
+                    skipped += 1
+                    print("skip %s: %s" % (name, e))
                 except Exception:
                     failed += 1
                     print("FAIL %s (%.2fs)" % (name, time.monotonic() - t0))
@@ -387,6 +470,11 @@ class Runner:
                     passed += 1
                     print("ok   %s (%.2fs)" % (name, time.monotonic() - t0))
                 sys.stdout.flush()
+        if skipped and not passed and not failed:
+            print("SKIP: all %d tests skipped" % skipped)
+            return 77
+        if skipped:
+            print("%d skipped" % skipped)
         print("%d passed, %d failed" % (passed, failed))
         return 1 if failed else 0
 

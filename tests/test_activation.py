@@ -3,13 +3,12 @@
 shares by name or address; the mismatch errors; systemd-socket-activate."""
 
 import os
-import shutil
 import subprocess
 import sys
 import time
 
 from fdtest import (FDISTD, Daemon, NotifySocket, connect, fetch, file_sha256,
-                    free_port, main, make_file, read_all, sha256)
+                    free_port, main, make_file, need, read_all, sha256)
 
 ACTIVATE = [sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)), "activate.py")]
 
@@ -96,9 +95,7 @@ def test_reload_that_would_orphan_a_socket_is_refused(tmp):
 
 
 def test_systemd_socket_activate_two_named_sockets(tmp):
-    tool = shutil.which("systemd-socket-activate")
-    if tool is None:
-        raise AssertionError("systemd-socket-activate not installed (package systemd)")
+    tool = need("systemd-socket-activate")
     a = make_file(os.path.join(tmp, "a"), 123456, seed=3)
     b = make_file(os.path.join(tmp, "b"), 654321, seed=4)
     p1, p2 = free_port(), free_port()

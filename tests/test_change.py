@@ -14,7 +14,7 @@ import threading
 import time
 
 from fdtest import (Daemon, connect, file_sha256, free_port, main, make_file,
-                    sha256)
+                    need, sha256)
 
 FETCH = os.environ.get("FDIST_FETCH", "build/fdist-fetch")
 MiB = 1024 * 1024
@@ -146,7 +146,7 @@ def run_round(tmp, d, port, path, old, new, tag):
 
 def _all_connected(port, n):
     """n established connections to the daemon's port (ss, not a guess)."""
-    out = subprocess.run(["ss", "-Htn", "state", "established",
+    out = subprocess.run([need("ss"), "-Htn", "state", "established",
                           "( sport = :%d )" % port], capture_output=True, text=True).stdout
     return len(out.splitlines()) >= n
 

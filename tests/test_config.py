@@ -7,7 +7,7 @@ import shutil
 import subprocess
 import tempfile
 
-from fdtest import FDISTD, Daemon, fetch, free_port, main, make_file, name_launcher
+from fdtest import FDISTD, Daemon, fetch, free_port, main, make_file, name_launcher, need
 
 # A uid in systemd's range of dynamic users: fdistd as the service sees it.
 DYNAMIC_UID = 61999
@@ -383,7 +383,7 @@ def test_service_user_is_told_why_it_cannot_open(tmp):
             with open(conf, "w") as fp:
                 fp.write("[fdistd]\nlog = stderr\n[s]\nlisten = 127.0.0.1:9\nfile = %s\n" % share_file)
             os.chmod(conf, 0o644)
-            return subprocess.run(["setpriv", "--reuid=%d" % DYNAMIC_UID, "--regid=%d" % DYNAMIC_UID,
+            return subprocess.run([need("setpriv"), "--reuid=%d" % DYNAMIC_UID, "--regid=%d" % DYNAMIC_UID,
                                    "--clear-groups", FDISTD, *args, "-c", conf],
                                   capture_output=True, timeout=20)
         how = (": make it %s by others (chmod o+%s), or add the service to its group with a drop-in "

@@ -13,7 +13,7 @@ import re
 import subprocess
 import time
 
-from fdtest import Daemon, file_sha256, free_port, main, make_file
+from fdtest import Daemon, file_sha256, free_port, main, make_file, need
 
 LOADGEN = os.environ.get("FDIST_LOADGEN", "build/bench/fdist-loadgen")
 MIX = "normal=30,never-ack=10,close-no-ack=10,reset=10,stall=10,slow=10,garbage=10,early-ack=10"
@@ -68,7 +68,7 @@ def test_loadgen_discard_counts_every_byte(tmp):
             env=dict(os.environ, ASAN_OPTIONS=os.environ.get("ASAN_OPTIONS", "") + ":detect_leaks=0")
             if wrap else None)
         trace = os.path.join(tmp, "strace")
-        out = run(size, ["strace", "-qq", "-f", "-e", "trace=recvfrom", "-o", trace])
+        out = run(size, [need("strace"), "-qq", "-f", "-e", "trace=recvfrom", "-o", trace])
         assert out.returncode == 0, out
         total = json.loads(out.stdout.strip().splitlines()[-1])["total"]
         assert total["ok"] == 4 and total["bytes"] == 4 * size, total

@@ -15,7 +15,7 @@ import subprocess
 import threading
 import time
 
-from fdtest import Daemon, file_sha256, free_port, main, make_file
+from fdtest import Daemon, file_sha256, free_port, main, make_file, need
 
 FETCH = os.environ.get("FDIST_FETCH", "build/fdist-fetch")
 SIZE = 2 * 1024 * 1024 + 1     # about 4 s at the rate below
@@ -216,7 +216,7 @@ def stopped_then_overtaken(out, part, ports, first, second):
     and continue first once second is receiving.  Both exit statuses and
     messages, and whether second was still running when first ended."""
     tracer = subprocess.Popen(
-        ["strace", "-qq", "-o", "/dev/null", "-P", part, "-e", "trace=openat",
+        [need("strace"), "-qq", "-o", "/dev/null", "-P", part, "-e", "trace=openat",
          "-e", "inject=openat:signal=SIGSTOP:when=1",
          FETCH, "-q", "-o", out, "127.0.0.1:%d" % ports[first]],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,

@@ -30,13 +30,12 @@ the collector with -D /var/log/journal/remote, also the test's.
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
 import time
 
-from fdtest import SRCDIR, Daemon, file_sha256, main, make_file
+from fdtest import SRCDIR, Daemon, file_sha256, main, make_file, need, require
 from netbed import Bed, ip
 
 FETCH = os.environ.get("FDIST_FETCH", "build/fdist-fetch")
@@ -163,9 +162,8 @@ print(len(got))
 
 
 def test_fleet(tmp):
-    for prog in (JREMOTE, JUPLOAD, shutil.which("haproxy"), shutil.which("prometheus")):
-        assert prog and os.access(prog, os.X_OK), \
-            "%s missing (apt-get install systemd-journal-remote haproxy prometheus)" % prog
+    for prog in (JREMOTE, JUPLOAD, "haproxy", "prometheus", "systemd-socket-activate"):
+        need(prog)
     t0 = time.monotonic()
     path = make_file(os.path.join(tmp, "image"), SIZE, seed=7)
     digest = file_sha256(path)
@@ -201,7 +199,7 @@ def test_fleet(tmp):
             f.write("global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n"
                     "scrape_configs:\n  - job_name: fdistd\n    static_configs:\n"
                     "      - targets: [%s]\n" % ", ".join('"%s:%d"' % (a, METRICS_PORT) for a in SERVERS))
-        prom = col.popen([shutil.which("prometheus"), "--config.file=" + pcfg,
+        prom = col.popen([need("prometheus"), "--config.file=" + pcfg,
                           "--storage.tsdb.path=" + os.path.join(tmp, "prometheus"),
                           "--web.listen-address=%s:%d" % (COLLECTOR, PROM_PORT)], log="prometheus.log")
 
@@ -251,7 +249,7 @@ def test_fleet(tmp):
                     "backend servers\n    balance roundrobin\n" % (BALANCER, PORT))
             for i, a in enumerate(SERVERS):
                 f.write("    server s%d %s:%d send-proxy-v2\n" % (i + 1, a, PORT))
-        hap = lb.popen([shutil.which("haproxy"), "-f", hcfg, "-db"], log="haproxy.log")
+        hap = lb.popen([need("haproxy"), "-f", hcfg, "-db"], log="haproxy.log")
         lb.wait_listening(PORT, proc=hap)
 
         # The one kept away: its link is down, so it never reaches the balancer.
@@ -437,7 +435,5 @@ def test_fleet(tmp):
 
 
 if __name__ == "__main__":
-    if os.geteuid() != 0:
-        print("SKIP: the fleet test builds network namespaces: run it as root")
-        sys.exit(77)
+    require(JOURNALD, "ip", "ss", "nsenter", "unshare", root="the fleet test builds network namespaces")
     main(globals())

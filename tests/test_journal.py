@@ -9,13 +9,12 @@ back.  Nothing of the host's journal is touched.
 
 import json
 import os
-import shutil
 import socket
 import subprocess
 import sys
 import time
 
-from fdtest import Daemon, fetch, free_port, main, make_file
+from fdtest import Daemon, fetch, free_port, main, make_file, require
 
 JOURNALD = "/lib/systemd/systemd-journald"
 JOURNAL_DIR = "/run/log/journal"
@@ -202,9 +201,7 @@ def journal_main(module_globals):
     """Run a module's tests in a private journald's namespace."""
     if os.environ.get("FDTEST_JOURNAL_NS") == "1":
         sys.exit(inside_namespace(module_globals))
-    if os.geteuid() != 0 or not os.path.exists(JOURNALD) or not shutil.which("unshare"):
-        print("SKIP: needs root, unshare and %s" % JOURNALD)
-        sys.exit(77)
+    require(JOURNALD, "unshare", root="a private journald in a mount namespace")
     env = dict(os.environ, FDTEST_JOURNAL_NS="1")
     sys.exit(subprocess.run(["unshare", "-m", "--propagation", "private", sys.executable] + sys.argv,
                             env=env).returncode)

@@ -6,7 +6,6 @@ import ctypes
 import errno
 import os
 import re
-import shutil
 import signal
 import socket
 import subprocess
@@ -14,7 +13,7 @@ import threading
 import time
 
 from fdtest import (FDISTD, Daemon, connect, fetch, file_sha256, free_port,
-                    linger_reset, main, make_file, read_all, sha256)
+                    linger_reset, main, make_file, need, read_all, sha256)
 
 BIG = 64 * 1024 * 1024
 
@@ -369,8 +368,7 @@ def test_reload_client_ignores_a_load_that_began_before_its_signal(tmp):
     fopen() of a FIFO) and ends between the helper's read of the result
     file and its kill() (held by strace) is not the helper's: it waits
     for the load its own signal starts, which reads the mended file."""
-    if not shutil.which("strace"):
-        return
+    strace = need("strace")
     path = make_file(os.path.join(tmp, "data"), 100)
     rundir = os.path.join(tmp, "run")
     os.mkdir(rundir)
@@ -386,7 +384,7 @@ def test_reload_client_ignores_a_load_that_began_before_its_signal(tmp):
         # LeakSanitizer cannot run under ptrace: off for the traced helper
         env = dict(os.environ, RUNTIME_DIRECTORY=rundir,
                    ASAN_OPTIONS=os.environ.get("ASAN_OPTIONS", "") + ":detect_leaks=0")
-        helper = subprocess.Popen(["strace", "-o", trace, "-e", "trace=kill",
+        helper = subprocess.Popen([strace, "-o", trace, "-e", "trace=kill",
                                    "-e", "inject=kill:delay_enter=8000000:when=1",
                                    FDISTD, "-r", str(d.proc.pid)],
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)

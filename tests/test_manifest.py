@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 
-from fdtest import FDISTD, Daemon, connect, fetch, file_sha256, free_port, main, make_file, read_all
+from fdtest import FDISTD, Daemon, connect, fetch, file_sha256, free_port, main, make_file, need, read_all
 
 FETCH = os.environ.get("FDIST_FETCH", "build/fdist-fetch")
 EXIT_DIGEST, EXIT_CURRENT, EXIT_PENDING, EXIT_MANIFEST = 5, 8, 9, 10
@@ -148,7 +148,7 @@ def test_nc_reads_it_and_it_gets_records(tmp):
         with open(ack, "w") as f:
             f.write("Thank you sha256=%s host=edge-1\n" % file_sha256_bytes(want.encode()))
         with open(ack) as f:
-            out = subprocess.run(["nc", "-N", "127.0.0.1", str(mport)], stdin=f, capture_output=True,
+            out = subprocess.run([need("nc"), "-N", "127.0.0.1", str(mport)], stdin=f, capture_output=True,
                                  timeout=30)
         assert out.returncode == 0 and out.stdout.decode() == want, out
         rec = d.wait_records(n + 1, share="@manifest")[-1]
@@ -346,7 +346,7 @@ def strace_connects(args, timeout=120):
     port) it connected to.  LeakSanitizer cannot run under ptrace: the runs
     without strace check for leaks."""
     env = dict(os.environ, ASAN_OPTIONS=os.environ.get("ASAN_OPTIONS", "") + ":detect_leaks=0")
-    r = subprocess.run(["strace", "-qq", "-f", "-e", "trace=connect", "-o", "/dev/stdout", FETCH, *args],
+    r = subprocess.run([need("strace"), "-qq", "-f", "-e", "trace=connect", "-o", "/dev/stdout", FETCH, *args],
                        capture_output=True, timeout=timeout, env=env)
     dests = [(h4 or h6, int(p)) for p, h4, h6 in
              re.findall(r"connect\(\d+, \{sa_family=AF_INET6?, sin6?_port=htons\((\d+)\), "
@@ -452,7 +452,7 @@ def test_if_changed_without_extended_attributes(tmp):
 
 
 def ip(*args):
-    subprocess.run(["ip", *args], check=True, capture_output=True, timeout=20)
+    subprocess.run([need("ip"), *args], check=True, capture_output=True, timeout=20)
 
 
 def test_addresses_from_another_host(tmp):

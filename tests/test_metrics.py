@@ -7,7 +7,6 @@ import http.client
 import json
 import os
 import re
-import shutil
 import signal
 import socket
 import subprocess
@@ -17,7 +16,7 @@ import urllib.parse
 import urllib.request
 
 from fdtest import (FDISTD, Daemon, connect, fetch, file_sha256, free_port,
-                    linger_reset, main, make_file, read_all, sha256)
+                    linger_reset, main, make_file, need, read_all, sha256)
 
 ACTIVATE = [sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)), "activate.py")]
 BIG = 64 * 1024 * 1024
@@ -197,8 +196,7 @@ def test_clients_in_each_state(tmp):
 
 
 def test_promtool_accepts_the_output_and_labels_are_escaped(tmp):
-    if shutil.which("promtool") is None:
-        raise AssertionError("promtool is not installed (apt-get install prometheus)")
+    promtool = need("promtool")
     mport = free_port()
     odd = os.path.join(tmp, 'a "quoted" \\ name')
     make_file(odd, 1000)
@@ -210,7 +208,7 @@ def test_promtool_accepts_the_output_and_labels_are_escaped(tmp):
         d.wait_log(r"digest share=odd\.name-1 .*file_sha256=")
         status, headers, body = request(mport)
         text = body.decode()
-        out = subprocess.run(["promtool", "check", "metrics"], input=body, capture_output=True, timeout=60)
+        out = subprocess.run([promtool, "check", "metrics"], input=body, capture_output=True, timeout=60)
         assert out.returncode == 0, (out.stdout, out.stderr, text)
         assert out.stdout == b"" and out.stderr == b"", (out.stdout, out.stderr)
         # the path as the log shows it (escaped), escaped again for the label
@@ -289,8 +287,7 @@ def prom_wait(port, query, predicate, timeout=90):
 
 
 def test_a_real_prometheus_scrapes_the_daemon(tmp):
-    if shutil.which("prometheus") is None:
-        raise AssertionError("prometheus is not installed (apt-get install prometheus)")
+    prometheus = need("prometheus")
     mport, pport = free_port(), free_port()
     shares = {"small": share(tmp, "small", 100000)}
     with serve(tmp, shares, mport) as d:
@@ -300,7 +297,7 @@ def test_a_real_prometheus_scrapes_the_daemon(tmp):
                     "    static_configs:\n      - targets: ['127.0.0.1:%d']\n" % mport)
         log = open(os.path.join(tmp, "prometheus.log"), "wb")
         env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
-        p = subprocess.Popen(["prometheus", "--config.file=" + os.path.join(tmp, "p.yml"),
+        p = subprocess.Popen([prometheus, "--config.file=" + os.path.join(tmp, "p.yml"),
                               "--storage.tsdb.path=" + os.path.join(tmp, "tsdb"),
                               "--web.listen-address=127.0.0.1:%d" % pport,
                               "--storage.tsdb.retention.time=1h"],

@@ -8,7 +8,6 @@ must be about those.  Every connection that gets no file gets exactly
 one record with a reason, and no byte of the file."""
 
 import os
-import shutil
 import socket
 import struct
 import subprocess
@@ -16,7 +15,7 @@ import sys
 import time
 
 from fdtest import (Daemon, connect, file_sha256, free_port, linger_reset, main,
-                    make_file, read_all, sha256)
+                    make_file, need, read_all, sha256)
 
 FETCH = os.environ.get("FDIST_FETCH", "build/fdist-fetch")
 V2_SIG = b"\r\n\r\n\0\r\nQUIT\n"
@@ -456,8 +455,7 @@ def test_config_needs_proxy_from(tmp):
 
 
 def start_haproxy(cfg, ports):
-    haproxy = shutil.which("haproxy")
-    assert haproxy, "haproxy is not installed (apt-get install haproxy)"
+    haproxy = need("haproxy")
     hp = subprocess.Popen([haproxy, "-f", cfg, "-db"], stdout=subprocess.DEVNULL,
                           stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 15

@@ -18,10 +18,9 @@ import shlex
 import shutil
 import socket
 import subprocess
-import sys
 import time
 
-from fdtest import SRCDIR, Daemon, free_port, make_file
+from fdtest import SRCDIR, Daemon, free_port, make_file, need
 import test_journal
 
 README = os.path.join(SRCDIR, "README.md")
@@ -240,14 +239,10 @@ def test_refusal_views_count_every_refusal(tmp):
         seen = count_refusals(recs, "busy")
         assert seen == 26, "%r counts %d of 26 refusals" % (query, seen)
 
-        if shutil.which("jq"):
-            jq = readme_query(jq=True)
-            out = subprocess.run(jq, shell=True, capture_output=True, text=True, timeout=20)
-            assert out.stdout.strip() == "26", "%r: %r %r" % (jq, out.stdout, out.stderr)
-        else:
-            assert os.environ.get("CI") != "true", "jq is not installed (.ci/run installs it)"
-            print("SKIP: the jq view (jq is not installed)")
-
+        need("jq")
+        jq = readme_query(jq=True)
+        out = subprocess.run(jq, shell=True, capture_output=True, text=True, timeout=20)
+        assert out.stdout.strip() == "26", "%r: %r %r" % (jq, out.stdout, out.stderr)
 
 
 def test_summary_record_fields_are_listed(tmp):
@@ -267,11 +262,4 @@ def test_summary_record_fields_are_listed(tmp):
 
 
 if __name__ == "__main__":
-    if os.environ.get("FDTEST_JOURNAL_NS") == "1":
-        sys.exit(test_journal.inside_namespace(globals()))
-    if os.geteuid() != 0 or not os.path.exists(test_journal.JOURNALD) or not shutil.which("unshare"):
-        print("SKIP: needs root, unshare and %s" % test_journal.JOURNALD)
-        sys.exit(77)
-    env = dict(os.environ, FDTEST_JOURNAL_NS="1")
-    sys.exit(subprocess.run(["unshare", "-m", "--propagation", "private", sys.executable] + sys.argv,
-                            env=env).returncode)
+    test_journal.journal_main(globals())

@@ -26,7 +26,7 @@ import threading
 import time
 
 from fdtest import (SANITIZER_MARKERS, Daemon, connect, file_sha256, free_port, linger_reset, make_file,
-                    name_launcher, read_all, sha256)
+                    name_launcher, read_all, require, sha256)
 from test_journal import JOURNALD, TRANSFER_ID, inside_namespace, journal
 
 REPORT = os.environ.get("FDIST_REPORT", "build/fdist-report")
@@ -903,10 +903,7 @@ if __name__ == "__main__":
     if ns == "a":
         subprocess.run(["hostname", "fdtest-a"], check=True)
         sys.exit(inside_namespace(globals()))
-    if os.geteuid() != 0 or not os.path.exists(JOURNALD) or not shutil.which("unshare") or \
-            not os.path.exists(JOURNAL_REMOTE):
-        print("SKIP: needs root, unshare, %s and %s" % (JOURNALD, JOURNAL_REMOTE))
-        sys.exit(77)
+    require(JOURNALD, JOURNAL_REMOTE, "unshare", "setpriv", root="a private journald in a mount namespace")
     env = dict(os.environ, FDTEST_REPORT_NS="a")
     sys.exit(subprocess.run(["unshare", "-m", "-u", "--propagation", "private", sys.executable] +
                             sys.argv, env=env).returncode)

@@ -20,6 +20,8 @@ import subprocess
 import sys
 import tempfile
 
+from fdtest import require
+
 MAX_EXPOSURE = 1.5
 TIMEOUT = 60			# seconds, for every subprocess
 TRANSFER_ID = "68da270df4994c348ba467a048bebbc3"
@@ -366,11 +368,7 @@ def check_catalog(src, tmp):
 def main():
     src = os.path.abspath(os.environ.get("SRCDIR") or
                           os.path.join(os.path.dirname(__file__), ".."))
-    for tool in ("systemd-analyze", "journalctl"):
-        if not shutil.which(tool):
-            fail("%s not found" % tool)
-    if failures:
-        return 1
+    require("systemd-analyze", "journalctl")
     with tempfile.TemporaryDirectory(prefix="fdistd-units.") as tmp:
         bindir = bindir_for(tmp)
         if bindir:
