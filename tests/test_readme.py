@@ -35,8 +35,9 @@ import test_journal
 import test_manpages
 
 README = os.path.join(SRCDIR, "README.md")
-FETCH = os.environ.get("FDIST_FETCH", "build/fdist-fetch")
-REPORT = os.environ.get("FDIST_REPORT", "build/fdist-report")
+BUILDDIR = os.environ.get("BUILDDIR", os.path.join(SRCDIR, "build"))
+FETCH = os.environ.get("FDIST_FETCH", os.path.join(BUILDDIR, "fdist-fetch"))
+REPORT = os.environ.get("FDIST_REPORT", os.path.join(BUILDDIR, "fdist-report"))
 SUMMARY_ID = "7bb3f058988248d99412e299d3580d60"
 # The service sections assume systemd is the init system: its programs
 # (systemctl, journalctl) are there wherever the README is followed.
@@ -334,11 +335,10 @@ def test_layout_names_every_file(tmp):
 
 def installed_paths():
     """What meson install puts where, for the README's --prefix=/usr."""
-    builddir = os.environ["BUILDDIR"]
-    opts = json.loads(subprocess.run(["meson", "introspect", "--buildoptions", builddir],
+    opts = json.loads(subprocess.run(["meson", "introspect", "--buildoptions", BUILDDIR],
                                      capture_output=True, text=True, check=True, timeout=60).stdout)
     prefix = next(o["value"] for o in opts if o["name"] == "prefix")
-    inst = json.loads(subprocess.run(["meson", "introspect", "--installed", builddir],
+    inst = json.loads(subprocess.run(["meson", "introspect", "--installed", BUILDDIR],
                                      capture_output=True, text=True, check=True, timeout=60).stdout)
     return {("/usr" + p[len(prefix):]) if p.startswith(prefix + "/") else p for p in inst.values()}
 
@@ -461,13 +461,12 @@ def test_fdist_report_commands_name_the_share(tmp):
 def test_commands_exist_with_their_options(tmp):
     """Every program of the tree a README line runs is there (build/ being
     the build directory), and every option it gives it is in its --help."""
-    builddir = os.environ["BUILDDIR"]
     progs = {"fdistd", "fdist-fetch", "fdist-report"}
     missing = []
     for line in shell_lines():
         for cmd in commands(line):
             if cmd.startswith("build/"):
-                path = os.path.join(builddir, cmd[len("build/"):])
+                path = os.path.join(BUILDDIR, cmd[len("build/"):])
             elif "/" in cmd and not cmd.startswith("/"):
                 path = os.path.join(SRCDIR, cmd)
             else:
