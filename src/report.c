@@ -550,7 +550,7 @@ main(int argc, char **argv)
 	struct report	 r;
 	char		*share = NULL;
 	size_t		 i, left = 0;
-	int		 rv = REPORT_EUSAGE;
+	int		 rv = REPORT_EUSAGE, known = 1;
 
 	memset(&r, 0, sizeof(r));
 	r.r_until = UINT64_MAX;
@@ -564,12 +564,22 @@ main(int argc, char **argv)
 		goto out;
 	if (r.r_share == NULL && report_read_share(&r, &share) == -1)
 		goto out;
-	if (report_read_digests(&r) == -1 || report_fold_target(&r) == -1 ||
-	    report_read_scan(&r) == -1)
+	if (report_read_digests(&r) == -1)
+		goto out;
+	/*
+	 * Without a digest record, a share of no record at all is most
+	 * likely a wrong name: said, and with nothing to say which version
+	 * to report on, exit 2 as for a share of no digest record.
+	 */
+	if (r.r_nservers == 0 && (known = report_read_known(&r)) == -1)
+		goto out;
+	if (!known && !r.r_sha_given && !r.r_wait)
+		goto out;
+	if (report_fold_target(&r) == -1 || report_read_scan(&r) == -1)
 		goto out;
 	if (r.r_wait && report_wait(&r) == -1)
 		goto out;
-	if (r.r_records == 0)
+	if (r.r_records == 0 && known)
 		report_warnx("no transfer records of share %s%s", r.r_share,
 		    r.r_since > 0 || r.r_until != UINT64_MAX ?
 		    " in that time range" : "");

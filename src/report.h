@@ -191,6 +191,7 @@ int	report_complete(const struct report *, size_t);
 /* report_read.c */
 int	report_read_open(struct report *);
 int	report_read_share(struct report *, char **);
+int	report_read_known(struct report *);
 int	report_read_digests(struct report *);
 int	report_read_scan(struct report *);
 int	report_read_process(struct report *);

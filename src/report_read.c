@@ -20,6 +20,11 @@
 static const char report_access_hint[] =
     "run as root or as a member of the systemd-journal or adm group";
 
+#define REPORT_LIST_MAX		64	/* shares listed in a message */
+
+/* report_read_probe() */
+#define PROBE_DIGESTS		0x1	/* digest records too */
+
 static int	report_read_access_dir(const char *, int, size_t *, size_t *,
 		    char *, size_t);
 static int	report_read_access(struct report *);
@@ -30,6 +35,11 @@ static int	report_read_hex(const char *);
 static int	report_read_journal(struct report *);
 static int	report_read_match(struct report *, int);
 static int	report_read_remap(struct report *);
+static int	report_read_probe(struct report *, const char *, int);
+static int	report_read_unique(struct report *, char ***, size_t *);
+static int	report_read_shares(struct report *, int, char ***, size_t *);
+static void	report_read_free(char **, size_t);
+static void	report_read_list(char **, size_t);
 
 /*
  * Count journal files under dir (and its subdirectories, one level: the
@@ -169,10 +179,124 @@ report_read_seek(struct report *r)
 	return (0);
 }
 
+/*
+ * Whether the share has a record in the time range: a transfer record,
+ * or with PROBE_DIGESTS a digest record too.  1 or 0, -1 after a
+ * message.
+ */
+static int
+report_read_probe(struct report *r, const char *share, int flags)
+{
+	struct report_entry	 e;
+	char			 m[REPORT_NAME_MAX + 16];
+	int			 rv;
+
+	snprintf(m, sizeof(m), "FDIST_SHARE=%s", share);
+	sd_journal_flush_matches(r->r_j);
+	if (sd_journal_add_match(r->r_j, "MESSAGE_ID=" REPORT_MSGID_TRANSFER,
+	    0) < 0 || ((flags & PROBE_DIGESTS) && sd_journal_add_match(r->r_j,
+	    "MESSAGE_ID=" MSGID_DIGEST, 0) < 0) ||
+	    sd_journal_add_match(r->r_j, m, 0) < 0) {
+		report_warnx("cannot match the journal's records");
+		return (-1);
+	}
+	if (report_read_seek(r) == -1)
+		return (-1);
+	while ((rv = sd_journal_next(r->r_j)) > 0) {
+		if (report_read_entry(r, &e) < 0)
+			continue;
+		if (e.re_time > r->r_until)
+			break;
+		return (1);
+	}
+	if (rv < 0) {
+		report_warnx("cannot read the journal: %s", strerror(-rv));
+		return (-1);
+	}
+	return (0);
+}
+
 static int
 report_read_strcmp(const void *a, const void *b)
 {
-	return (strcmp(a, b));
+	return (strcmp(*(char *const *)a, *(char *const *)b));
+}
+
+static void
+report_read_free(char **names, size_t n)
+{
+	while (n > 0)
+		free(names[--n]);
+	free(names);
+}
+
+/* Every value of FDIST_SHARE in the journal. */
+static int
+report_read_unique(struct report *r, char ***names, size_t *n)
+{
+	const void	 *d;
+	size_t		  l, cap = 0;
+	char		**nn;
+
+	*names = NULL;
+	*n = 0;
+	if (sd_journal_query_unique(r->r_j, "FDIST_SHARE") < 0) {
+		report_warnx("cannot list the shares in the journal");
+		return (-1);
+	}
+	SD_JOURNAL_FOREACH_UNIQUE(r->r_j, d, l) {
+		if (*n == cap) {
+			cap = cap > 0 ? cap * 2 : 16;
+			if ((nn = reallocarray(*names, cap,
+			    sizeof(*nn))) == NULL)
+				goto fail;
+			*names = nn;
+		}
+		if (((*names)[*n] = malloc(REPORT_NAME_MAX)) == NULL)
+			goto fail;
+		report_read_copy((*names)[(*n)++], REPORT_NAME_MAX,
+		    (const char *)d + 12, l - 12);
+	}
+	return (0);
+fail:
+	report_warn("out of memory");
+	report_read_free(*names, *n);
+	*names = NULL;
+	*n = 0;
+	return (-1);
+}
+
+/* The shares with records (report_read_probe() with flags), sorted. */
+static int
+report_read_shares(struct report *r, int flags, char ***names, size_t *n)
+{
+	size_t	i, all;
+	int	e;
+
+	if (report_read_unique(r, names, &all) == -1)
+		return (-1);
+	for (i = *n = 0; i < all; i++) {
+		if ((e = report_read_probe(r, (*names)[i], flags)) == -1) {
+			report_read_free(*names, all);
+			return (-1);
+		}
+		if (e == 1)
+			(*names)[(*n)++] = (*names)[i];
+		else
+			free((*names)[i]);
+	}
+	qsort(*names, *n, sizeof(**names), report_read_strcmp);
+	return (0);
+}
+
+/* The shares of a message, one a line, unless more than would help. */
+static void
+report_read_list(char **names, size_t n)
+{
+	size_t	i;
+
+	for (i = 0; i < n && n <= REPORT_LIST_MAX; i++)
+		fprintf(stderr, "  %s\n", names[i]);
 }
 
 /*
@@ -182,66 +306,61 @@ report_read_strcmp(const void *a, const void *b)
 int
 report_read_share(struct report *r, char **share)
 {
-	static char	 names[64][REPORT_NAME_MAX];
-	const void	*d;
-	size_t		 l, n = 0, i;
-	uint64_t	 t;
-	int		 e;
-	char		 m[REPORT_NAME_MAX + 16];
+	char	**names;
+	size_t	  n;
 
-	if (sd_journal_query_unique(r->r_j, "FDIST_SHARE") < 0) {
-		report_warnx("cannot list the shares in the journal");
+	if (report_read_shares(r, 0, &names, &n) == -1)
 		return (-1);
-	}
-	SD_JOURNAL_FOREACH_UNIQUE(r->r_j, d, l) {
-		if (n == sizeof(names) / sizeof(names[0])) {
-			/* More shares than a list would help with. */
-			report_warnx("records of more than %zu shares; choose "
-			    "one with --share", n);
-			return (-1);
-		}
-		report_read_copy(names[n], sizeof(names[n]),
-		    (const char *)d + 12, l - 12);
-		n++;
-	}
-	for (i = 0; i < n; ) {
-		/* Keep those with a transfer record in range. */
-		sd_journal_flush_matches(r->r_j);
-		snprintf(m, sizeof(m), "FDIST_SHARE=%s", names[i]);
-		if (sd_journal_add_match(r->r_j, "MESSAGE_ID="
-		    REPORT_MSGID_TRANSFER, 0) < 0 ||
-		    sd_journal_add_match(r->r_j, m, 0) < 0 ||
-		    report_read_seek(r) == -1)
-			return (-1);
-		e = sd_journal_next(r->r_j);
-		if (e > 0 && sd_journal_get_realtime_usec(r->r_j, &t) >= 0 &&
-		    t <= r->r_until) {
-			i++;
-			continue;
-		}
-		memmove(names[i], names[i + 1], (n - i - 1) * sizeof(names[0]));
-		n--;
-	}
-	sd_journal_flush_matches(r->r_j);
-	qsort(names, n, sizeof(names[0]), report_read_strcmp);
 	if (n == 0) {
 		report_warnx("no fdistd transfer records in the journal%s",
 		    r->r_since > 0 || r->r_until != UINT64_MAX ?
 		    " in that time range" : "");
+		free(names);
 		return (-1);
 	}
 	if (n > 1) {
-		report_warnx("records of %zu shares; choose one with --share:",
-		    n);
-		for (i = 0; i < n; i++)
-			fprintf(stderr, "  %s\n", names[i]);
+		report_warnx("records of %zu shares; choose one with --share%s",
+		    n, n <= REPORT_LIST_MAX ? ":" : "");
+		report_read_list(names, n);
+		report_read_free(names, n);
 		return (-1);
 	}
-	if ((*share = strdup(names[0])) == NULL) {
-		report_warn("out of memory");
-		return (-1);
-	}
+	*share = names[0];
+	free(names);
 	r->r_share = *share;
+	return (0);
+}
+
+/*
+ * A share of no digest record: whether it has transfer records in the
+ * time range (1).  If not (0), that is said, with the shares that have
+ * records.
+ */
+int
+report_read_known(struct report *r)
+{
+	char		**names;
+	const char	 *range;
+	size_t		  n;
+	int		  e;
+
+	if ((e = report_read_probe(r, r->r_share, 0)) != 0)
+		return (e);
+	if (report_read_shares(r, PROBE_DIGESTS, &names, &n) == -1)
+		return (-1);
+	range = r->r_since > 0 || r->r_until != UINT64_MAX ?
+	    " in that time range" : "";
+	if (n == 0)
+		report_warnx("no records of share \"%s\"%s, nor of any other "
+		    "share", r->r_share, range);
+	else if (n > REPORT_LIST_MAX)
+		report_warnx("no records of share \"%s\"%s; the journal has "
+		    "records of %zu shares", r->r_share, range, n);
+	else
+		report_warnx("no records of share \"%s\"%s; the journal has "
+		    "records of these shares:", r->r_share, range);
+	report_read_list(names, n);
+	report_read_free(names, n);
 	return (0);
 }
 

@@ -265,6 +265,17 @@ def test_usage_and_read_errors(tmp):
         assert json.loads(out)["hosts"][0]["label"] == "a\tb\ufffdc \u2713", out
         rc, out, err = report("--share", "iso")
         assert rc == 0 and out.startswith("share iso sha256 "), (out, err)
+        # a share of no record: said so, with the shares there are (exit 2:
+        # without a digest record nothing says which version to report on)
+        nosuch = ('fdist-report: no records of share "nosuch" in that time range; the journal '
+                  'has records of these shares:\n  img\n  iso\n')
+        rc, out, err = report(since, "--share", "nosuch")
+        assert (rc, out, err) == (2, "", nosuch), (rc, out, err)
+        # with the version given, the report of hosts that are all missing
+        rc, out, err = report(since, "--share", "nosuch", "--sha256", "0" * 64, "--hosts",
+                              hosts_file(tmp, "127.0.0.2\n", "one.txt"))
+        assert rc == 1 and err == nosuch and out.startswith("share nosuch sha256 00000000\u2026: "
+                                                              "0/1 done, 1 missing\n"), (rc, out, err)
         bad = hosts_file(tmp, "127.0.0.2\n# ok\n\nno-such-host.test  lab\n")
         rc, out, err = report("--share", "img", "--hosts", bad, launcher=name_launcher(tmp))
         assert rc == 2 and "hosts.txt:4: cannot resolve no-such-host.test" in err, err
