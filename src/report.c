@@ -36,7 +36,8 @@ enum {
 	REPORT_OPT_ONLY,
 	REPORT_OPT_JSON,
 	REPORT_OPT_ACCEPT,
-	REPORT_OPT_WAIT
+	REPORT_OPT_WAIT,
+	REPORT_OPT_UNIT
 };
 
 /* The progress line is on screen without its newline. */
@@ -83,6 +84,9 @@ static const char report_help[] =
 "      --json              one JSON document: a summary and every host\n"
 "      --wait[=DUR]        follow the journal until every host is done (and\n"
 "                          the digest known) or DUR (N[ms|s|m|h]) has passed\n"
+"      --unit UNIT         count the records of this unit (a name or a\n"
+"                          pattern; may be repeated) as fdistd's too: only\n"
+"                          those of root and fdistd.service count otherwise\n"
 "  -h, --help              show this help and exit\n"
 "  -V, --version           show the version and exit\n"
 "\n"
@@ -105,7 +109,8 @@ report_usage(FILE *fp, int full)
 	    "                    [--share NAME] [--sha256 HEX] [--hosts FILE] "
 	    "[--match HOW]\n"
 	    "                    [--only STATES] [--accept-unverified] "
-	    "[--json] [--wait[=DUR]]\n", REPORT_PROGNAME);
+	    "[--json] [--wait[=DUR]]\n"
+	    "                    [--unit UNIT]\n", REPORT_PROGNAME);
 	if (full)
 		fprintf(fp, "\n%s", report_help);
 }
@@ -282,6 +287,7 @@ report_options(struct report *r, int argc, char **argv)
 		{ "json",	no_argument, NULL, REPORT_OPT_JSON },
 		{ "accept-unverified", no_argument, NULL, REPORT_OPT_ACCEPT },
 		{ "wait",	optional_argument, NULL, REPORT_OPT_WAIT },
+		{ "unit",	required_argument, NULL, REPORT_OPT_UNIT },
 		{ "help",	no_argument, NULL, 'h' },
 		{ "version",	no_argument, NULL, 'V' },
 		{ NULL, 0, NULL, 0 }
@@ -373,6 +379,10 @@ report_options(struct report *r, int argc, char **argv)
 				    "N[ms|s|m|h] of 1 ms to 7 days");
 				return (-1);
 			}
+			break;
+		case REPORT_OPT_UNIT:
+			if (report_trust_add_unit(r, optarg) == -1)
+				return (-1);
 			break;
 		case 'h':
 			report_usage(stdout, 1);
@@ -555,7 +565,8 @@ main(int argc, char **argv)
 	memset(&r, 0, sizeof(r));
 	r.r_until = UINT64_MAX;
 	r.r_version = -1;
-	if (report_options(&r, argc, argv) == -1)
+	if (report_trust_add_unit(&r, REPORT_UNIT) == -1 ||
+	    report_options(&r, argc, argv) == -1)
 		goto out;
 	if (r.r_hosts_path != NULL &&
 	    report_hosts_load(&r, r.r_hosts_path) == -1)
@@ -579,10 +590,8 @@ main(int argc, char **argv)
 		goto out;
 	if (r.r_wait && report_wait(&r) == -1)
 		goto out;
-	if (r.r_records == 0 && known)
-		report_warnx("no transfer records of share %s%s", r.r_share,
-		    r.r_since > 0 || r.r_until != UINT64_MAX ?
-		    " in that time range" : "");
+	if (r.r_records == 0 && known && report_read_empty(&r) == -1)
+		goto out;
 	r.r_target_changed = 1;
 	report_evaluate_all(&r, 0);
 	for (i = 0; i < r.r_nhosts; i++)
@@ -606,6 +615,7 @@ out:
 	free(r.r_versions);
 	free(r.r_servers);
 	free(r.r_files);
+	report_trust_free(&r);
 	free(share);
 	return (rv);
 }

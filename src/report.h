@@ -1,7 +1,7 @@
 /*
  * fdist-report: which hosts have a share's file, from fdistd's journal
  * records.  Private header shared by report.c, report_read.c,
- * report_fold.c, report_hosts.c and report_out.c.
+ * report_trust.c, report_fold.c, report_hosts.c and report_out.c.
  */
 #ifndef REPORT_H
 #define REPORT_H
@@ -22,6 +22,8 @@
 #define REPORT_REMAP_ENTRIES	10000	/* see report_read_remap() */
 
 #define REPORT_MSGID_TRANSFER	"68da270df4994c348ba467a048bebbc3"
+#define REPORT_UNIT		"fdistd.service"	/* see report_trust.c */
+#define REPORT_UNIT_MAX		255	/* systemd's UNIT_NAME_MAX */
 
 /* Exit codes; the man page and --help list them. */
 enum report_exit {
@@ -106,6 +108,8 @@ struct report_entry {
 	char		 re_host_id[REPORT_NAME_MAX];
 	char		 re_hostname[REPORT_NAME_MAX];
 	char		 re_machine[33];
+	char		 re_uid[16];	/* _UID and _SYSTEMD_UNIT: journald's */
+	char		 re_unit[REPORT_UNIT_MAX + 1];
 	char		 re_claim[REPORT_HEXLEN + 1];	/* from FDIST_ACK */
 	char		 re_ack[REPORT_ACK_MAX + 1];	/* cut */
 	int		 re_has_ack;
@@ -157,6 +161,9 @@ struct report {
 	int		 r_accept_unverified;
 	int		 r_wait;
 	uint64_t	 r_wait_ms;	/* 0: no limit */
+	char		**r_units;	/* trusted units, names or patterns */
+	size_t		 r_nunits;
+	int		 r_unit_patterns;	/* some is a pattern */
 
 	sd_journal	*r_j;
 	int		 r_matching;	/* transfers too, not only digests */
@@ -192,9 +199,17 @@ int	report_complete(const struct report *, size_t);
 int	report_read_open(struct report *);
 int	report_read_share(struct report *, char **);
 int	report_read_known(struct report *);
+int	report_read_empty(struct report *);
 int	report_read_digests(struct report *);
 int	report_read_scan(struct report *);
 int	report_read_process(struct report *);
+
+/* report_trust.c */
+int	report_trust_add_unit(struct report *, const char *);
+void	report_trust_free(struct report *);
+int	report_trust_match(struct report *);
+int	report_trust_entry(const struct report *, const struct report_entry *);
+void	report_trust_describe(const struct report *, char *, size_t);
 
 /* report_fold.c */
 int	report_fold_server(struct report *, const struct report_entry *);

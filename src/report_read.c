@@ -1,8 +1,8 @@
 /*
  * report_read.c: reading fdistd's records through sd-journal.  Only the
- * entries the field indexes select are read (MESSAGE_ID and
- * FDIST_SHARE); report_fold.c folds each into its host's entry, and it
- * is forgotten.
+ * entries the field indexes select are read (MESSAGE_ID, FDIST_SHARE
+ * and the writer, report_trust.c); report_fold.c folds each into its
+ * host's entry, and it is forgotten.
  */
 #include <sys/types.h>
 #include <sys/stat.h>
@@ -24,6 +24,7 @@ static const char report_access_hint[] =
 
 /* report_read_probe() */
 #define PROBE_DIGESTS		0x1	/* digest records too */
+#define PROBE_FOREIGN		0x2	/* records fdistd did not write */
 
 static int	report_read_access_dir(const char *, int, size_t *, size_t *,
 		    char *, size_t);
@@ -40,6 +41,7 @@ static int	report_read_unique(struct report *, char ***, size_t *);
 static int	report_read_shares(struct report *, int, char ***, size_t *);
 static void	report_read_free(char **, size_t);
 static void	report_read_list(char **, size_t);
+static void	report_read_foreign(const struct report *, const char *);
 
 /*
  * Count journal files under dir (and its subdirectories, one level: the
@@ -180,8 +182,9 @@ report_read_seek(struct report *r)
 }
 
 /*
- * Whether the share has a record in the time range: a transfer record,
- * or with PROBE_DIGESTS a digest record too.  1 or 0, -1 after a
+ * Whether the share has a record of fdistd's in the time range: a
+ * transfer record, or with PROBE_DIGESTS a digest record too; with
+ * PROBE_FOREIGN, a record of another writer instead.  1 or 0, -1 after a
  * message.
  */
 static int
@@ -196,7 +199,8 @@ report_read_probe(struct report *r, const char *share, int flags)
 	if (sd_journal_add_match(r->r_j, "MESSAGE_ID=" REPORT_MSGID_TRANSFER,
 	    0) < 0 || ((flags & PROBE_DIGESTS) && sd_journal_add_match(r->r_j,
 	    "MESSAGE_ID=" MSGID_DIGEST, 0) < 0) ||
-	    sd_journal_add_match(r->r_j, m, 0) < 0) {
+	    sd_journal_add_match(r->r_j, m, 0) < 0 ||
+	    (!(flags & PROBE_FOREIGN) && report_trust_match(r) < 0)) {
 		report_warnx("cannot match the journal's records");
 		return (-1);
 	}
@@ -207,7 +211,8 @@ report_read_probe(struct report *r, const char *share, int flags)
 			continue;
 		if (e.re_time > r->r_until)
 			break;
-		return (1);
+		if (report_trust_entry(r, &e) == !(flags & PROBE_FOREIGN))
+			return (1);
 	}
 	if (rv < 0) {
 		report_warnx("cannot read the journal: %s", strerror(-rv));
@@ -230,7 +235,10 @@ report_read_free(char **names, size_t n)
 	free(names);
 }
 
-/* Every value of FDIST_SHARE in the journal. */
+/*
+ * Every value of FDIST_SHARE in the journal: sd_journal_query_unique()
+ * lists those of all entries, whoever wrote them, matches or not.
+ */
 static int
 report_read_unique(struct report *r, char ***names, size_t *n)
 {
@@ -266,7 +274,10 @@ fail:
 	return (-1);
 }
 
-/* The shares with records (report_read_probe() with flags), sorted. */
+/*
+ * The shares with records of fdistd's (report_read_probe() with flags),
+ * sorted.  Each value is probed: another writer's share is none.
+ */
 static int
 report_read_shares(struct report *r, int flags, char ***names, size_t *n)
 {
@@ -299,6 +310,21 @@ report_read_list(char **names, size_t n)
 		fprintf(stderr, "  %s\n", names[i]);
 }
 
+/* Say that records of others were left out (share NULL: of any share). */
+static void
+report_read_foreign(const struct report *r, const char *share)
+{
+	char	units[1024];
+
+	report_trust_describe(r, units, sizeof(units));
+	if (share != NULL)
+		report_warnx("share %s has records that neither root nor %s "
+		    "wrote: they do not count (see --unit)", share, units);
+	else
+		report_warnx("the journal has records that neither root nor "
+		    "%s wrote: they do not count (see --unit)", units);
+}
+
 /*
  * Without --share, the one share with transfer records in the time
  * range; an error listing them if there are several.
@@ -307,7 +333,8 @@ int
 report_read_share(struct report *r, char **share)
 {
 	char	**names;
-	size_t	  n;
+	size_t	  n, i;
+	int	  e = 0;
 
 	if (report_read_shares(r, 0, &names, &n) == -1)
 		return (-1);
@@ -316,6 +343,14 @@ report_read_share(struct report *r, char **share)
 		    r->r_since > 0 || r->r_until != UINT64_MAX ?
 		    " in that time range" : "");
 		free(names);
+		/* Any share's records of another writer, to say why. */
+		if (report_read_unique(r, &names, &n) == -1)
+			return (-1);
+		for (i = 0; i < n && e == 0; i++)
+			if ((e = report_read_probe(r, names[i],
+			    PROBE_DIGESTS | PROBE_FOREIGN)) == 1)
+				report_read_foreign(r, NULL);
+		report_read_free(names, n);
 		return (-1);
 	}
 	if (n > 1) {
@@ -334,7 +369,7 @@ report_read_share(struct report *r, char **share)
 /*
  * A share of no digest record: whether it has transfer records in the
  * time range (1).  If not (0), that is said, with the shares that have
- * records.
+ * records, and why records of it do not count if they do not.
  */
 int
 report_read_known(struct report *r)
@@ -361,7 +396,29 @@ report_read_known(struct report *r)
 		    "records of these shares:", r->r_share, range);
 	report_read_list(names, n);
 	report_read_free(names, n);
+	if ((e = report_read_probe(r, r->r_share,
+	    PROBE_DIGESTS | PROBE_FOREIGN)) == -1)
+		return (-1);
+	if (e == 1)
+		report_read_foreign(r, r->r_share);
 	return (0);
+}
+
+/*
+ * A share without transfer records in range: said, and why records of
+ * it do not count if there are some of another writer.
+ */
+int
+report_read_empty(struct report *r)
+{
+	int	e;
+
+	report_warnx("no transfer records of share %s%s", r->r_share,
+	    r->r_since > 0 || r->r_until != UINT64_MAX ?
+	    " in that time range" : "");
+	if ((e = report_read_probe(r, r->r_share, PROBE_FOREIGN)) == 1)
+		report_read_foreign(r, r->r_share);
+	return (e == -1 ? -1 : 0);
 }
 
 /* value (of len bytes, not terminated) into dst, cut to fit. */
@@ -438,7 +495,7 @@ report_read_entry(struct report *r, struct report_entry *e)
 	e->re_verified[0] = e->re_sha[0] = e->re_file_sha[0] = '\0';
 	e->re_version[0] = e->re_host_id[0] = e->re_hostname[0] = '\0';
 	e->re_machine[0] = e->re_claim[0] = e->re_ack[0] = '\0';
-	e->re_digest[0] = '\0';
+	e->re_digest[0] = e->re_uid[0] = e->re_unit[0] = '\0';
 	e->re_has_ack = 0;
 	e->re_bytes = e->re_size = 0;
 	if ((rv = sd_journal_get_realtime_usec(r->r_j, &e->re_time)) < 0)
@@ -464,6 +521,8 @@ report_read_entry(struct report *r, struct report_entry *e)
 		COPY("FDIST_HOST_ID", e->re_host_id)
 		COPY("_HOSTNAME", e->re_hostname)
 		COPY("_MACHINE_ID", e->re_machine)
+		COPY("_UID", e->re_uid)
+		COPY("_SYSTEMD_UNIT", e->re_unit)
 #undef COPY
 		if (REPORT_FIELD("FDIST_BYTES", d, l)) {
 			report_read_copy(num, sizeof(num),
@@ -546,6 +605,8 @@ report_read_process(struct report *r)
 			continue;
 		if (e.re_time > r->r_until)
 			break;
+		if (!report_trust_entry(r, &e))
+			continue;	/* a --unit pattern: no match did */
 		if ((server = report_fold_server(r, &e)) == REPORT_NOSERVER) {
 			report_warn("out of memory");
 			return (-1);
@@ -562,7 +623,10 @@ report_read_process(struct report *r)
 	return (0);
 }
 
-/* Match the share's digest records, and with transfers its transfers. */
+/*
+ * Match the share's digest records, and with transfers its transfers, of
+ * fdistd's only.
+ */
 static int
 report_read_match(struct report *r, int transfers)
 {
@@ -574,7 +638,8 @@ report_read_match(struct report *r, int transfers)
 	if (sd_journal_add_match(r->r_j, "MESSAGE_ID=" MSGID_DIGEST, 0) < 0 ||
 	    (transfers && sd_journal_add_match(r->r_j,
 	    "MESSAGE_ID=" REPORT_MSGID_TRANSFER, 0) < 0) ||
-	    sd_journal_add_match(r->r_j, m, 0) < 0) {
+	    sd_journal_add_match(r->r_j, m, 0) < 0 ||
+	    report_trust_match(r) < 0) {
 		report_warnx("cannot match the journal's records");
 		return (-1);
 	}

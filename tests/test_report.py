@@ -6,9 +6,10 @@ fdist-fetch from 127.0.0.1) fetch from the real daemon: verified, no-digest
 acks as nc sends them, resets mid-file, one before a reload swapped the
 file, one never.  The report's table, JSON and exit status are asserted for
 each state; --wait against clients that ack while it follows; a user
-without journal access; two daemons (each with its own journald and host
-name, in unshare -m -u) whose journals the real systemd-journal-remote
-merges.
+without journal access; records another user forges, which do not count,
+and those of daemons in unit cgroups (fdistd.service's, another unit's
+with --unit); two daemons (each with its own journald and host name, in
+unshare -m -u) whose journals the real systemd-journal-remote merges.
 """
 
 import hashlib
@@ -833,6 +834,199 @@ def test_a_long_history_is_read_whole(tmp):
     for v in (sums[0], sums[5]):
         rc, out, err = report("--share", "many", "--sha256", v, "--json")
         assert rc == 0 and json.loads(out)["hosts"][0]["state"] == "done", (v, out, err)
+
+
+SYSTEM_PYTHON = "/usr/bin/python3"     # the suite's may be under /root, out of other users' reach
+FORGER = """
+import json, socket, sys
+s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+s.connect("/run/systemd/journal/socket")
+for rec in json.loads(sys.argv[1]):
+    s.send("".join("%s=%s\\n" % kv for kv in rec.items()).encode())
+"""
+
+
+def forge(records, uid="nobody", gid="nogroup"):
+    """Send records to the real journald as sd_journal_send does, from a
+    process of another user than root and in no unit's cgroup: what any
+    local user can do.  Each record also claims the fields journald sets
+    (_UID, _SYSTEMD_UNIT), which it must not take from a client."""
+    claims = {"_UID": "0", "_SYSTEMD_UNIT": "fdistd.service", "_HOSTNAME": "fdtest-a"}
+    subprocess.run(["setpriv", "--reuid=%s" % uid, "--regid=%s" % gid, "--clear-groups", SYSTEM_PYTHON,
+                    "-c", FORGER, json.dumps([dict(r, **claims) for r in records])],
+                   check=True, timeout=30)
+
+
+def forged_transfer(share, peer, sha, version):
+    """A verified ack as the daemon logs it."""
+    return dict(MESSAGE="%s: forged" % peer, MESSAGE_ID=TRANSFER_ID, PRIORITY="6", FDIST_SHARE=share,
+                FDIST_PEER=peer + ":40000", FDIST_BYTES="1000", FDIST_SIZE="1000",
+                FDIST_STATUS="acked", FDIST_VERSION=version, FDIST_FILE_SHA256=sha,
+                FDIST_VERIFIED="yes", FDIST_SHA256=sha, FDIST_ACK="Thank you sha256=" + sha)
+
+
+def forged_digest(share, sha, version):
+    return dict(MESSAGE="digest", MESSAGE_ID=DIGEST_ID, PRIORITY="6", FDIST_SHARE=share,
+                FDIST_VERSION=version, FDIST_SIZE="1000", FDIST_FILE_SHA256=sha)
+
+
+def assert_forged(want, uid, *match):
+    """The forged records are in the journal, with the forger's uid and
+    unit: journald dropped what they claimed."""
+    recs = journal("_UID=%d" % uid, *match, want=want, timeout=30)
+    assert len(recs) == want, recs
+    for r in recs:
+        unit = r.get("_SYSTEMD_UNIT", "")
+        assert r["_UID"] == str(uid) and isinstance(unit, str) and not unit.startswith("fdist"), r
+
+
+def test_forged_records_do_not_count(tmp):
+    """Any local user can send records with fdistd's MESSAGE_IDs and
+    FDIST_* fields to journald.  Only those journald stamps as root's
+    (_UID=0) or fdistd.service's count: a forged ack leaves its host
+    missing, a forged digest record does not change the version, and a
+    forged share is none to choose from."""
+    since = "--since=@%.6f" % time.time()
+    time.sleep(0.01)
+    path = make_file(os.path.join(tmp, "img"), 1000)
+    v = file_sha256(path)
+    port = free_port()
+    with Daemon(tmp, {"forge": {"listen": "127.0.0.1:%d" % port, "file": path}}, {"log": "journal"}):
+        wait_digest(v, "forge")
+        client(port, "127.0.0.2")
+        (real,) = transfers(1, "forge")
+        assert real["_UID"] == "0", real
+    nobody = int(subprocess.run(["id", "-u", "nobody"], capture_output=True, check=True).stdout)
+    fake = sha256(b"forged")
+    forge([forged_transfer("forge", "127.0.0.5", v, real["FDIST_VERSION"]),    # the real version
+           forged_digest("forge", fake, "f-1"),                                # newer than the real one
+           forged_transfer("forge", "127.0.0.6", fake, "f-1"),
+           forged_digest("phantom", fake, "p-1"),                              # a share of its own
+           forged_transfer("phantom", "127.0.0.7", fake, "p-1")])
+    assert_forged(3, nobody, "MESSAGE_ID=" + TRANSFER_ID)
+    assert_forged(2, nobody, "MESSAGE_ID=" + DIGEST_ID)
+
+    hosts = hosts_file(tmp, "127.0.0.2\n127.0.0.5\n127.0.0.6\n")
+    rc, out, err = report("--share", "forge", "--hosts", hosts, "--json")
+    assert rc == 1 and err == "", (rc, out, err)
+    doc = json.loads(out)
+    s = doc["summary"]
+    assert (s["sha256"], s["digest"], s["version"], s["records"], s["done"], s["missing"]) == \
+        (v, "known", real["FDIST_VERSION"], 1, 1, 2), s
+    assert {h["host"]: h["state"] for h in doc["hosts"]} == {
+        "127.0.0.2": "done", "127.0.0.5": "missing", "127.0.0.6": "missing"}, doc["hosts"]
+    # the version named: the forged ack of it is no ack either
+    rc, out, err = report("--share", "forge", "--hosts", hosts, "--sha256", fake)
+    assert rc == 1 and out.startswith("share forge sha256 %s\u2026: 0/3 done, 1 old, 2 missing\n"
+                                      % fake[:8]), (rc, out, err)
+    # the share is the one of fdistd's records, not a choice with the forged one
+    rc, out, err = report(since)
+    assert rc == 0 and err == "" and out.startswith("share forge sha256 %s\u2026: 1/1 done\n" % v[:8]), \
+        (rc, out, err)
+    rc, out, err = report(since, "--share", "phantom", "--json")
+    assert rc == 2 and out == "", (rc, out, err)
+    assert err == ('fdist-report: no records of share "phantom" in that time range; the journal has '
+                   'records of these shares:\n  forge\n'
+                   'fdist-report: share phantom has records that neither root nor unit fdistd.service '
+                   'wrote: they do not count (see --unit)\n'), err
+
+
+def unit_cgroup(unit):
+    """A cgroup of a unit's name, under a slice of this test's, in the
+    cgroup2 hierarchy: journald stamps the records of a process in it
+    with _SYSTEMD_UNIT=unit, as it does those of a unit systemd runs."""
+    with open("/proc/self/mounts") as f:
+        roots = [line.split()[1] for line in f if line.split()[2] == "cgroup2"]
+    assert roots, "no cgroup2 hierarchy"
+    group = os.path.join(roots[0], "fdtest-report-%d.slice" % os.getpid(), unit)
+    os.makedirs(group)
+    return group
+
+
+def remove_cgroups(groups):
+    """The unit cgroups, then their slice (once their processes are reaped)."""
+    deadline = time.monotonic() + 10
+    for path in list(groups) + sorted({os.path.dirname(g) for g in groups}):
+        while True:
+            try:
+                os.rmdir(path)
+                break
+            except FileNotFoundError:
+                break
+            except OSError:         # EBUSY until the last process is reaped
+                assert time.monotonic() < deadline, "cgroup %s stays busy" % path
+                time.sleep(0.05)
+
+
+def test_records_count_by_the_unit_that_wrote_them(tmp):
+    """fdistd run by its unit as a user of its own (DynamicUser=), here in
+    a cgroup of the unit's name: fdistd.service's records count whatever
+    its uid, those of another unit only with --unit (a name or a
+    pattern), and a process of the same uid outside the unit forges
+    nothing."""
+    since = "--since=@%.6f" % time.time()
+    time.sleep(0.01)
+    os.chmod(tmp, 0o755)                # the daemon's user reads its configuration and file
+    uid = 61998
+    path = make_file(os.path.join(tmp, "img"), 1000)
+    os.chmod(path, 0o644)
+    v = file_sha256(path)
+    p1, p2 = free_port(), free_port()
+    groups = []
+    try:
+        daemons = []
+        for unit, share, port in (("fdistd.service", "dyn", p1), ("fdist-lab.service", "lab", p2)):
+            groups.append(unit_cgroup(unit))
+            into = ('echo $$ > %s/cgroup.procs && chmod 666 "$NOTIFY_SOCKET" && '
+                    'exec setpriv --reuid=%d --regid=%d --clear-groups "$0" "$@"' % (groups[-1], uid, uid))
+            sub = os.path.join(tmp, share)
+            os.mkdir(sub)
+            os.chmod(sub, 0o755)
+            daemons.append(Daemon(sub, {share: {"listen": "127.0.0.1:%d" % port, "file": path}},
+                                  {"log": "journal"}, launcher=["sh", "-c", into]))
+        try:
+            for share, port in (("dyn", p1), ("lab", p2)):
+                wait_digest(v, share)
+                client(port, "127.0.0.2")
+                (rec,) = transfers(1, share)
+                assert rec["_UID"] == str(uid) and rec["_SYSTEMD_UNIT"] == (
+                    "fdistd.service" if share == "dyn" else "fdist-lab.service"), rec
+            for d in daemons:
+                d.stop()
+        finally:
+            for d in daemons:
+                d.close()
+        forge([forged_transfer("dyn", "127.0.0.5", v, rec["FDIST_VERSION"]),
+               forged_transfer("lab", "127.0.0.5", v, rec["FDIST_VERSION"])], uid=uid, gid=uid)
+        assert_forged(2, uid, "FDIST_PEER=127.0.0.5:40000", since)
+    finally:
+        remove_cgroups(groups)
+
+    hosts = hosts_file(tmp, "127.0.0.2\n127.0.0.5\n")
+    for unit in ((), ("--unit", "fdist-*")):        # a pattern is checked record by record
+        rc, out, err = report("--share", "dyn", "--hosts", hosts, *unit)
+        assert rc == 1 and err == "" and out.startswith(
+            "share dyn sha256 %s\u2026: 1/2 done, 1 missing\n" % v[:8]), (unit, rc, out, err)
+    rc, out, err = report(since)
+    assert rc == 0 and out.startswith("share dyn sha256 %s\u2026: 1/1 done\n" % v[:8]), (rc, out, err)
+    # another unit's records: not without --unit
+    rc, out, err = report(since, "--share", "lab", "--hosts", hosts)
+    assert rc == 2 and out == "", (rc, out, err)
+    assert err == ('fdist-report: no records of share "lab" in that time range; the journal has '
+                   'records of these shares:\n  dyn\n'
+                   'fdist-report: share lab has records that neither root nor unit fdistd.service '
+                   'wrote: they do not count (see --unit)\n'), err
+    for unit in ("fdist-lab", "fdist-lab.service", "fdist-l*"):
+        rc, out, err = report(since, "--share", "lab", "--hosts", hosts, "--unit", unit)
+        assert rc == 1 and err == "" and out.startswith(
+            "share lab sha256 %s\u2026: 1/2 done, 1 missing\n" % v[:8]), (unit, rc, out, err)
+    rc, out, err = report(since, "--unit", "fdist-lab")
+    assert rc == 2 and "records of 2 shares; choose one with --share:\n  dyn\n  lab\n" in err, err
+    rc, out, err = report(since, "--share", "lab", "--unit", "fdistd@*")
+    assert rc == 2 and "neither root nor units fdistd.service, fdistd@*.service wrote" in err, err
+    for bad in ("", "x" * 300):
+        rc, out, err = report("--share", "lab", "--unit", bad)
+        assert rc == 2 and out == "" and "--unit" in err, (bad, rc, err)
 
 
 def serve_b(state):
