@@ -83,7 +83,8 @@ static const char report_help[] =
 "      --accept-unverified count acks without a digest claim as done\n"
 "      --json              one JSON document: a summary and every host\n"
 "      --wait[=DUR]        follow the journal until every host is done (and\n"
-"                          the digest known) or DUR (N[ms|s|m|h]) has passed\n"
+"                          the digest known) or DUR (N[ms|s|m|h], at most\n"
+"                          7 days; none: no limit) has passed\n"
 "      --unit UNIT         count the records of this unit (a name or a\n"
 "                          pattern; may be repeated) as fdistd's too: only\n"
 "                          those of root and fdistd.service count otherwise\n"
@@ -98,7 +99,7 @@ static const char report_help[] =
 "Examples:\n"
 "  fdist-report --share debian-12 --hosts lab.txt\n"
 "  fdist-report -D /var/log/journal/remote --share debian-12 --json\n"
-"  fdist-report --hosts lab.txt --wait=30m    # right after a reload\n"
+"  fdist-report --share debian-12 --hosts lab.txt --wait=30m   # after a reload\n"
 "  fdist-report --share debian-12 --hosts lab.txt --sha256 \"$sum\" --wait=30m\n";
 
 static void
@@ -106,8 +107,8 @@ report_usage(FILE *fp, int full)
 {
 	fprintf(fp, "usage: %s [-hV] [-D DIR | --file FILE] [--since TIME] "
 	    "[--until TIME]\n"
-	    "                    [--share NAME] [--sha256 HEX] [--hosts FILE] "
-	    "[--match HOW]\n"
+	    "                    [--share NAME] [--sha256 HEX] [--hosts FILE|-]\n"
+	    "                    [--match address|host-id]\n"
 	    "                    [--only STATES] [--accept-unverified] "
 	    "[--json] [--wait[=DUR]]\n"
 	    "                    [--unit UNIT]\n", REPORT_PROGNAME);
