@@ -18,34 +18,29 @@ hold every record of every server, told apart by _HOSTNAME; fdist-report
 server that served it, the denied one failed and the one kept away as
 missing; and Prometheus scraping the servers must count the same.
 
-The collector and the servers run what README.md's "Many servers" says:
-journal-remote with the ExecStart= of its drop-in, on the port of the
-Debian socket unit (socket-activated); journal-upload as the Debian unit
-runs it, with the journal-upload.conf the README writes (its collector
-name resolved by the server's own /etc/hosts) and its state file in the
-default place, which is the test's temp dir there; and fdist-report on
-the collector with -D /var/log/journal/remote, also the test's.
+The collector and the servers (tests/fleetbed.py) run what README.md's
+"Many servers" says: journal-remote with the ExecStart= of its drop-in,
+on the port of the Debian socket unit (socket-activated); journal-upload
+as the Debian unit runs it, with the journal-upload.conf the README
+writes (its collector name resolved by the server's own /etc/hosts) and
+its state file in the default place, which is the test's temp dir there;
+and fdist-report on the collector with -D /var/log/journal/remote, also
+the test's.
 """
 
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
 import time
 
-from fdtest import SRCDIR, Daemon, file_sha256, main, make_file, need, require
+from fdtest import file_sha256, main, make_file, need, require
+from fleetbed import (JOURNALD, JREMOTE, JUPLOAD, REMOTE_DIR, TRANSFER_ID, Fleet, addr_of,
+                      assert_contained, journal, journal_file, key, wait_until)
 from netbed import Bed, ip
 
 FETCH = os.environ.get("FDIST_FETCH", "build/fdist-fetch")
-REPORT = os.environ.get("FDIST_REPORT", "build/fdist-report")
-JOURNALD = "/lib/systemd/systemd-journald"
-JREMOTE = "/lib/systemd/systemd-journal-remote"
-JUPLOAD = "/lib/systemd/systemd-journal-upload"
-UNITS = "/lib/systemd/system"
-REMOTE_DIR = "/var/log/journal/remote"
-TRANSFER_ID = "68da270df4994c348ba467a048bebbc3"
 
 COLLECTOR = "198.18.0.2"
 BALANCER = "198.18.0.5"
@@ -58,64 +53,6 @@ PORT = 9000
 PROM_PORT = 9090
 METRICS_PORT = 9101
 SIZE = 1536 * 1024
-
-
-def unit_value(unit, key):
-    """The value of key= in a Debian unit file."""
-    with open(os.path.join(UNITS, unit)) as f:
-        (value,) = re.findall(r"^%s=(.*)$" % key, f.read(), re.M)
-    return value
-
-
-def readme_fleet():
-    """What README.md's "Many servers" runs: journal-remote's command
-    line, journal-upload.conf's text, and the report's command."""
-    with open(os.path.join(SRCDIR, "README.md")) as f:
-        text = f.read()
-    assert "\n## Many servers\n" in text, "README.md has no section \"Many servers\""
-    sec = text.split("\n## Many servers\n", 1)[1].split("\n## ", 1)[0]
-    m = re.search(r"ExecStart=(%s [^\\']*)" % re.escape(JREMOTE), sec)
-    assert m, "no ExecStart= of journal-remote in README.md's Many servers"
-    remote = m.group(1).split()
-    m = re.search(r"printf ('[^']*') > /etc/systemd/journal-upload\.conf", sec)
-    assert m, "no journal-upload.conf in README.md's Many servers"
-    upload_conf = subprocess.run("printf " + m.group(1), shell=True, capture_output=True,
-                                 text=True, check=True).stdout
-    (report,) = [l for l in sec.splitlines() if l.startswith("fdist-report -D ")]
-    return remote, upload_conf, report.split()
-
-
-def journal(directory, *match, fmt="json"):
-    r = subprocess.run(["journalctl", "-D", directory, "-o", fmt, "--no-pager"] + list(match),
-                       capture_output=True, text=True, timeout=60)
-    return [json.loads(line) for line in r.stdout.splitlines() if line.strip()]
-
-
-def journal_file(path, *match):
-    r = subprocess.run(["journalctl", "--file", path, "-o", "json", "--no-pager"] + list(match),
-                       capture_output=True, text=True, timeout=60)
-    return [json.loads(line) for line in r.stdout.splitlines() if line.strip()]
-
-
-def key(rec):
-    """What identifies one record wherever it was copied to."""
-    return (rec["_HOSTNAME"], rec["_MACHINE_ID"], rec["__REALTIME_TIMESTAMP"], rec["MESSAGE"])
-
-
-def addr_of(peer):
-    return peer.rsplit(":", 1)[0]
-
-
-def wait_until(what, predicate, timeout):
-    """Poll predicate (returning a value, falsy while not yet) within timeout."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out after %ss waiting for %s" % (timeout, what))
-        time.sleep(0.2)
 
 
 def prometheus_query(col, query):
@@ -167,31 +104,18 @@ def test_fleet(tmp):
     t0 = time.monotonic()
     path = make_file(os.path.join(tmp, "image"), SIZE, seed=7)
     digest = file_sha256(path)
-    jconf = os.path.join(tmp, "journald.conf")
-    with open(jconf, "w") as f:
-        f.write("[Journal]\nStorage=volatile\nRateLimitBurst=0\nReadKMsg=no\n")
-    remote_cmd, upload_conf, report_cmd = readme_fleet()
-    collector_name = re.search(r"^URL=https?://([^:/]+)", upload_conf, re.M).group(1)
-    col_journal = os.path.join(tmp, "col", "journal")      # the collector's /var/log/journal
-    remote_dir = col_journal + REMOTE_DIR[len("/var/log/journal"):]
-    os.makedirs(remote_dir)
 
     bed = Bed(tmp)
-    daemons = []
+    fleet = None
     try:
+        fleet = Fleet(bed, tmp)
         col = bed.host("col", COLLECTOR)
         lb = bed.host("lb", BALANCER)
         srvs = [bed.host("srv%d" % (i + 1), a) for i, a in enumerate(SERVERS)]
         clients = [bed.host("c%02d" % (i + 1), a) for i, a in enumerate(CLIENTS)]
         faker = bed.host("faker", FAKER)
-
-        # The collector: journal-remote as the README's drop-in runs it, on
-        # the Debian socket unit's port, socket-activated.
-        col.isolate("fdbed-collector", "c" * 32, [(col_journal, "/var/log/journal")])
-        jr_port = int(unit_value("systemd-journal-remote.socket", "ListenStream"))
-        jr = col.popen(["systemd-socket-activate", "-l", str(jr_port)] + remote_cmd,
-                       log="journal-remote.log")
-        col.wait_listening(jr_port, proc=jr)
+        fleet.collector(col)
+        remote_dir = fleet.remote_dir
 
         # Prometheus on the collector, scraping each server every second.
         pcfg = os.path.join(tmp, "prometheus.yml")
@@ -204,41 +128,14 @@ def test_fleet(tmp):
                           "--web.listen-address=%s:%d" % (COLLECTOR, PROM_PORT)], log="prometheus.log")
 
         # Each server: its own hostname, machine id, journald, fdistd, and
-        # journal-upload as the Debian unit runs it, with the README's
-        # journal-upload.conf; /var/log/journal and /var/lib/systemd (the
-        # upload's state) are the test's.
-        upload_cmd = unit_value("systemd-journal-upload.service", "ExecStart").split()
-        hostnames = []
-        uploads = []
-        for i, srv in enumerate(srvs):
-            name = "fdbed-srv%d" % (i + 1)
-            hostnames.append(name)
-            d = os.path.join(tmp, srv.name)
-            for sub in ("journal", "lib-systemd/journal-upload"):
-                os.makedirs(os.path.join(d, sub))
-            with open(os.path.join(d, "journal-upload.conf"), "w") as f:
-                f.write(upload_conf)
-            with open(os.path.join(d, "hosts"), "w") as f:
-                f.write("127.0.0.1 localhost\n%s %s\n%s %s\n" % (srv.addr, name, COLLECTOR, collector_name))
-            srv.isolate(name, ("%x" % (i + 1)) * 32,
-                        [(jconf, "/etc/systemd/journald.conf"),
-                         (os.path.join(d, "journal-upload.conf"), "/etc/systemd/journal-upload.conf"),
-                         (os.path.join(d, "hosts"), "/etc/hosts"),
-                         (os.path.join(d, "journal"), "/var/log/journal"),
-                         (os.path.join(d, "lib-systemd"), "/var/lib/systemd")])
-            jd = srv.popen([JOURNALD], log="%s/journald.log" % srv.name)
-            wait_until("journald of " + name,
-                       lambda: os.path.exists(srv.root("/run/systemd/journal/socket")) or jd.poll() is not None, 20)
-            assert jd.poll() is None, "journald of %s exited" % name
-            fd = Daemon(d, {"fleet": {"listen": "%s:%d" % (srv.addr, PORT), "file": path,
-                                      "proxy_protocol": "yes", "proxy_from": "%s/32" % BALANCER,
-                                      "deny": DENIED}},
-                        {"log": "journal", "metrics": "%s:%d" % (srv.addr, METRICS_PORT),
-                         "metrics_allow": COLLECTOR},
-                        launcher=srv.prefix(), start=False)
-            daemons.append(fd)
-            fd.start()
-            uploads.append(srv.popen(upload_cmd, log="%s/upload.log" % srv.name))
+        # journal-upload (fleetbed).
+        daemons = [fleet.server(srv, "fdbed-srv%d" % (i + 1), ("%x" % (i + 1)) * 32,
+                                {"fleet": {"listen": "%s:%d" % (srv.addr, PORT), "file": path,
+                                           "proxy_protocol": "yes", "proxy_from": "%s/32" % BALANCER,
+                                           "deny": DENIED}},
+                                {"metrics": "%s:%d" % (srv.addr, METRICS_PORT), "metrics_allow": COLLECTOR})
+                   for i, srv in enumerate(srvs)]
+        hostnames = fleet.hostnames
 
         # HAProxy in front, round robin, the client's address in a v2 header.
         hcfg = os.path.join(tmp, "haproxy.cfg")
@@ -289,7 +186,7 @@ def test_fleet(tmp):
         local = []
         forwarded = []
         for srv, name, d in zip(srvs, hostnames, daemons):
-            jdir = srv.root("/run/log/journal")
+            jdir = fleet.local_journal(srv)
 
             def records(jdir=jdir):
                 # the faker's refusal comes last
@@ -336,7 +233,7 @@ def test_fleet(tmp):
         assert {r["_HOSTNAME"] for r in remote} == set(hostnames)
         assert len({r["_MACHINE_ID"] for r in remote}) == len(SERVERS)
         for srv in srvs:        # the upload's cursor, where the unit keeps it
-            state = os.path.join(tmp, srv.name, "lib-systemd/journal-upload/state")
+            state = srv.root("/var/lib/systemd/journal-upload/state")
             wait_until(state, lambda: os.path.exists(state) and os.path.getsize(state) > 0, 20)
         files = sorted(os.listdir(remote_dir))
         assert files == ["remote-%s.journal" % a for a in SERVERS], files
@@ -353,10 +250,7 @@ def test_fleet(tmp):
         with open(hosts, "w") as f:
             for i, a in enumerate(CLIENTS):
                 f.write("%s c%02d\n" % (a, i + 1))
-        assert report_cmd[:3] == ["fdist-report", "-D", REMOTE_DIR], report_cmd
-        cmd = [REPORT] + report_cmd[1:]
-        cmd[cmd.index("--share") + 1] = "fleet"
-        cmd[cmd.index("--hosts") + 1] = hosts
+        cmd = fleet.report_command("fleet", hosts)
         r = col.run(cmd, text=True)
         assert r.returncode == 1, r            # not every host is done
         assert re.search(r"^share fleet sha256 %s\S*: %d/%d done, 1 failed, 1 missing$"
@@ -412,24 +306,15 @@ def test_fleet(tmp):
         sent = prometheus_query(col, 'sum(fdistd_delivered_bytes_total{share="fleet",status="acked"})')
         assert list(sent.values()) == [len(fetched) * SIZE], sent
 
-        # No route out of any namespace, nothing of the bed in the root one.
-        for h in bed.hosts:
-            for line in h.routes():
-                assert not line.startswith("default"), (h.name, line)
-                assert re.match(r"(198\.18\.0\.0/15|local |broadcast |fe80::/64|multicast )",
-                                line), (h.name, line)
-        assert ip("-o", "addr", "show", "to", "198.18.0.0/15") == ""
-        assert bed.tag not in ip("-o", "link", "show")
-
-        for d in daemons:
-            d.stop()
+        assert_contained(bed)
+        fleet.stop()
         print("fleet: %d hosts (%d clients, %d servers), %d records collected, "
               "fetch %.1fs, shipping %.1fs, Prometheus %.1fs more, total %.1fs"
               % (len(bed.hosts), len(CLIENTS), len(SERVERS), len(remote), t_fetch, t_ship, t_prom,
                  time.monotonic() - t0))
     finally:
-        for d in daemons:
-            d.close()
+        if fleet is not None:
+            fleet.close()
         bed.close()
     assert not [n for n in ip("netns", "list").split() if n.startswith(bed.tag)]
 
