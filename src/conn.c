@@ -796,13 +796,14 @@ conn_close(struct conn *c, enum outcome status)
 	if (!c->c_peer_eof)
 		conn_drain(c);
 	/*
-	 * c_delivered only grows: ask the kernel only if it is short.  A
-	 * changed file's bytes may be all there but are not this version.
+	 * c_delivered only grows: ask the kernel only if it is short (for
+	 * a changed file too, whose record counts what the client took).
+	 * A changed file's bytes may be all there but are not this version.
 	 */
 	if (c->c_state != CONN_AWAITING_ACK &&
-	    (status == OUTCOME_FILE_CHANGED ||
-	    (c->c_delivered < c->c_share->sh_file->sf_size &&
-	    conn_delivered(c) < c->c_share->sh_file->sf_size)))
+	    ((c->c_delivered < c->c_share->sh_file->sf_size &&
+	    conn_delivered(c) < c->c_share->sh_file->sf_size) ||
+	    status == OUTCOME_FILE_CHANGED))
 		conn_abort(c);
 	else if (status == OUTCOME_ABORTED) {
 		/*
