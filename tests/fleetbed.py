@@ -20,8 +20,9 @@ import re
 import subprocess
 import time
 
+import fdtest
 from fdtest import SRCDIR, Daemon
-from netbed import ip
+from netbed import Bed, ip
 
 JOURNALD = "/lib/systemd/systemd-journald"
 JREMOTE = "/lib/systemd/systemd-journal-remote"
@@ -112,13 +113,28 @@ def assert_contained(bed):
     assert bed.tag not in ip("-o", "link", "show")
 
 
-class Fleet:
-    """The collector and the servers of a bed, as README's "Many servers"
-    sets them up.  close() (in the caller's finally) kills the daemons;
-    the bed stops every other process."""
+def main(module_globals, what):
+    """fdtest's main, as root and with the bed's tools only: skipped
+    otherwise (failed under CI=true, fdtest.require)."""
+    fdtest.require(JOURNALD, "ip", "ss", "nsenter", "unshare", root="%s builds network namespaces" % what)
+    fdtest.main(module_globals)
 
-    def __init__(self, bed, tmp):
-        self.bed = bed
+
+class Fleet:
+    """A bed and its collector and servers, as README's "Many servers"
+    sets them up.  As a context manager it kills the daemons and closes
+    the bed (stopping every other process, removing the namespaces) on
+    the way out, however it goes."""
+
+    def __init__(self, tmp):
+        self.bed = Bed(tmp)
+        try:
+            self._setup(tmp)
+        except BaseException:
+            self.bed.close()
+            raise
+
+    def _setup(self, tmp):
         self.tmp = tmp
         self.remote_cmd, self.upload_conf, self.report_cmd = readme_fleet()
         self.collector_name = re.search(r"^URL=https?://([^:/]+)", self.upload_conf, re.M).group(1)
@@ -198,6 +214,17 @@ class Fleet:
         for d in self.daemons:
             d.stop()
 
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
     def close(self):
         for d in self.daemons:
             d.close()
+        self.bed.close()
+
+    def removed(self):
+        """Whether no namespace of the bed is left."""
+        return not [n for n in ip("netns", "list").split() if n.startswith(self.bed.tag)]

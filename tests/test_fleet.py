@@ -35,10 +35,10 @@ import subprocess
 import sys
 import time
 
-from fdtest import file_sha256, main, make_file, need, require
-from fleetbed import (JOURNALD, JREMOTE, JUPLOAD, REMOTE_DIR, TRANSFER_ID, Fleet, addr_of,
-                      assert_contained, journal, journal_file, key, wait_until)
-from netbed import Bed, ip
+from fdtest import file_sha256, make_file, need
+from fleetbed import (JREMOTE, JUPLOAD, REMOTE_DIR, TRANSFER_ID, Fleet, addr_of, assert_contained,
+                      journal, journal_file, key, main, wait_until)
+from netbed import ip
 
 FETCH = os.environ.get("FDIST_FETCH", "build/fdist-fetch")
 
@@ -105,10 +105,8 @@ def test_fleet(tmp):
     path = make_file(os.path.join(tmp, "image"), SIZE, seed=7)
     digest = file_sha256(path)
 
-    bed = Bed(tmp)
-    fleet = None
-    try:
-        fleet = Fleet(bed, tmp)
+    with Fleet(tmp) as fleet:
+        bed = fleet.bed
         col = bed.host("col", COLLECTOR)
         lb = bed.host("lb", BALANCER)
         srvs = [bed.host("srv%d" % (i + 1), a) for i, a in enumerate(SERVERS)]
@@ -312,13 +310,8 @@ def test_fleet(tmp):
               "fetch %.1fs, shipping %.1fs, Prometheus %.1fs more, total %.1fs"
               % (len(bed.hosts), len(CLIENTS), len(SERVERS), len(remote), t_fetch, t_ship, t_prom,
                  time.monotonic() - t0))
-    finally:
-        if fleet is not None:
-            fleet.close()
-        bed.close()
-    assert not [n for n in ip("netns", "list").split() if n.startswith(bed.tag)]
+    assert fleet.removed()
 
 
 if __name__ == "__main__":
-    require(JOURNALD, "ip", "ss", "nsenter", "unshare", root="the fleet test builds network namespaces")
-    main(globals())
+    main(globals(), "the fleet test")
