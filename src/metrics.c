@@ -12,6 +12,13 @@
  * refused, without a log line (a refused peer must not fill the log: it
  * is counted instead).  Requests are bounded in size and time, and only
  * GET or HEAD of /metrics is answered.
+ *
+ * Two bounds evhttp does not keep itself.  Its timeout is per read, so
+ * a request dripped a byte at a time would hold a connection for ever:
+ * each connection has a deadline of its own for the whole request.  And
+ * while it writes a reply it goes on reading, into a buffer nothing
+ * empties, so requests pipelined by a peer that never reads the replies
+ * would grow it without end: reading stops at METRICS_INPUT_MAX.
  */
 #include <sys/types.h>
 #include <sys/socket.h>
@@ -28,6 +35,7 @@
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
+#include <event2/event_struct.h>
 #include <event2/http.h>
 #include <event2/listener.h>
 
@@ -37,6 +45,8 @@
 #define METRICS_TIMEOUT_S	10	/* to send a request, or idle */
 #define METRICS_HEADERS_MAX	8192	/* request line and headers */
 #define METRICS_BODY_MAX	1024
+/* Bytes read ahead of evhttp; a request fits whole. */
+#define METRICS_INPUT_MAX	(2 * (METRICS_HEADERS_MAX + METRICS_BODY_MAX))
 #define METRICS_BACKLOG		16
 #define METRICS_RETRY_MS	100	/* after accept() fails */
 
@@ -44,6 +54,8 @@
 struct metrics_conn {
 	TAILQ_ENTRY(metrics_conn) mn_entry;
 	struct bufferevent	*mn_bev;	/* evhttp's, of the socket */
+	struct evhttp_connection *mn_evcon;	/* once admitted */
+	struct event		 mn_deadline;	/* for the next request */
 };
 TAILQ_HEAD(metrics_conn_list, metrics_conn);
 
@@ -78,6 +90,55 @@ metrics_refuse(struct evhttp_request *req, int code, const char *reason)
 		evbuffer_free(body);
 }
 
+/* The deadline for the next request, from now. */
+static void
+metrics_deadline(struct metrics_conn *mn)
+{
+	struct timeval	tv = { METRICS_TIMEOUT_S, 0 };
+
+	evtimer_add(&mn->mn_deadline, &tv);
+}
+
+/* The request did not come in time: evhttp's connection goes. */
+static void
+metrics_on_deadline(evutil_socket_t fd, short what, void *arg)
+{
+	struct metrics_conn	*mn = arg;
+
+	(void)fd;
+	(void)what;
+	evhttp_connection_free(mn->mn_evcon);	/* metrics_on_close frees mn */
+}
+
+/* A reply is sent: the next request's turn, if the connection is kept. */
+static void
+metrics_on_reply_sent(struct evhttp_request *req, void *arg)
+{
+	(void)req;
+	metrics_deadline(arg);
+}
+
+/*
+ * A request is in: no deadline while it is answered, as long as the
+ * peer takes some of the reply every METRICS_TIMEOUT_S (evhttp's write
+ * timeout).
+ */
+static void
+metrics_request_in(struct evhttp_request *req)
+{
+	struct evhttp_connection	*evcon = evhttp_request_get_connection(req);
+	struct metrics_conn		*mn;
+
+	TAILQ_FOREACH(mn, &metrics_conns, mn_entry) {
+		if (mn->mn_evcon == evcon) {
+			evtimer_del(&mn->mn_deadline);
+			evhttp_request_set_on_complete_cb(req,
+			    metrics_on_reply_sent, mn);
+			return;
+		}
+	}
+}
+
 static void
 metrics_on_request(struct evhttp_request *req, void *arg)
 {
@@ -89,6 +150,7 @@ metrics_on_request(struct evhttp_request *req, void *arg)
 	char				 len[32];
 
 	(void)arg;
+	metrics_request_in(req);
 	out = evhttp_request_get_output_headers(req);
 	uri = evhttp_request_get_evhttp_uri(req);
 	path = uri != NULL ? evhttp_uri_get_path(uri) : NULL;
@@ -123,6 +185,7 @@ metrics_on_close(struct evhttp_connection *evcon, void *arg)
 	struct metrics_conn	*mn = arg;
 
 	evhttp_connection_set_closecb(evcon, NULL, NULL);
+	evtimer_del(&mn->mn_deadline);
 	TAILQ_REMOVE(&metrics_conns, mn, mn_entry);
 	metrics_nconns--;
 	free(mn);
@@ -150,6 +213,7 @@ metrics_on_connection(struct event_base *base, void *arg)
 		free(mn);
 		return (NULL);
 	}
+	bufferevent_setwatermark(mn->mn_bev, EV_READ, 0, METRICS_INPUT_MAX);
 	bufferevent_incref(mn->mn_bev);
 	TAILQ_INSERT_TAIL(&metrics_new, mn, mn_entry);
 	event_active(metrics_check_ev, EV_TIMEOUT, 1);
@@ -203,6 +267,10 @@ metrics_on_check(evutil_socket_t unused, short what, void *arg)
 		    metrics_admit(fd, cbarg, mn->mn_bev)) {
 			evhttp_connection_set_closecb(cbarg, metrics_on_close,
 			    mn);
+			mn->mn_evcon = cbarg;
+			evtimer_assign(&mn->mn_deadline, metrics_base,
+			    metrics_on_deadline, mn);
+			metrics_deadline(mn);
 			TAILQ_INSERT_TAIL(&metrics_conns, mn, mn_entry);
 			metrics_nconns++;
 			bufferevent_decref(mn->mn_bev);

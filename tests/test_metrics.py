@@ -353,6 +353,7 @@ def test_hostile_requests(tmp):
         assert status == 405 and headers.get("Allow") == "GET, HEAD", (status, headers)
         for method in ("PUT", "DELETE", "OPTIONS"):
             assert request(mport, method=method, **ok)[0] == 405
+        assert request(mport, method="BREW", **ok)[0] == 501
         for path in ("/", "/metrics/", "/metricsx", "/../metrics", "/debug"):
             assert request(mport, path=path, **ok)[0] == 404, path
         assert request(mport, path="/metrics?x=1", **ok)[0] == 200
@@ -399,6 +400,90 @@ def test_hostile_requests(tmp):
         # the transfers never noticed
         assert sha256(fetch(port_of(shares["small"]))) == file_sha256(shares["small"]["file"])
         assert d.wait_records(1)[0]["status"] == "acked"
+
+
+def peak_rss_kib(pid):
+    """The process's peak resident set (VmHWM), in KiB."""
+    with open("/proc/%d/status" % pid) as f:
+        return int(re.search(r"^VmHWM:\s+(\d+) kB", f.read(), re.M).group(1))
+
+
+def test_pipelined_requests_never_read_keep_memory_bounded(tmp):
+    """A client that pipelines requests as fast as it can and never reads
+    the replies: the daemon stops reading it (its memory stays put), then
+    answers every request it read, in order, once the client reads."""
+    mport = free_port()
+    shares = {"small": share(tmp, "small", 100000)}
+    with serve(tmp, shares, mport) as d:
+        scrape(mport)
+        before = peak_rss_kib(d.proc.pid)
+        s = connect(mport)
+        s.setblocking(False)
+        req = b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"
+        sent, t0 = 0, time.monotonic()
+        while time.monotonic() - t0 < 4:
+            try:
+                sent += s.send(req * 64)
+            except BlockingIOError:
+                time.sleep(0.01)
+        grown = peak_rss_kib(d.proc.pid) - before
+        assert grown < 16 * 1024, "%d KiB more after %d bytes of requests" % (grown, sent)
+        # the transfers never noticed
+        assert sha256(fetch(port_of(shares["small"]))) == file_sha256(shares["small"]["file"])
+        # then it reads on: fifty replies, one after the other
+        s.setblocking(True)
+        s.settimeout(15)
+        got = b""
+        while got.count(b"HTTP/1.1 200 OK\r\n") < 50:
+            b = s.recv(1 << 16)
+            assert b, got[-200:]
+            got += b
+        assert got.startswith(b"HTTP/1.1 200 OK\r\n"), got[:100]
+        s.close()
+
+
+def test_a_request_dripped_is_cut_off_after_10_seconds(tmp):
+    """Slowloris: a byte of the request every half second restarts no
+    clock; the request must be in within 10 s of the connect, or of the
+    end of the previous reply on a kept-alive connection."""
+    mport = free_port()
+    shares = {"small": share(tmp, "small", 1000)}
+    with serve(tmp, shares, mport) as d:
+        first = connect(mport, timeout=40)
+        kept = connect(mport, timeout=40)
+        kept.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        reply = b""
+        while b"\r\n\r\n" not in reply or len(reply.split(b"\r\n\r\n", 1)[1]) < \
+                int(re.search(rb"Content-Length: (\d+)", reply).group(1)):
+            reply += kept.recv(65536)
+        t0 = {first: time.monotonic(), kept: time.monotonic()}
+        drip = b"GET /metrics HTTP/1.1\r\nHost: x\r\n" + b"X-Slow: a\r\n" * 40
+        closed = {}
+        for i in range(len(drip)):
+            for s in (first, kept):
+                if s in closed:
+                    continue
+                try:
+                    s.send(drip[i:i + 1])
+                except (BrokenPipeError, ConnectionResetError):
+                    closed[s] = time.monotonic() - t0[s]
+            if len(closed) == 2 or time.monotonic() - t0[first] > 25:
+                break
+            time.sleep(0.5)
+        for s in (first, kept):
+            if s not in closed:
+                s.settimeout(0.2)
+                try:
+                    if s.recv(100) == b"":
+                        closed[s] = time.monotonic() - t0[s]
+                except (ConnectionResetError, socket.timeout):
+                    pass
+            s.close()
+        assert first in closed and kept in closed, "still open after %.1f s" % (
+            time.monotonic() - t0[first])
+        for s, when in closed.items():
+            assert 9 < when < 16, when
+        scrape(mport)
 
 
 def test_default_is_loopback_only_and_no_metrics_without_the_key(tmp):
