@@ -147,7 +147,9 @@ fetch_receive_error(struct fetch *f)
 
 /*
  * Read until the server's EOF; every buffer feeds the digest and the
- * output. The protocol has no length, so only EOF ends the file.
+ * output. The protocol has no length, so only EOF ends the file; but
+ * with --manifest the size is known, and a share that streams past it
+ * (without end, it may be) is cut off before a byte more is written.
  */
 static int
 fetch_receive(struct fetch *f)
@@ -162,6 +164,13 @@ fetch_receive(struct fetch *f)
 			break;
 		if (n == -1)
 			return (fetch_receive_error(f));
+		if (f->f_manifest != NULL &&
+		    (uint64_t)n > f->f_fs.fs_size - f->f_bytes) {
+			fetch_warnx("%s: more than the %llu bytes the manifest "
+			    "announced", f->f_target,
+			    (unsigned long long)f->f_fs.fs_size);
+			return (FETCH_EDIGEST);
+		}
 		if (EVP_DigestUpdate(f->f_md, f->f_buf, n) != 1) {
 			fetch_warnx("EVP_DigestUpdate failed");
 			return (FETCH_EUSAGE);

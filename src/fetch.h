@@ -57,8 +57,9 @@ int	fetch_net_finish(int, int);
 
 /* fetch_manifest.c */
 struct fetch_share {
-	char	fs_target[80];		/* HOST:PORT to fetch it from */
-	char	fs_sha256[65];		/* what the server announced */
+	char		fs_target[80];	/* HOST:PORT to fetch it from */
+	char		fs_sha256[65];	/* what the server announced */
+	uint64_t	fs_size;	/* its size, announced too */
 };
 int	fetch_manifest(const char *, const char *, const char *, int,
 	    struct fetch_share *);

@@ -31,7 +31,9 @@
 
 /* What the share's line says. */
 struct manifest_entry {
-	const char	*me_sha256;	/* value of sha256=, in the document */
+	const char	*me_size;	/* value of size=, in the document */
+	size_t		 me_sizelen;
+	const char	*me_sha256;	/* value of sha256= */
 	size_t		 me_sha256len;
 	const char	*me_listen;
 	size_t		 me_listenlen;
@@ -45,11 +47,16 @@ static int	fetch_manifest_parse(const char *, size_t, const char *,
 		    struct manifest_entry *, const char *);
 static void	fetch_manifest_fields(const char *, size_t,
 		    struct manifest_entry *);
+static int	fetch_manifest_size(const char *, size_t, uint64_t *);
 static bool	fetch_manifest_loopback(const struct sockaddr *);
 static int	fetch_manifest_pick(const char *, size_t,
 		    const struct sockaddr_storage *, char *, size_t);
 
-/* Read the whole document; returns an exit status. */
+/*
+ * Read the whole document within timeout_ms, however its bytes come: it
+ * is small, and a server that drips it must not hold a run (the timer's
+ * next sync waits for it) for ever.  Returns an exit status.
+ */
 static int
 fetch_manifest_read(int fd, const char *target, int timeout_ms, char **docp,
     size_t *lenp)
@@ -57,6 +64,7 @@ fetch_manifest_read(int fd, const char *target, int timeout_ms, char **docp,
 	char	*doc, *bigger;
 	size_t	 len = 0, cap = 64 * 1024;
 	ssize_t	 n;
+	int64_t	 deadline = fetch_now() + timeout_ms, left;
 
 	if ((doc = malloc(cap)) == NULL) {
 		fetch_warn("malloc");
@@ -78,7 +86,11 @@ fetch_manifest_read(int fd, const char *target, int timeout_ms, char **docp,
 			doc = bigger;
 			cap *= 2;
 		}
-		n = fetch_net_read(fd, doc + len, cap - len, timeout_ms);
+		if ((left = deadline - fetch_now()) <= 0) {
+			errno = ETIMEDOUT;
+			n = -1;
+		} else
+			n = fetch_net_read(fd, doc + len, cap - len, (int)left);
 		if (n == 0)
 			break;
 		if (n > 0) {
@@ -156,7 +168,11 @@ fetch_manifest_fields(const char *p, size_t len, struct manifest_entry *me)
 			p++;
 		if ((eq = memchr(word, '=', wlen)) == NULL)
 			continue;
-		if ((size_t)(eq - word) == 6 && memcmp(word, "sha256", 6) == 0) {
+		if ((size_t)(eq - word) == 4 && memcmp(word, "size", 4) == 0) {
+			me->me_size = eq + 1;
+			me->me_sizelen = wlen - 5;
+		} else if ((size_t)(eq - word) == 6 &&
+		    memcmp(word, "sha256", 6) == 0) {
 			me->me_sha256 = eq + 1;
 			me->me_sha256len = wlen - 7;
 		} else if ((size_t)(eq - word) == 6 &&
@@ -228,12 +244,32 @@ fetch_manifest_parse(const char *doc, size_t len, const char *name,
 		    name);
 		return (FETCH_EMANIFEST);
 	}
-	if (me->me_sha256 == NULL || me->me_listen == NULL)
+	if (me->me_size == NULL || me->me_sha256 == NULL ||
+	    me->me_listen == NULL)
 		goto bad;
 	return (FETCH_OK);
 bad:
 	fetch_warnx("%s: not an fdist manifest, or a damaged one", target);
 	return (FETCH_EMANIFEST);
+}
+
+/* A size= value: decimal, no sign, no leading zero; -1 if not. */
+static int
+fetch_manifest_size(const char *p, size_t len, uint64_t *size)
+{
+	uint64_t	n = 0;
+	size_t		i;
+
+	if (len == 0 || (p[0] == '0' && len > 1))
+		return (-1);
+	for (i = 0; i < len; i++) {
+		if (p[i] < '0' || p[i] > '9' ||
+		    n > (UINT64_MAX - (uint64_t)(p[i] - '0')) / 10)
+			return (-1);
+		n = n * 10 + (uint64_t)(p[i] - '0');
+	}
+	*size = n;
+	return (0);
 }
 
 static bool
@@ -360,6 +396,12 @@ fetch_manifest(const char *target, const char *name, const char *host,
 	    FETCH_OK)
 		goto out;
 	rv = FETCH_EMANIFEST;
+	if (fetch_manifest_size(me.me_size, me.me_sizelen, &fs->fs_size) ==
+	    -1) {
+		fetch_warnx("%s: not an fdist manifest, or a damaged one",
+		    target);
+		goto out;
+	}
 	if (me.me_sha256len == 7 && memcmp(me.me_sha256, "pending", 7) == 0) {
 		fetch_warnx("%s: share '%s': the server has not computed its "
 		    "SHA-256 yet; try again later", target, name);

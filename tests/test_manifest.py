@@ -3,10 +3,13 @@
 digests and reloads, its own records, and fdist-fetch --manifest and
 --if-changed against the real daemon over loopback."""
 
+import hashlib
 import os
 import re
+import socket
 import subprocess
 import sys
+import threading
 import time
 
 from fdtest import FDISTD, Daemon, connect, fetch, file_sha256, free_port, main, make_file, need, read_all
@@ -500,6 +503,150 @@ def test_addresses_from_another_host(tmp):
     finally:
         for ns in (srv, cli):
             subprocess.run(["ip", "netns", "delete", ns], capture_output=True, timeout=20)
+
+
+class Peer:
+    """A broken or hostile server on loopback: handler(conn) for each
+    connection, in a thread of its own; closed on exit."""
+
+    def __init__(self, handler):
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(8)
+        self.port = self.sock.getsockname()[1]
+        self.handler = handler
+        self.done = threading.Event()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn):
+        with conn:
+            try:
+                self.handler(conn, self.done)
+            except OSError:
+                pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.done.set()
+        self.sock.close()
+
+
+def serve_doc(doc):
+    """A manifest server: the document, then read the ack to EOF."""
+    def handler(conn, done):
+        conn.sendall(doc)
+        conn.shutdown(socket.SHUT_WR)
+        while conn.recv(4096):
+            pass
+    return handler
+
+
+def share_line(name, data, port, **fields):
+    f = {"size": len(data), "sha256": hashlib.sha256(data).hexdigest(), "version": "1-2-3-4",
+         "listen": "127.0.0.1:%d" % port}
+    f.update(fields)
+    return "share %s %s\n" % (name, " ".join("%s=%s" % kv for kv in f.items() if kv[1] is not None))
+
+
+def test_a_manifest_dripped_is_cut_off_at_the_timeout(tmp):
+    """--timeout bounds the whole manifest, not each read: a server that
+    drips it a byte at a time (each byte in time) gets exit 4, and no
+    share is fetched."""
+    doc = ("fdist-manifest 1\n" + share_line("a", b"x", 9) * 1000 + "end\n").encode()
+
+    def drip(conn, done):
+        for i in range(len(doc)):
+            if done.wait(0.1):
+                return
+            conn.sendall(doc[i:i + 1])
+    out = os.path.join(tmp, "got")
+    with Peer(drip) as m:
+        t0 = time.monotonic()
+        r = run_fetch("-q", "--timeout=2s", "--manifest", "127.0.0.1:%d" % m.port, "a", "-o", out,
+                      timeout=30)
+        took = time.monotonic() - t0
+    assert r.returncode == 4 and b"manifest: timed out after" in r.stderr, r
+    assert 1.5 < took < 10, took
+    assert not os.path.exists(out) and not os.path.exists(out + ".part")
+
+
+def test_a_share_streaming_more_than_announced_is_cut_off(tmp):
+    """The share streams far past the size the manifest announced (as one
+    streaming without end would): fdist-fetch stops at once, writes none
+    of the excess, publishes nothing, exit 5."""
+    data = b"announced content\n" * 100
+    streamed = []
+
+    def endless(conn, done):
+        conn.sendall(data)
+        while not done.is_set() and sum(streamed) < 256 << 20:
+            conn.sendall(b"\0" * 65536)
+            streamed.append(65536)
+    out = os.path.join(tmp, "got")
+    with Peer(endless) as share, \
+            Peer(serve_doc(("fdist-manifest 1\n" + share_line("a", data, share.port) + "end\n").encode())) as m:
+        r = run_fetch("-q", "--manifest", "127.0.0.1:%d" % m.port, "a", "-o", out, timeout=30)
+    assert r.returncode == EXIT_DIGEST, r
+    assert b"more than the %d bytes the manifest announced" % len(data) in r.stderr, r
+    assert not os.path.exists(out) and not os.path.exists(out + ".part")
+    assert sum(streamed) < 64 << 20, sum(streamed)
+
+
+def test_broken_manifests(tmp):
+    """Documents that are not manifests of format 1, or damaged ones:
+    exit 10 with a message of fdist-fetch's own (the document's bytes are
+    never shown), and nothing fetched."""
+    data = b"content\n"
+    got = []
+
+    def share_handler(conn, done):
+        got.append(1)
+        serve_doc(data)(conn, done)
+    out = os.path.join(tmp, "got")
+    with Peer(share_handler) as share:
+        good = share_line("a", data, share.port)
+        damaged = b"not an fdist manifest, or a damaged one"
+        cases = [
+            ("fdist-manifest 2\n" + good + "end\n", b"manifest format 2; this fdist-fetch reads format 1"),
+            ("fdist-manifest 1\n" + good, damaged),                                 # no end
+            ("fdist-manifest 1\n" + good + "end\nshare b\n", damaged),             # after end
+            ("fdist-manifest 1\n" + good + good + "end\n", damaged),                # duplicate
+            ("fdist-manifest 1\n" + good + "end", damaged),                         # no LF
+            ("fdist-manifest 1\n" + good.replace("size=8", "size=08") + "end\n", damaged),
+            ("fdist-manifest 1\n" + good.replace("size=8", "size=-8") + "end\n", damaged),
+            ("fdist-manifest 1\n" + good.replace("size=8", "size=99999999999999999999") + "end\n",
+             damaged),
+            ("fdist-manifest 1\n" + share_line("a", data, share.port, size=None) + "end\n", damaged),
+            ("fdist-manifest 1\n" + share_line("a", data, share.port, sha256="AB" * 32) + "end\n",
+             b"not a SHA-256 in the manifest"),
+            ("fdist-manifest 1\n" + good.replace("\n", "\0\n") + "end\n", damaged),
+            ("\x1b[2J\xff" * 1000 + "\n", damaged),
+            ("fdist-manifest 1\n" + "x" * (5 << 20) + "\n", b"manifest of 4194304 bytes or more"),
+        ]
+        for doc, msg in cases:
+            with Peer(serve_doc(doc.encode(errors="surrogateescape"))) as m:
+                r = run_fetch("-q", "--manifest", "127.0.0.1:%d" % m.port, "a", "-o", out, timeout=30)
+            assert r.returncode == EXIT_MANIFEST and msg in r.stderr, (doc[:200], r)
+            assert b"\x1b" not in r.stderr and b"\xff" not in r.stderr, r
+        # lines of other kinds and fields unknown are skipped
+        doc = ("fdist-manifest 1\nnews 1\nshare b size=1\n" +
+               good.replace(" listen=", " colour=blue listen=") + "end\n")
+        with Peer(serve_doc(doc.encode())) as m:
+            r = run_fetch("-q", "--manifest", "127.0.0.1:%d" % m.port, "a", "-o", out, timeout=30)
+        assert r.returncode == 0, r
+        assert len(got) == 1
+    with open(out, "rb") as f:
+        assert f.read() == data
 
 
 ACTIVATE = [sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)), "activate.py")]
