@@ -165,8 +165,11 @@ digest_finish(struct digest_job *dj)
 	clock_gettime(CLOCK_MONOTONIC, &now);
 	secs = (double)(now.tv_sec - dj->dj_start.tv_sec) +
 	    (double)(now.tv_nsec - dj->dj_start.tv_nsec) / 1e9;
-	/* A change seen meanwhile may have been read half-done. */
-	if (dj->dj_error == 0 && !sf->sf_changed) {
+	/*
+	 * A change seen meanwhile may have been read half-done; so may one
+	 * that raised no event (watch_changed() looks at the mtime).
+	 */
+	if (dj->dj_error == 0 && !watch_changed(sf)) {
 		memcpy(sf->sf_sha256, dj->dj_hex, sizeof(sf->sf_sha256));
 		sf->sf_digest = DIGEST_READY;
 		log_info("%s: sha256 %s (%.1f s)", sf->sf_path_log,

@@ -10,7 +10,7 @@
  * to publish and is left to reload, as before: it only changes the old
  * inode's link count, which is not a change of its content.
  *
- * The cost is per change, never per transfer: the loop reads the events
+ * The events cost per change, never per transfer: the loop reads them
  * when the descriptor is readable.  One race is left, between the write
  * and the loop's read of its event: a transfer could take new bytes and
  * queue its FIN in between.  The descriptor raises SIGIO on the loop's
@@ -18,6 +18,11 @@
  * before the system call it interrupts returns: so when the sendfile()
  * of a transfer's last bytes has returned, any change before it has set
  * watch_pending, a flag conn_sent() reads before the FIN.
+ *
+ * Some writes raise no event at all: through a shared memory mapping
+ * (the kernel only moves the mtime, at the first write to a page), or
+ * by another host on a network file system.  So before the FIN the
+ * inode's size and mtime are looked at too: one fstat() per transfer.
  */
 #include <sys/types.h>
 #include <sys/inotify.h>
@@ -119,6 +124,18 @@ watch_event(int wd, uint32_t mask)
 	}
 }
 
+/* A change seen without its event: the file is in flux from now on. */
+static bool
+watch_check(struct watch *w)
+{
+	if (w->w_file->sf_changed || !watch_differs(w->w_file))
+		return (false);
+	w->w_file->sf_changed = true;
+	w->w_new = true;
+	watch_settle_later(w, WATCH_QUIET_MS);
+	return (true);
+}
+
 /* Events were lost: look at every file that is not in flux yet. */
 static void
 watch_overflow(void)
@@ -126,13 +143,8 @@ watch_overflow(void)
 	struct watch	*w;
 
 	log_warnx("inotify queue overflow: checking every served file");
-	TAILQ_FOREACH(w, &watches, w_entry) {
-		if (!w->w_file->sf_changed && watch_differs(w->w_file)) {
-			w->w_file->sf_changed = true;
-			w->w_new = true;
-			watch_settle_later(w, WATCH_QUIET_MS);
-		}
-	}
+	TAILQ_FOREACH(w, &watches, w_entry)
+		(void)watch_check(w);
 }
 
 /* Read every queued event; marks the files changed. */
@@ -202,9 +214,9 @@ watch_on_readable(evutil_socket_t fd, short what, void *arg)
 }
 
 /*
- * Whether sf has changed, counting changes queued but not yet read.
- * Costs nothing unless a change is pending.  It may be called deep in a
- * transfer: it only marks files; the loop's next turn acts on them.
+ * Whether sf has changed, counting changes queued but not yet read and
+ * those that raise no event.  It may be called deep in a transfer: it
+ * only marks files; the loop's next turn acts on them.
  */
 bool
 watch_changed(struct sfile *sf)
@@ -213,6 +225,8 @@ watch_changed(struct sfile *sf)
 		watch_read();
 		event_active(watch_ev, EV_READ, 0);
 	}
+	if (sf->sf_watch != NULL && watch_check(sf->sf_watch))
+		event_active(watch_ev, EV_READ, 0);
 	return (sf->sf_changed);
 }
 

@@ -4,6 +4,7 @@ digest: no client may take a clean end of file on bytes that are not the
 version the daemon hashed, and the new content is hashed and served once
 writing has stopped."""
 
+import mmap
 import os
 import re
 import shutil
@@ -204,6 +205,23 @@ def test_new_clients_are_refused_busy_while_the_file_is_written(tmp):
         assert r.returncode == 0 and sha256(r.stdout) == file_sha256(new), r.returncode
 
 
+def expect_reset(s, new_sum):
+    """Read to the end: it must be a reset, never a clean end; closes s."""
+    try:
+        got = bytearray()
+        while True:
+            b = s.recv(1 << 16)
+            if not b:
+                break
+            got += b
+        raise AssertionError("clean end after %d bytes (%s)" % (
+            len(got), "the new content" if sha256(bytes(got)) == new_sum else "?"))
+    except ConnectionResetError:
+        pass
+    finally:
+        s.close()
+
+
 def test_a_change_the_loop_has_not_read_yet_gets_no_fin(tmp):
     """The daemon is stopped while a client connects and then the file is
     written in place: on resuming, the loop accepts the client before it
@@ -223,19 +241,7 @@ def test_a_change_the_loop_has_not_read_yet_gets_no_fin(tmp):
                 f.write(src.read())         # same size, no truncation
         finally:
             d.signal(signal.SIGCONT)
-        try:
-            got = bytearray()
-            while True:
-                b = s.recv(1 << 16)
-                if not b:
-                    break
-                got += b
-            raise AssertionError("clean end after %d bytes (%s)" % (
-                len(got), "the new content" if sha256(bytes(got)) == file_sha256(new) else "?"))
-        except ConnectionResetError:
-            pass
-        finally:
-            s.close()
+        expect_reset(s, file_sha256(new))
         (rec,) = d.wait_records(1)
         assert rec["status"] == "file-changed", rec
 
@@ -264,6 +270,53 @@ def test_publish_by_rename_is_not_a_change_in_place(tmp):
         assert rec["status"] == "acked", rec
         d.wait_log(r"data: sha256 %s" % file_sha256(old))
         assert "changed in place" not in d.log()
+
+
+def test_a_write_through_a_mapping_gets_no_clean_end(tmp):
+    """A write through a shared memory mapping raises no inotify event
+    (a writer that keeps the file mapped and open never closes it
+    either): its new mtime is what tells.  A client that would take the
+    changed bytes gets a reset, not a clean end under the old version;
+    the content settles, is hashed and served as a new version."""
+    size = 100000
+    path = make_file(os.path.join(tmp, "data"), size, seed=1)
+    old = file_sha256(path)
+    port = free_port()
+    with Daemon(tmp, {"v": {"listen": "127.0.0.1:%d" % port, "file": path}}) as d:
+        d.wait_log(r"data: sha256 %s" % old)
+        with open(path, "r+b") as f, mmap.mmap(f.fileno(), 0) as m:
+            m[0:4096] = b"\xaa" * 4096
+            new = file_sha256(path)
+            expect_reset(connect(port), new)
+            (rec,) = d.wait_records(1)
+            assert rec["status"] == "file-changed", rec
+            d.wait_log(r"changed in place while served")
+            d.wait_log(r"writing stopped: serving its new content \(%d bytes\)" % size)
+            d.wait_log(r"data: sha256 %s" % new)
+            r = subprocess.run([FETCH, "-q", "-o", "-", "127.0.0.1:%d" % port],
+                               capture_output=True, timeout=60)
+            assert r.returncode == 0 and sha256(r.stdout) == new, r.returncode
+            rec = d.wait_records(2)[1]
+            assert rec["status"] == "acked" and rec["verified"] == "yes", rec
+
+
+def test_a_write_through_a_mapping_while_hashing_abandons_the_digest(tmp):
+    """The same, while the daemon hashes the file (4 GiB, sparse: seconds):
+    the digest of bytes read before and after the write is of neither
+    content, and must not be logged as the file's."""
+    path = os.path.join(tmp, "data")
+    with open(path, "wb") as f:
+        f.truncate(4 << 30)
+    port = free_port()
+    with Daemon(tmp, {"v": {"listen": "127.0.0.1:%d" % port, "file": path}}) as d:
+        d.wait_log(r"digest share=v .* digest=pending")
+        with open(path, "r+b") as f, mmap.mmap(f.fileno(), 0) as m:
+            assert not re.search(r"data: sha256 [0-9a-f]{64}", d.log()), \
+                "hashed already: the test proves nothing"
+            m[0:4096] = m[len(m) - 4096:] = b"\xaa" * 4096
+            got = d.wait_log(r"data: (sha256 [0-9a-f]{64}|sha256 abandoned: the file changed while "
+                             r"being hashed)", timeout=120)
+            assert got == ["sha256 abandoned: the file changed while being hashed"], got
 
 
 if __name__ == "__main__":
