@@ -10,6 +10,7 @@
 
 #include <netinet/in.h>
 #include <arpa/inet.h>
+#include <net/if.h>
 
 #include <errno.h>
 #include <netdb.h>
@@ -49,6 +50,7 @@ static void	fetch_manifest_fields(const char *, size_t,
 		    struct manifest_entry *);
 static int	fetch_manifest_size(const char *, size_t, uint64_t *);
 static bool	fetch_manifest_loopback(const struct sockaddr *);
+static bool	fetch_manifest_scope(const char *, const char *);
 static int	fetch_manifest_pick(const char *, size_t,
 		    const struct sockaddr_storage *, char *, size_t);
 
@@ -286,6 +288,31 @@ fetch_manifest_loopback(const struct sockaddr *sa)
 }
 
 /*
+ * Whether "ADDR%SCOPE" from the manifest is an address of this host's
+ * (its scope a number, or one of our interfaces, as the resolver takes
+ * it).  The scope's text is the server's, shown in messages as the
+ * address is: only the characters fdistd writes in one are taken.
+ */
+static bool
+fetch_manifest_scope(const char *host, const char *scope)
+{
+	struct addrinfo	 hints, *res;
+	size_t		 n = strlen(scope);
+
+	if (n == 0 || n >= IF_NAMESIZE || strspn(scope, "0123456789"
+	    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ._-") != n)
+		return (false);
+	memset(&hints, 0, sizeof(hints));
+	hints.ai_family = AF_INET6;
+	hints.ai_socktype = SOCK_STREAM;
+	hints.ai_flags = AI_NUMERICHOST;
+	if (getaddrinfo(host, NULL, &hints, &res) != 0)
+		return (false);
+	freeaddrinfo(res);
+	return (true);
+}
+
+/*
  * The first address of the share's listen list that can be reached from
  * here, as HOST:PORT in out (fdist-fetch(1) has the rule):
  * - a wildcard ("*", 0.0.0.0, [::]) is the manifest's own address, with
@@ -293,6 +320,7 @@ fetch_manifest_loopback(const struct sockaddr *sa)
  *   either);
  * - a loopback address only when the manifest was reached on loopback
  *   (another host's loopback is not ours);
+ * - an IPv6 address with a scope only if that is one of this host's;
  * - any other numeric address as it is.
  * Returns -1 if there is none.
  */
@@ -324,8 +352,11 @@ fetch_manifest_pick(const char *list, size_t len,
 		    &bracketed) != 0)
 			continue;
 		memset(&ss, 0, sizeof(ss));
-		if ((pct = strchr(host, '%')) != NULL && bracketed)
+		if ((pct = strchr(host, '%')) != NULL && bracketed) {
+			if (!fetch_manifest_scope(host, pct + 1))
+				continue;
 			*pct = '\0';	/* the scope stays in item */
+		}
 		if (strcmp(host, "*") == 0 && !bracketed) {
 			wild = true;
 			family = pfamily;

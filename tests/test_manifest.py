@@ -631,6 +631,11 @@ def test_broken_manifests(tmp):
              b"not a SHA-256 in the manifest"),
             ("fdist-manifest 1\n" + good.replace("\n", "\0\n") + "end\n", damaged),
             ("\x1b[2J\xff" * 1000 + "\n", damaged),
+            # a scope is an interface of this host, and is shown as given
+            ("fdist-manifest 1\n" + share_line("a", data, 9, listen="[fe80::1%\x1b[31mX]:9") + "end\n",
+             b"none of its addresses can be reached"),
+            ("fdist-manifest 1\n" + share_line("a", data, 9, listen="[fe80::1%nosuch-if0]:9") + "end\n",
+             b"none of its addresses can be reached"),
             ("fdist-manifest 1\n" + "x" * (5 << 20) + "\n", b"manifest of 4194304 bytes or more"),
         ]
         for doc, msg in cases:
