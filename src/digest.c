@@ -167,9 +167,9 @@ digest_finish(struct digest_job *dj)
 	    (double)(now.tv_nsec - dj->dj_start.tv_nsec) / 1e9;
 	/*
 	 * A change seen meanwhile may have been read half-done; so may one
-	 * that raised no event (watch_changed() looks at the mtime).
+	 * that raised no event (watch_changed_now() looks at the mtime).
 	 */
-	if (dj->dj_error == 0 && !watch_changed(sf)) {
+	if (dj->dj_error == 0 && !watch_changed_now(sf)) {
 		memcpy(sf->sf_sha256, dj->dj_hex, sizeof(sf->sf_sha256));
 		sf->sf_digest = DIGEST_READY;
 		log_info("%s: sha256 %s (%.1f s)", sf->sf_path_log,

@@ -620,6 +620,7 @@ void	 watch_init(struct event_base *);
 void	 watch_add(struct sfile *);
 void	 watch_drop(struct sfile *);
 bool	 watch_changed(struct sfile *);
+bool	 watch_changed_now(struct sfile *);
 void	 watch_free(void);
 
 /* metrics_config.c: the metrics keys; metrics.c: the Prometheus endpoint. */

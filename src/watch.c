@@ -22,10 +22,13 @@
  * Some writes raise no event at all: through a shared memory mapping
  * (the kernel only moves the mtime, at the first write to a page), or
  * by another host on a network file system.  So before the FIN the
- * inode's size and mtime are looked at too: one fstat() per transfer.
+ * inode's size and mtime are looked at too, with fstat(): at most every
+ * WATCH_STAT_MS a file, so that a storm of short transfers is not a storm
+ * of system calls, and always before a digest is taken as the file's.
  */
 #include <sys/types.h>
 #include <sys/inotify.h>
+#include <sys/time.h>
 #include <sys/stat.h>
 
 #include <errno.h>
@@ -45,12 +48,15 @@
 /* Sooner once its writer has closed it. */
 #define WATCH_CLOSED_MS		200
 #define WATCH_MASK	(IN_MODIFY | IN_ATTRIB | IN_CLOSE_WRITE)
+/* How often transfers' ends look for a change that raised no event. */
+#define WATCH_STAT_MS		10
 
 struct watch {
 	TAILQ_ENTRY(watch)	 w_entry;
 	struct sfile		*w_file;	/* whose watch it is, not a ref */
 	int			 w_wd;		/* -1: not watched */
 	bool			 w_new;		/* changed, not yet acted on */
+	struct timeval		 w_statted;	/* a transfer's last look */
 	struct event		 w_settle;
 };
 
@@ -213,21 +219,52 @@ watch_on_readable(evutil_socket_t fd, short what, void *arg)
 	watch_act();
 }
 
-/*
- * Whether sf has changed, counting changes queued but not yet read and
- * those that raise no event.  It may be called deep in a transfer: it
- * only marks files; the loop's next turn acts on them.
- */
-bool
-watch_changed(struct sfile *sf)
+/* Whether a transfer's end is WATCH_STAT_MS past the last one's look. */
+static bool
+watch_stat_due(struct watch *w)
 {
+	struct timeval	now, since;
+
+	event_base_gettimeofday_cached(watch_base, &now);
+	timersub(&now, &w->w_statted, &since);
+	if (since.tv_sec == 0 && since.tv_usec >= 0 &&
+	    since.tv_usec < WATCH_STAT_MS * 1000)
+		return (false);
+	w->w_statted = now;
+	return (true);
+}
+
+static bool
+watch_look(struct sfile *sf, bool always)
+{
+	struct watch	*w = sf->sf_watch;
+
 	if (watch_pending && watch_fd != -1) {
 		watch_read();
 		event_active(watch_ev, EV_READ, 0);
 	}
-	if (sf->sf_watch != NULL && watch_check(sf->sf_watch))
+	if (w != NULL && (always || watch_stat_due(w)) && watch_check(w))
 		event_active(watch_ev, EV_READ, 0);
 	return (sf->sf_changed);
+}
+
+/*
+ * Whether sf has changed, counting changes queued but not yet read and
+ * those that raise no event (looked for every WATCH_STAT_MS).  It may be
+ * called deep in a transfer: it only marks files; the loop's next turn
+ * acts on them.
+ */
+bool
+watch_changed(struct sfile *sf)
+{
+	return (watch_look(sf, false));
+}
+
+/* The same, looking at the inode now: before a digest is the file's. */
+bool
+watch_changed_now(struct sfile *sf)
+{
+	return (watch_look(sf, true));
 }
 
 void
