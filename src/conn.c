@@ -819,6 +819,9 @@ conn_close(struct conn *c, enum outcome status)
 	close(c->c_fd);
 	c->c_fd = -1;
 	c->c_status = status;
+	/* Some end before the loop has read the change's event. */
+	if (status == OUTCOME_FILE_CHANGED)
+		c->c_share->sh_file->sf_changed_ended++;
 	TAILQ_REMOVE(&conns, c, c_entry);
 	nconns--;
 	c->c_share->sh_state->ss_clients[c->c_state]--;
@@ -849,13 +852,12 @@ conn_digest_known(struct sfile *sf)
 /*
  * sf was changed in place: end with a reset every transfer whose client
  * does not have it whole, FIN included.  One that has cannot be undone;
- * it goes on to its ack.  Returns how many were ended.
+ * it goes on to its ack.  Each ended counts in sf_changed_ended.
  */
-unsigned int
+void
 conn_file_changed(struct sfile *sf)
 {
 	struct conn	*c, *next;
-	unsigned int	 n = 0;
 
 	for (c = TAILQ_FIRST(&conns); c != NULL; c = next) {
 		next = TAILQ_NEXT(c, c_entry);
@@ -864,9 +866,7 @@ conn_file_changed(struct sfile *sf)
 		    (c->c_state == CONN_FLUSHING && conn_all_delivered(c)))
 			continue;
 		conn_close(c, OUTCOME_FILE_CHANGED);
-		n++;
 	}
-	return (n);
 }
 
 /* End every connection now (the daemon is stopping). */

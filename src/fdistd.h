@@ -355,6 +355,8 @@ struct sfile {
 	/* "dev-ino-size-mtime_ns" in hex: FDIST_VERSION of its records. */
 	char		 sf_version[4 * 16 + 4];
 	bool		 sf_changed;	/* written in place: not this version */
+	/* Transfers ended as file-changed that watch.c has not logged. */
+	unsigned int	 sf_changed_ended;
 	struct watch	*sf_watch;	/* watch.c's */
 };
 struct sfile	*sfile_adopt(int, const char *);
@@ -577,7 +579,7 @@ int		 conn_new(struct event_base *, int, const struct sockaddr *,
 		    socklen_t, const struct sockaddr *, struct share *);
 void		 conn_close_all(enum outcome);
 void		 conn_digest_known(struct sfile *);
-unsigned int	 conn_file_changed(struct sfile *);
+void		 conn_file_changed(struct sfile *);
 size_t		 conn_count(void);
 const char	*conn_state_name(int);
 

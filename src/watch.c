@@ -199,7 +199,10 @@ watch_act(void)
 		/* Its last client may go: it must outlive this. */
 		sf = sfile_ref(w->w_file);
 		digest_cancel(sf);
-		ended = conn_file_changed(sf);
+		conn_file_changed(sf);
+		/* With those a sendfile() or FIN check ended before. */
+		ended = sf->sf_changed_ended;
+		sf->sf_changed_ended = 0;
 		log_warnx("%s: changed in place while served: %u transfer%s "
 		    "ended as file-changed, new clients refused until writing "
 		    "stops (publish files by rename, then reload)",

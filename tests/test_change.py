@@ -99,6 +99,9 @@ def version_of(path):
     return "%x-%x-%x-%x" % (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
 
 
+CHANGED_WARNING = re.compile(r"changed in place while served: (\d+) transfers? ended as file-changed")
+
+
 def run_round(tmp, d, port, path, old, new, tag):
     old_sum, old_size = file_sha256(old), os.path.getsize(old)
     old_version = version_of(path)
@@ -112,6 +115,7 @@ def run_round(tmp, d, port, path, old, new, tag):
         time.sleep(0.05)
     time.sleep(0.3)                     # a few hundred KiB into each
     assert len(d.records()) == start, "a transfer ended before the rewrite"
+    warned = len(CHANGED_WARNING.findall(d.log()))
     rewrite_in_place(new, path)
     whole, cut = check_clients(clients, old_sum, old_size)
     assert cut >= 1, "no transfer in flight was cut: the test did not test"
@@ -126,6 +130,14 @@ def run_round(tmp, d, port, path, old, new, tag):
         else:
             # what the client's TCP took before the reset, a few hundred KiB
             assert 0 < int(r["bytes"]) < old_size, r
+    # The warning counts them all, those that sendfile() ended (at the new
+    # end of file) before the loop read the change's event too.
+    deadline = time.monotonic() + 10
+    while len(CHANGED_WARNING.findall(d.log())) == warned:
+        assert time.monotonic() < deadline, "no warning of the change"
+        time.sleep(0.05)
+    counts = [int(n) for n in CHANGED_WARNING.findall(d.log())[warned:]]
+    assert sum(counts) == cut, (counts, cut, d.log()[-3000:])
     # Writing over: the new content is hashed, logged and served.
     new_sum = file_sha256(new)
     d.wait_log(r"data: sha256 %s" % new_sum, timeout=30)
