@@ -124,8 +124,10 @@ report_read_access(struct report *r)
 		    first, sizeof(first)) == -1)
 			return (-1);
 	if (denied > 0) {
-		report_warnx("%s: permission denied (%zu of %zu journal files "
-		    "unreadable); %s", first, denied, files, report_access_hint);
+		/* A directory not listed counts too: its files are unknown. */
+		report_warnx("%s: permission denied (%zu of the journal's "
+		    "files and directories unreadable); %s", first, denied,
+		    report_access_hint);
 		return (-1);
 	}
 	if (files == 0) {

@@ -342,8 +342,16 @@ def test_no_access_is_an_error_not_an_empty_report(tmp):
         assert rc == 0 and "1/1 done" in out, (rc, out, err)
         rc, out, err = report("--share", "acc", "-D", os.path.join(pub, "j"), user="nobody")
         assert rc == 2 and out == "", (rc, out, err)
-        assert ("fdist-report: %s: permission denied (1 of 1 journal files unreadable); run as "
-                "root or as a member of the systemd-journal or adm group\n" % jf) == err, err
+        hint = "run as root or as a member of the systemd-journal or adm group\n"
+        assert ("fdist-report: %s: permission denied (1 of the journal's files and directories "
+                "unreadable); %s" % (jf, hint)) == err, err
+        # a directory that cannot be listed: its files are not counted
+        os.chmod(os.path.join(pub, "j"), 0o750)
+        rc, out, err = report("--share", "acc", "-D", os.path.join(pub, "j"), user="nobody")
+        assert rc == 2 and out == "", (rc, out, err)
+        assert ("fdist-report: %s: permission denied (1 of the journal's files and directories "
+                "unreadable); %s" % (os.path.join(pub, "j"), hint)) == err, err
+        os.chmod(os.path.join(pub, "j"), 0o755)
         # in the journal's group it is readable
         r = subprocess.run(["setpriv", "--reuid=nobody", "--regid=nogroup",
                             "--groups=systemd-journal", os.path.abspath(REPORT), "--share", "acc", "-D",
