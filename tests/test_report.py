@@ -12,6 +12,7 @@ with --unit); two daemons (each with its own journald and host name, in
 unshare -m -u) whose journals the real systemd-journal-remote merges.
 """
 
+import contextlib
 import hashlib
 import json
 import os
@@ -90,6 +91,32 @@ def wait_digest(sha, share="img"):
     recs = journal("MESSAGE_ID=" + DIGEST_ID, "FDIST_SHARE=" + share, "FDIST_FILE_SHA256=" + sha,
                    timeout=30)
     assert recs, "no digest record of %s" % sha
+
+
+@contextlib.contextmanager
+def serving(tmp, share, path, port):
+    """fdistd serving path as share on 127.0.0.1:port, logging to the
+    journal, once the digest record of the file is in."""
+    with Daemon(tmp, {share: {"listen": "127.0.0.1:%d" % port, "file": path}},
+                {"log": "journal"}) as d:
+        wait_digest(file_sha256(path), share)
+        yield d
+
+
+@contextlib.contextmanager
+def waiting(*args):
+    """fdist-report args (a --wait) running: the process and the first
+    summary it writes, read within 30 s; killed on the way out if it
+    still runs."""
+    w = subprocess.Popen([REPORT] + list(args), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        ready, _, _ = select.select([w.stderr], [], [], 30)
+        assert ready, "no summary from --wait"
+        yield w, w.stderr.readline().decode()
+    finally:
+        if w.poll() is None:
+            w.kill()
+            w.wait()
 
 
 def hosts_file(tmp, text, name="hosts.txt"):
@@ -403,15 +430,10 @@ def test_wait_returns_when_the_last_host_acks(tmp):
     path = make_file(os.path.join(tmp, "img"), 200000)
     v = file_sha256(path)
     port = free_port()
-    with Daemon(tmp, {"w": {"listen": "127.0.0.1:%d" % port, "file": path}}, {"log": "journal"}):
-        wait_digest(v, "w")
+    with serving(tmp, "w", path, port):
         hosts = hosts_file(tmp, "127.0.0.2\n127.0.0.3\n")
-        w = subprocess.Popen([REPORT, "--share", "w", "--hosts", hosts, "--wait=120s"],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        try:
-            ready, _, _ = select.select([w.stderr], [], [], 30)   # its first summary: reading
-            assert ready, "no summary from --wait"
-            first = w.stderr.readline().decode()
+        # its first summary: reading
+        with waiting("--share", "w", "--hosts", hosts, "--wait=120s") as (w, first):
             client(port, "127.0.0.2")
             transfers(1, "w")
             time.sleep(1)
@@ -420,10 +442,6 @@ def test_wait_returns_when_the_last_host_acks(tmp):
             t0 = time.monotonic()
             out, err = w.communicate(timeout=60)
             took = time.monotonic() - t0
-        finally:
-            if w.poll() is None:
-                w.kill()
-                w.wait()
         assert w.returncode == 0, (w.returncode, out, err)
         assert not any(m in err.decode() for m in SANITIZER_MARKERS), err
         assert took < 15, took          # it follows the journal, it does not poll slowly
@@ -448,18 +466,11 @@ def test_wait_follows_the_new_version_of_a_reload(tmp):
     path = make_file(os.path.join(tmp, "img"), 100000, seed=1)
     v1 = file_sha256(path)
     port = free_port()
-    with Daemon(tmp, {"sw": {"listen": "127.0.0.1:%d" % port, "file": path}},
-                {"log": "journal"}) as d:
-        wait_digest(v1, "sw")
+    with serving(tmp, "sw", path, port) as d:
         client(port, "127.0.0.2")
         transfers(1, "sw")
         hosts = hosts_file(tmp, "127.0.0.2\n127.0.0.3\n")
-        w = subprocess.Popen([REPORT, "--share", "sw", "--hosts", hosts, "--wait=120s"],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        try:
-            ready, _, _ = select.select([w.stderr], [], [], 30)
-            assert ready, "no summary from --wait"
-            first = w.stderr.readline().decode()
+        with waiting("--share", "sw", "--hosts", hosts, "--wait=120s") as (w, first):
             assert first == "share sw sha256 %s\u2026: 1/2 done, 1 missing\n" % v1[:8], first
             new = make_file(os.path.join(tmp, "img.new"), 200000, seed=2)
             v2 = file_sha256(new)
@@ -472,10 +483,6 @@ def test_wait_follows_the_new_version_of_a_reload(tmp):
             assert w.poll() is None, "returned before 127.0.0.2 had the new version"
             client(port, "127.0.0.2")
             out, err = w.communicate(timeout=60)
-        finally:
-            if w.poll() is None:
-                w.kill()
-                w.wait()
         assert w.returncode == 0, (w.returncode, out, err)
         assert out.decode().startswith("share sw sha256 %s\u2026: 2/2 done\n" % v2[:8]), out
         err = err.decode().splitlines()
@@ -524,6 +531,15 @@ def zero_client(port, src, size, result):
         result.append("%s: %r" % (src, e))
 
 
+def rolled_out(tmp, port, share):
+    """The version served now at two hosts: 127.0.0.2 and 127.0.0.3
+    fetch it; the hosts file of the two."""
+    client(port, "127.0.0.2")
+    client(port, "127.0.0.3")
+    transfers(2, share)
+    return hosts_file(tmp, "127.0.0.2\n127.0.0.3\n")
+
+
 def test_wait_right_after_a_reload_waits_for_the_new_version(tmp):
     """The rollout: publish by rename, reload, and at once --wait without
     --sha256, while the daemon takes seconds to hash the new file.  The
@@ -535,13 +551,8 @@ def test_wait_right_after_a_reload_waits_for_the_new_version(tmp):
     v1 = file_sha256(path)
     size = 2 << 30                  # sparse: a second or more of hashing
     port = free_port()
-    with Daemon(tmp, {"race": {"listen": "127.0.0.1:%d" % port, "file": path}},
-                {"log": "journal"}) as d:
-        wait_digest(v1, "race")
-        client(port, "127.0.0.2")
-        client(port, "127.0.0.3")
-        transfers(2, "race")
-        hosts = hosts_file(tmp, "127.0.0.2\n127.0.0.3\n")
+    with serving(tmp, "race", path, port) as d:
+        hosts = rolled_out(tmp, port, "race")
         rc, out, _ = report("--share", "race", "--hosts", hosts)
         assert rc == 0 and out.startswith("share race sha256 %s\u2026: 2/2 done\n" % v1[:8]), out
         new = os.path.join(tmp, "img.new")
@@ -551,27 +562,20 @@ def test_wait_right_after_a_reload_waits_for_the_new_version(tmp):
         new_ver = "%x-%x-%x-%x" % (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
         os.rename(new, path)
         d.reload()
-        w = subprocess.Popen([REPORT, "--share", "race", "--hosts", hosts, "--wait=300s"],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         fetchers, result = [], []
         try:
-            ready, _, _ = select.select([w.stderr], [], [], 30)
-            assert ready, "no summary from --wait"
-            first = w.stderr.readline().decode()
-            assert first == "share race sha256 pending: 0/2 done, 2 old\n", first
-            time.sleep(1)
-            assert w.poll() is None, "returned while the hosts had only the old version"
-            (rec,) = journal("MESSAGE_ID=" + DIGEST_ID, "FDIST_SHARE=race", "FDIST_DIGEST=pending",
-                             "FDIST_VERSION=" + new_ver, timeout=0)
-            assert "FDIST_FILE_SHA256" not in rec, rec
-            for src in ("127.0.0.2", "127.0.0.3"):
-                fetchers.append(threading.Thread(target=zero_client, args=(port, src, size, result)))
-                fetchers[-1].start()
-            out, err = w.communicate(timeout=300)
+            with waiting("--share", "race", "--hosts", hosts, "--wait=300s") as (w, first):
+                assert first == "share race sha256 pending: 0/2 done, 2 old\n", first
+                time.sleep(1)
+                assert w.poll() is None, "returned while the hosts had only the old version"
+                (rec,) = journal("MESSAGE_ID=" + DIGEST_ID, "FDIST_SHARE=race", "FDIST_DIGEST=pending",
+                                 "FDIST_VERSION=" + new_ver, timeout=0)
+                assert "FDIST_FILE_SHA256" not in rec, rec
+                for src in ("127.0.0.2", "127.0.0.3"):
+                    fetchers.append(threading.Thread(target=zero_client, args=(port, src, size, result)))
+                    fetchers[-1].start()
+                out, err = w.communicate(timeout=300)
         finally:
-            if w.poll() is None:
-                w.kill()
-                w.wait()
             for t in fetchers:
                 t.join(300)
         assert result == [None, None], result
@@ -612,40 +616,26 @@ def test_wait_right_after_a_reload_while_journald_lags(tmp):
     v1 = file_sha256(path)
     port = free_port()
     jd = our_journald()
-    with Daemon(tmp, {"lag": {"listen": "127.0.0.1:%d" % port, "file": path}},
-                {"log": "journal"}) as d:
-        wait_digest(v1, "lag")
-        client(port, "127.0.0.2")
-        client(port, "127.0.0.3")
-        transfers(2, "lag")
-        hosts = hosts_file(tmp, "127.0.0.2\n127.0.0.3\n")
+    with serving(tmp, "lag", path, port) as d:
+        hosts = rolled_out(tmp, port, "lag")
         new = make_file(os.path.join(tmp, "img.new"), 100001, seed=2)
         v2 = file_sha256(new)
         os.rename(new, path)
         os.kill(jd, signal.SIGSTOP)
         try:
             d.reload()
-            w = subprocess.Popen([REPORT, "--share", "lag", "--hosts", hosts, "--wait=120s"],
-                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-            try:
-                ready, _, _ = select.select([w.stderr], [], [], 30)
-                assert ready, "no summary from --wait"
-                first = w.stderr.readline().decode()
+            with waiting("--share", "lag", "--hosts", hosts, "--wait=120s") as (w, first):
                 time.sleep(0.3)         # journald still behind: long enough to exit
-            finally:
                 os.kill(jd, signal.SIGCONT)
-            assert first == "share lag sha256 %s\u2026: 2/2 done\n" % v1[:8], first
-            wait_digest(v2, "lag")
-            time.sleep(1.5)
-            assert w.poll() is None, "returned 0 before the hosts had the new version"
-            client(port, "127.0.0.2")
-            client(port, "127.0.0.3")
-            out, err = w.communicate(timeout=60)
+                assert first == "share lag sha256 %s\u2026: 2/2 done\n" % v1[:8], first
+                wait_digest(v2, "lag")
+                time.sleep(1.5)
+                assert w.poll() is None, "returned 0 before the hosts had the new version"
+                client(port, "127.0.0.2")
+                client(port, "127.0.0.3")
+                out, err = w.communicate(timeout=60)
         finally:
             os.kill(jd, signal.SIGCONT)
-            if w.poll() is None:
-                w.kill()
-                w.wait()
         assert w.returncode == 0, (w.returncode, out, err)
         assert out.decode().startswith("share lag sha256 %s\u2026: 2/2 done\n" % v2[:8]), out
 
@@ -712,12 +702,7 @@ def test_pending_and_failed_versions(tmp):
     # --wait on the two that acked the pending version: done when the digest lets
     # the claim be checked, and the other when it acks with a digest
     two = hosts_file(tmp, "10.1.0.2\n10.1.0.3\n", "two.txt")
-    w = subprocess.Popen([REPORT, "--share", "pend", "--hosts", two, "--wait=120s"],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    try:
-        ready, _, _ = select.select([w.stderr], [], [], 30)
-        assert ready, "no summary from --wait"
-        first = w.stderr.readline().decode()
+    with waiting("--share", "pend", "--hosts", two, "--wait=120s") as (w, first):
         assert first == "share pend sha256 pending: 0/2 done, 2 unverified\n", first
         before_digest = time.time()
         time.sleep(0.05)
@@ -726,10 +711,6 @@ def test_pending_and_failed_versions(tmp):
         assert w.poll() is None, "returned with a host unverified"
         ack("pend", "10.1.0.2", "p2", verified="yes", sha=s2)
         out, err = w.communicate(timeout=60)
-    finally:
-        if w.poll() is None:
-            w.kill()
-            w.wait()
     assert w.returncode == 0, (w.returncode, out, err)
     err = err.decode().splitlines()
     assert len(err) == 3 and err[1] == "share pend sha256 %s\u2026: 1/2 done, 1 unverified" % s2[:8], err
@@ -762,10 +743,8 @@ def test_wait_on_a_terminal_shows_progress(tmp):
     """On a terminal --wait redraws one progress line; at the timeout it
     exits 1."""
     path = make_file(os.path.join(tmp, "img"), 1000)
-    v = file_sha256(path)
     port = free_port()
-    with Daemon(tmp, {"tty": {"listen": "127.0.0.1:%d" % port, "file": path}}, {"log": "journal"}):
-        wait_digest(v, "tty")
+    with serving(tmp, "tty", path, port):
         client(port, "127.0.0.2")
         transfers(1, "tty")
         hosts = hosts_file(tmp, "127.0.0.2\n127.0.0.3\n")
@@ -899,8 +878,7 @@ def test_forged_records_do_not_count(tmp):
     path = make_file(os.path.join(tmp, "img"), 1000)
     v = file_sha256(path)
     port = free_port()
-    with Daemon(tmp, {"forge": {"listen": "127.0.0.1:%d" % port, "file": path}}, {"log": "journal"}):
-        wait_digest(v, "forge")
+    with serving(tmp, "forge", path, port):
         client(port, "127.0.0.2")
         (real,) = transfers(1, "forge")
         assert real["_UID"] == "0", real
@@ -1046,9 +1024,7 @@ def serve_b(state):
     def run(tmp):
         path = os.path.join(state, "img")
         port = int(open(os.path.join(state, "port")).read())
-        with Daemon(tmp, {"fleet": {"listen": "127.0.0.1:%d" % port, "file": path}},
-                    {"log": "journal"}):
-            wait_digest(file_sha256(path), "fleet")
+        with serving(tmp, "fleet", path, port):
             open(os.path.join(state, "ready"), "w").close()
             deadline = time.monotonic() + 120
             while not os.path.exists(os.path.join(state, "stop")):
