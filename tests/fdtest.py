@@ -371,6 +371,19 @@ def strace_attach(pid, *args, timeout=10):
     raise AssertionError("strace did not attach to %d" % pid)
 
 
+def terminate(proc, timeout=15):
+    """SIGTERM (if it still runs), then SIGKILL past timeout; returns the
+    exit status."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return proc.returncode
+
+
 def connect(port, host="127.0.0.1", timeout=10, bind=None):
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     s = socket.socket(family, socket.SOCK_STREAM)

@@ -27,6 +27,8 @@ import subprocess
 import sys
 import time
 
+from fdtest import terminate
+
 NET = ipaddress.ip_network("198.18.0.0/15")
 PREFIX = "fdbed"
 _NAME_RE = re.compile(r"^%s(\d+)-\S+" % PREFIX)
@@ -223,17 +225,6 @@ class Bed:
         self.hosts.append(h)
         return h
 
-    def stop(self, proc, timeout=15):
-        """SIGTERM, then SIGKILL past timeout; returns the exit status."""
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        return proc.returncode
-
     def close(self):
         if self.closed:
             return
@@ -242,7 +233,7 @@ class Bed:
             signal.signal(sig, signal.SIG_IGN)
         for p in reversed(self.procs):
             try:
-                self.stop(p, timeout=10)
+                terminate(p, timeout=10)
             except Exception:
                 pass
         for ns in reversed(self.namespaces):

@@ -22,7 +22,7 @@ import threading
 import time
 import traceback
 
-from fdtest import name_launcher
+from fdtest import name_launcher, terminate
 
 WAIT = 20           # upper bound for any single wait, seconds
 LINGER_RST = struct.pack("ii", 1, 0)
@@ -336,12 +336,7 @@ def run_all(c, tmp, server):
             break
         time.sleep(0.01)
     c.check("sigterm part seen", os.path.exists(part))
-    p.send_signal(signal.SIGTERM)
-    try:
-        p.wait(WAIT)
-    except subprocess.TimeoutExpired:
-        p.kill()
-        p.wait()
+    terminate(p, WAIT)
     p.stderr.close()
     s.finish()
     c.check("sigterm status", p.returncode == -signal.SIGTERM, p.returncode)

@@ -7,7 +7,6 @@ import http.client
 import json
 import os
 import re
-import signal
 import socket
 import subprocess
 import sys
@@ -16,7 +15,7 @@ import urllib.parse
 import urllib.request
 
 from fdtest import (FDISTD, Daemon, connect, fetch, file_sha256, free_port,
-                    linger_reset, main, make_file, need, read_all, sha256)
+                    linger_reset, main, make_file, need, read_all, sha256, terminate)
 
 ACTIVATE = [sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)), "activate.py")]
 BIG = 64 * 1024 * 1024
@@ -317,12 +316,7 @@ def test_a_real_prometheus_scrapes_the_daemon(tmp):
             assert prom_wait(pport, 'scrape_samples_scraped{job="fdistd"}', lambda v: v > 30) > 30
             # what it scraped is its target's own exposition (no errors logged)
         finally:
-            p.send_signal(signal.SIGTERM)
-            try:
-                p.wait(30)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+            terminate(p, 30)
             log.close()
         plog = open(os.path.join(tmp, "prometheus.log"), errors="replace").read()
         assert "level=error" not in plog or "fdistd" not in plog, plog[-3000:]
