@@ -147,6 +147,14 @@ def spew(path, data):
         f.write(data)
 
 
+def check_no_stdout(c, name, r, s):
+    """A run whose stdout cannot be written: exit 6 with a message that
+    says so, and no ack to server s for bytes nobody kept."""
+    c.check(name + " exit", r.returncode == 6, (r.returncode, r.stderr))
+    c.check(name + " message", b"stdout" in r.stderr, r.stderr)
+    c.check(name + " no ack", not s.ack, s.ack)
+
+
 def leftovers(d):
     return [n for n in os.listdir(d) if n.endswith(".part")]
 
@@ -238,18 +246,14 @@ def run_all(c, tmp, server):
     s = server(payload)
     r = fetch_from(s, [], stdout=wfd, stderr=subprocess.PIPE)
     os.close(wfd)
-    c.check("closed stdout exit", r.returncode == 6, (r.returncode, r.stderr))
-    c.check("closed stdout message", b"stdout" in r.stderr, r.stderr)
-    c.check("closed stdout no ack", not s.ack, s.ack)
+    check_no_stdout(c, "closed stdout", r, s)
 
     # Stdout closed by the caller (>&-): exit 6 before connecting, never
     # the socket on descriptor 1 and the file sent back as the "ack".
     s = server(payload)
     r = fetch_from(s, ["-o", "-"], stderr=subprocess.PIPE,
                    preexec_fn=lambda: os.close(1))
-    c.check("stdout closed exit", r.returncode == 6, (r.returncode, r.stderr))
-    c.check("stdout closed message", b"stdout" in r.stderr, r.stderr)
-    c.check("stdout closed no ack", not s.ack, s.ack)
+    check_no_stdout(c, "stdout closed", r, s)
 
     # Stderr closed (2>&-): the digest line must not become the ack.
     s = server(payload)
