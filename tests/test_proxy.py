@@ -7,6 +7,7 @@ headers name other clients, and the records, access lists and limits
 must be about those.  Every connection that gets no file gets exactly
 one record with a reason, and no byte of the file."""
 
+import contextlib
 import os
 import socket
 import struct
@@ -15,7 +16,7 @@ import sys
 import time
 
 from fdtest import (Daemon, connect, file_sha256, free_port, linger_reset, main,
-                    make_file, need, read_all, sha256)
+                    make_file, need, read_all, sha256, terminate)
 
 FETCH = os.environ.get("FDIST_FETCH", "build/fdist-fetch")
 V2_SIG = b"\r\n\r\n\0\r\nQUIT\n"
@@ -88,6 +89,28 @@ def refused_send(port, data, bind=None):
     except (ConnectionResetError, BrokenPipeError):
         return b""
     return refused_bytes(s)
+
+
+def awaiting_header(port, start):
+    """A connection that has sent the start of a header and waits for
+    the rest (long enough for the daemon to have read it)."""
+    s = connect(port)
+    s.sendall(start)
+    time.sleep(0.2)
+    return s
+
+
+def own_address_check(port):
+    """A check as HAProxy's check-send-proxy makes it: a version 1 header
+    naming the connection itself, corked so that the FIN goes with it;
+    it gets nothing.  The address it named."""
+    s = connect(port)
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 1)
+    src, sport = s.getsockname()
+    s.sendall(v1(src, sport, "127.0.0.1", port))
+    s.shutdown(socket.SHUT_WR)
+    assert refused_bytes(s) == b""
+    return src, sport
 
 
 def check_served(d, path, rec, peer, proxy_host="127.0.0.1"):
@@ -194,9 +217,7 @@ def test_max_clients_counts_connections_awaiting_a_header(tmp):
     """max_clients holds descriptors: one waiting for its header counts."""
     d, port, path = serve(tmp, glob={"log": "stderr", "max_clients": "1"})
     with d:
-        a = connect(port)
-        a.sendall(b"PROXY TCP4 ")
-        time.sleep(0.2)
+        a = awaiting_header(port, b"PROXY TCP4 ")
         assert refused_send(port, v1("192.0.2.70", 1)) == b""
         rec = expect_refusal(d, 1, "busy", "max_clients")
         assert rec["proxy"] == rec["peer"], rec
@@ -284,12 +305,7 @@ def test_health_checks_are_probes(tmp):
         assert refused_bytes(s) == b""
         rec = expect_refusal(d, 2, "probe", "closed after its header")
         # HAProxy's version 1 checks name the connection itself.
-        s = connect(port)
-        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 1)
-        src, sport = s.getsockname()
-        s.sendall(v1(src, sport, "127.0.0.1", port))
-        s.shutdown(socket.SHUT_WR)
-        assert refused_bytes(s) == b""
+        src, sport = own_address_check(port)
         rec = expect_refusal(d, 3, "probe", "closed after its header")
         assert rec["peer"] == "%s:%d" % (src, sport), rec
         # One that resets only after the file has started is a probe too.
@@ -385,12 +401,7 @@ def test_socket_activation_and_reload(tmp):
         share["proxy_from"] = "127.0.0.1"
         d.write_config({"s": share})
         d.reload()
-        s = connect(port)
-        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 1)
-        src, sport = s.getsockname()
-        s.sendall(v1(src, sport, "127.0.0.1", port))
-        s.shutdown(socket.SHUT_WR)
-        assert refused_bytes(s) == b""
+        own_address_check(port)
         rec = expect_refusal(d, 3, "probe", "closed after its header")
 
 
@@ -398,9 +409,7 @@ def test_stop_with_a_header_pending(tmp):
     """A stop that ends transfers ends a wait for a header with a record."""
     d, port, path = serve(tmp, glob={"log": "stderr", "shutdown_timeout": "0"})
     with d:
-        s = connect(port)
-        s.sendall(b"PROXY ")
-        time.sleep(0.2)
+        s = awaiting_header(port, b"PROXY ")
         d.stop()
         rec = d.records()
         assert len(rec) == 1 and rec[0]["status"] == "shutdown", rec
@@ -454,26 +463,32 @@ def test_config_needs_proxy_from(tmp):
         assert r.returncode != 0 and "%s:2: " % cfg in r.stderr, (bad, r.stderr)
 
 
-def start_haproxy(cfg, ports):
-    haproxy = need("haproxy")
-    hp = subprocess.Popen([haproxy, "-f", cfg, "-db"], stdout=subprocess.DEVNULL,
+@contextlib.contextmanager
+def haproxy(tmp, config, ports):
+    """HAProxy with HAPROXY_DEFAULTS and config, once it has bound every
+    one of ports; stopped on the way out."""
+    cfg = os.path.join(tmp, "haproxy.cfg")
+    with open(cfg, "w") as f:
+        f.write(HAPROXY_DEFAULTS + config)
+    hp = subprocess.Popen([need("haproxy"), "-f", cfg, "-db"], stdout=subprocess.DEVNULL,
                           stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 15
-    while not all(port_taken(p) for p in ports):
-        if hp.poll() is not None or time.monotonic() > deadline:
-            stop_haproxy(hp)
-            raise AssertionError("haproxy did not bind %s (exit %s)" % (ports, hp.returncode))
-        time.sleep(0.05)
-    return hp
-
-
-def stop_haproxy(hp):
-    hp.terminate()
     try:
-        hp.wait(10)
-    except subprocess.TimeoutExpired:
-        hp.kill()
-        hp.wait()
+        deadline = time.monotonic() + 15
+        while not all(port_taken(p) for p in ports):
+            if hp.poll() is not None or time.monotonic() > deadline:
+                terminate(hp, 10)
+                raise AssertionError("haproxy did not bind %s (exit %s)" % (ports, hp.returncode))
+            time.sleep(0.05)
+        yield
+    finally:
+        terminate(hp, 10)
+
+
+def behind_haproxy(port, path):
+    """A share on 127.0.0.1:port that takes PROXY headers from HAProxy
+    on the same host."""
+    return {"listen": "127.0.0.1:%d" % port, "file": path, "proxy_protocol": "yes",
+            "proxy_from": "127.0.0.1"}
 
 
 HAPROXY_DEFAULTS = """defaults
@@ -491,11 +506,8 @@ def test_haproxy_health_checks_are_probes(tmp):
     path = make_file(os.path.join(tmp, "data"), 1024 * 1024)
     ports = [free_port() for _ in range(3)]
     fport = free_port()
-    shares = {"c%d" % i: {"listen": "127.0.0.1:%d" % p, "file": path, "proxy_protocol": "yes",
-                          "proxy_from": "127.0.0.1"} for i, p in enumerate(ports)}
-    cfg = os.path.join(tmp, "haproxy.cfg")
-    with open(cfg, "w") as f:
-        f.write(HAPROXY_DEFAULTS + """frontend f
+    shares = {"c%d" % i: behind_haproxy(p, path) for i, p in enumerate(ports)}
+    config = """frontend f
     bind 127.0.0.1:%d
     default_backend b0
 backend b0
@@ -504,14 +516,11 @@ backend b1
     server s 127.0.0.1:%d send-proxy-v2 check check-send-proxy inter 100ms
 backend b2
     server s 127.0.0.1:%d send-proxy check check-send-proxy inter 100ms
-""" % (fport, ports[0], ports[1], ports[2]))
+""" % (fport, ports[0], ports[1], ports[2])
     with Daemon(tmp, shares) as d:
-        hp = start_haproxy(cfg, [fport])
-        try:
+        with haproxy(tmp, config, [fport]):
             for share in shares:
                 d.wait_records(5, share=share)
-        finally:
-            stop_haproxy(hp)
         recs = d.records()
         assert recs and all(r["status"] == "probe" for r in recs), \
             [r for r in recs if r["status"] != "probe"]
@@ -534,13 +543,8 @@ def test_haproxy_in_front(tmp):
     path = make_file(os.path.join(tmp, "data"), 3 * 1024 * 1024)
     d1, d2, f1, f2 = free_port(), free_port(), free_port(), free_port()
     f3 = free_port(socket.AF_INET6)
-    shares = {}
-    for name, dport in (("v2", d2), ("v1", d1)):
-        shares[name] = {"listen": "127.0.0.1:%d" % dport, "file": path,
-                        "proxy_protocol": "yes", "proxy_from": "127.0.0.1"}
-    cfg = os.path.join(tmp, "haproxy.cfg")
-    with open(cfg, "w") as f:
-        f.write(HAPROXY_DEFAULTS + """frontend f2
+    shares = {"v2": behind_haproxy(d2, path), "v1": behind_haproxy(d1, path)}
+    config = """frontend f2
     bind 127.0.0.1:%d
     default_backend b2
 frontend f1
@@ -553,10 +557,9 @@ backend b2
     server s1 127.0.0.1:%d send-proxy-v2
 backend b1
     server s1 127.0.0.1:%d send-proxy
-""" % (f2, f1, f3, d2, d1))
+""" % (f2, f1, f3, d2, d1)
     with Daemon(tmp, shares) as d:
-        hp = start_haproxy(cfg, [f1, f2, f3])
-        try:
+        with haproxy(tmp, config, [f1, f2, f3]):
             n = 0
             for fport, share in ((f2, "v2"), (f1, "v1"), (f3, "v1")):
                 # A client of its own address, which only the header can tell.
@@ -577,8 +580,6 @@ backend b1
                 assert rec["share"] == share and rec["status"] == "acked", rec
                 assert rec["verified"] == "yes", rec
                 assert rec["peer"].startswith("127.0.0.1:") and rec["proxy"].startswith("127.0.0.1:")
-        finally:
-            stop_haproxy(hp)
 
 
 if __name__ == "__main__":
