@@ -8,6 +8,7 @@ old file or one run's complete copy of what it received, and a run that
 exits 0 published its own bytes.
 """
 
+import contextlib
 import os
 import signal
 import socket
@@ -47,8 +48,10 @@ class Sizes(threading.Thread):
         return self.seen
 
 
+@contextlib.contextmanager
 def two_shares(tmp, rates=None):
-    """One daemon, shares x and y with different files; their ports and digests."""
+    """One daemon, shares x and y with different files, once it has
+    logged both digests: the daemon, the shares' ports and digests."""
     ports, sums, shares = {}, {}, {}
     for seed, name in enumerate(("x", "y"), 1):
         path = make_file(os.path.join(tmp, "src-" + name), SIZE, seed=seed)
@@ -56,7 +59,10 @@ def two_shares(tmp, rates=None):
         sums[name] = file_sha256(path)
         shares[name] = {"listen": "127.0.0.1:%d" % ports[name], "file": path,
                         "rate_limit": (rates or {}).get(name, RATE)}
-    return Daemon(tmp, shares), ports, sums
+    with Daemon(tmp, shares) as d:
+        for name in ("x", "y"):
+            d.wait_log(r"sha256 %s" % sums[name])
+        yield d, ports, sums
 
 
 def start(out, port):
@@ -122,9 +128,7 @@ def second_failed_at_once(rc, err, part, first_running):
 
 
 def test_second_run_fails_at_once_first_publishes_its_own_bytes(tmp):
-    d, ports, sums = two_shares(tmp)
-    with d:
-        d.wait_log(r"sha256 %s" % sums["y"])
+    with two_shares(tmp) as (d, ports, sums):
         for first, second in (("x", "y"), ("y", "x")):
             out, part = setup_target(tmp)
             sizes = Sizes(out)
@@ -147,9 +151,7 @@ def test_second_run_fails_at_once_first_publishes_its_own_bytes(tmp):
 
 
 def test_killed_run_leaves_old_file_and_a_part_the_next_run_removes(tmp):
-    d, ports, sums = two_shares(tmp)
-    with d:
-        d.wait_log(r"sha256 %s" % sums["y"])
+    with two_shares(tmp) as (d, ports, sums):
         for first, second in (("x", "y"), ("y", "x")):
             out, part = setup_target(tmp)
             sizes = Sizes(out)
@@ -172,9 +174,7 @@ def test_killed_run_leaves_old_file_and_a_part_the_next_run_removes(tmp):
 
 
 def test_terminated_run_removes_its_part_and_a_later_run_succeeds(tmp):
-    d, ports, sums = two_shares(tmp)
-    with d:
-        d.wait_log(r"sha256 %s" % sums["y"])
+    with two_shares(tmp) as (d, ports, sums):
         out, part = setup_target(tmp)
         a, rc_b, err_b, running = second_while_first_receives(out, part, ports, "x", "y")
         a.send_signal(signal.SIGTERM)
@@ -193,9 +193,7 @@ def test_part_taken_for_a_leftover_before_its_run_locked_it(tmp):
     takes its part for a leftover and makes its own.  The first must see
     that and step back, not write on and publish the second's bytes.  The
     first run's share is faster, then slower, than the second's."""
-    d, ports, sums = two_shares(tmp, {"x": "1M", "y": RATE})
-    with d:
-        d.wait_log(r"sha256 %s" % sums["y"])
+    with two_shares(tmp, {"x": "1M", "y": RATE}) as (d, ports, sums):
         for first, second in (("x", "y"), ("y", "x")):
             out, part = setup_target(tmp)
             sizes = Sizes(out)
