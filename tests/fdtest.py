@@ -371,6 +371,40 @@ def strace_attach(pid, *args, timeout=10):
     raise AssertionError("strace did not attach to %d" % pid)
 
 
+PIDS_CGROUPS = "/sys/fs/cgroup/pids"
+
+
+class NoThreads:
+    """A pids cgroup of the test's own that allows no thread: a program
+    its launcher starts runs in it and cannot start one (pids.max 1)
+    until allow().  Removed on the way out, once its processes are gone."""
+
+    def __init__(self, name):
+        if not os.access(os.path.join(PIDS_CGROUPS, "cgroup.procs"), os.W_OK):
+            raise AssertionError("no writable pids cgroup hierarchy at " + PIDS_CGROUPS)
+        self.group = os.path.join(PIDS_CGROUPS, "fdtest-%s-%d" % (name, os.getpid()))
+        self.launcher = ["sh", "-c", 'echo $$ > %s/cgroup.procs && exec "$0" "$@"' % self.group]
+        os.mkdir(self.group)
+        try:
+            self._limit("1")
+        except BaseException:
+            os.rmdir(self.group)
+            raise
+
+    def _limit(self, value):
+        with open(os.path.join(self.group, "pids.max"), "w") as f:
+            f.write(value)
+
+    def allow(self):
+        self._limit("max")
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        os.rmdir(self.group)
+
+
 def terminate(proc, timeout=15):
     """SIGTERM (if it still runs), then SIGKILL past timeout; returns the
     exit status."""

@@ -10,7 +10,7 @@ import re
 import threading
 import time
 
-from fdtest import Daemon, file_sha256, free_port, main, make_file
+from fdtest import Daemon, NoThreads, file_sha256, free_port, main, make_file
 
 MiB = 1024 * 1024
 
@@ -101,29 +101,18 @@ def test_many_digests_finishing_at_once_are_all_taken(tmp):
             assert "f%03d: sha256 %s" % (i, file_sha256(path)) in d.log()
 
 
-PIDS_CGROUPS = "/sys/fs/cgroup/pids"
-
-
 def test_a_digest_that_could_not_start_is_computed_on_reload(tmp):
     """The daemon runs in a pids cgroup of its own that allows no thread:
     the hash cannot start.  Once threads are allowed again, a reload
     (which keeps the unchanged file) hashes it."""
-    if not os.access(os.path.join(PIDS_CGROUPS, "cgroup.procs"), os.W_OK):
-        raise AssertionError("no writable pids cgroup hierarchy at " + PIDS_CGROUPS)
-    group = os.path.join(PIDS_CGROUPS, "fdtest-%d" % os.getpid())
-    os.mkdir(group)
-    try:
-        with open(os.path.join(group, "pids.max"), "w") as f:
-            f.write("1")
+    with NoThreads("digest") as cg:
         path = make_file(os.path.join(tmp, "data"), MiB)
         port = free_port()
-        into = 'echo $$ > %s/cgroup.procs && exec "$0" "$@"' % group
         # A bracketed IPv6 address is numeric: no thread looks it up.
         with Daemon(tmp, {"v": {"listen": "[::1]:%d" % port, "file": path}},
-                    launcher=["sh", "-c", into]) as d:
+                    launcher=cg.launcher) as d:
             d.wait_log(r"data: (?:cannot start computing )?sha256: Resource temporarily unavailable")
-            with open(os.path.join(group, "pids.max"), "w") as f:
-                f.write("max")
+            cg.allow()
             d.reload()
             d.wait_log(r"data: sha256 %s" % file_sha256(path))
             assert "data: computing sha256 again" in d.log()
@@ -132,8 +121,6 @@ def test_a_digest_that_could_not_start_is_computed_on_reload(tmp):
             lines = re.findall(r"(?:info|warning): digest share=v .*", d.log())
             assert [re.search(r"digest=\w+|file_sha256=", l).group(0) for l in lines] == [
                 "digest=failed", "digest=pending", "file_sha256="], lines
-    finally:
-        os.rmdir(group)
 
 
 if __name__ == "__main__":

@@ -11,8 +11,8 @@ import socket
 import subprocess
 import time
 
-from fdtest import (Daemon, connect, fetch, file_sha256, free_port, linger_reset, make_file,
-                    parse_record)
+from fdtest import (Daemon, NoThreads, connect, fetch, file_sha256, free_port, linger_reset,
+                    make_file, parse_record)
 from test_journal import TRANSFER_ID, journal, journal_main
 
 DIGEST_ID = "20aedb80c2af4366ad3a62a516409ae1"
@@ -229,42 +229,29 @@ def test_reload_names_the_version_before_serving_it(tmp):
         assert not digests(d, "FDIST_VERSION=" + new_ver, timeout=0), "hashed in no time"
 
 
-PIDS_CGROUPS = "/sys/fs/cgroup/pids"
-
-
 def test_a_file_that_cannot_be_hashed_gets_a_failed_record(tmp):
     """The daemon in a pids cgroup of its own that allows no thread: the
     hash cannot start, and the share's record says so (FDIST_DIGEST=failed,
     a warning, no digest).  A reload once threads are allowed computes it
     again: pending again, then the digest."""
-    if not os.access(os.path.join(PIDS_CGROUPS, "cgroup.procs"), os.W_OK):
-        raise AssertionError("no writable pids cgroup hierarchy at " + PIDS_CGROUPS)
-    group = os.path.join(PIDS_CGROUPS, "fdtest-v%d" % os.getpid())
-    os.mkdir(group)
-    try:
-        with open(os.path.join(group, "pids.max"), "w") as f:
-            f.write("1")
+    with NoThreads("versions") as cg:
         path = make_file(os.path.join(tmp, "data"), 1000)
         ver = version_of(path)
         port = free_port()
-        into = 'echo $$ > %s/cgroup.procs && exec "$0" "$@"' % group
         # A bracketed IPv6 address is numeric: no thread looks it up.
         with Daemon(tmp, {"f": {"listen": "[::1]:%d" % port, "file": path}}, {"log": "journal"},
-                    launcher=["sh", "-c", into]) as d:
+                    launcher=cg.launcher) as d:
             (rec,) = digests(d, state="failed")
             assert rec["FDIST_VERSION"] == ver and rec["FDIST_SIZE"] == "1000", rec
             assert "FDIST_FILE_SHA256" not in rec and rec["PRIORITY"] == "4", rec
             assert rec["MESSAGE"].endswith(", sha256 failed"), rec
-            with open(os.path.join(group, "pids.max"), "w") as f:
-                f.write("max")
+            cg.allow()
             d.reload()
             (known,) = digests(d)
             assert known["FDIST_FILE_SHA256"] == file_sha256(path), known
             recs = digests(d, state=None, want=3)
             assert [r.get("FDIST_DIGEST") for r in recs] == ["failed", "pending", None], recs
             assert all(r["FDIST_VERSION"] == ver for r in recs), recs
-    finally:
-        os.rmdir(group)
 
 
 def test_fetch_names_its_host(tmp):
