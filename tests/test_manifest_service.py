@@ -13,8 +13,8 @@ sys.path.insert(0, os.path.join(HERE, "nspawn"))
 
 import nspawn  # noqa: E402
 from fdtest import file_sha256, free_port, make_file, sha256  # noqa: E402
-from test_service import (FETCH, CHECKS, check, install_tree, installed_path,  # noqa: E402
-                          sanitized, wait_records)
+from nspawn import check  # noqa: E402
+from test_service import FETCH, install_tree, installed_path, sanitized, wait_records  # noqa: E402
 
 
 def config(port, mport):
@@ -83,7 +83,7 @@ def run(tmp):
 
 
 def main():
-    return nspawn.checks_main(run, "fdmsvc-", "manifest service test", CHECKS, check)
+    return nspawn.checks_main(run, "fdmsvc-", "manifest service test")
 
 
 if __name__ == "__main__":

@@ -22,21 +22,12 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "nspawn"))
 
 import nspawn  # noqa: E402
+from nspawn import check  # noqa: E402
 from fdtest import (FDISTD, file_sha256, free_port, make_file,  # noqa: E402
                     sha256)
 
 BUILDDIR = os.environ.get("BUILDDIR", os.path.join(os.path.dirname(HERE), "build"))
 FETCH = os.environ.get("FDIST_FETCH", os.path.join(BUILDDIR, "fdist-fetch"))
-CHECKS = []
-
-
-def check(name, cond, detail=""):
-    CHECKS.append((name, bool(cond)))
-    print("%s %s%s" % ("ok  " if cond else "FAIL", name, "" if cond else ": %s" % (detail,)))
-    sys.stdout.flush()
-    return cond
-
-
 def install_tree(dest):
     out = subprocess.run(["meson", "install", "-C", BUILDDIR, "--destdir", dest, "--no-rebuild", "--quiet"],
                          capture_output=True, timeout=300)
@@ -417,7 +408,7 @@ def run(tmp):
 
 
 def main():
-    return nspawn.checks_main(run, "fdsvc-", "service test", CHECKS, check)
+    return nspawn.checks_main(run, "fdsvc-", "service test")
 
 
 if __name__ == "__main__":

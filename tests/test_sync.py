@@ -24,6 +24,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "nspawn"))
 
 import nspawn  # noqa: E402
+from nspawn import check  # noqa: E402
 from fdtest import Daemon, file_sha256, free_port, make_file, sha256  # noqa: E402
 from test_service import install_tree, installed_path, sanitized  # noqa: E402
 
@@ -32,16 +33,6 @@ FETCH = os.environ.get("FDIST_FETCH", os.path.join(BUILDDIR, "fdist-fetch"))
 INTERVAL = 4            # the timer's OnUnitInactiveSec in the drop-in
 UNIT = "fdist-sync@img.service"
 SERVED = "/var/lib/fdist-sync/img/img"
-CHECKS = []
-
-
-def check(name, cond, detail=""):
-    CHECKS.append((name, bool(cond)))
-    print("%s %s%s" % ("ok  " if cond else "FAIL", name, "" if cond else ": %s" % (detail,)))
-    sys.stdout.flush()
-    return cond
-
-
 def edge_digest(port, tmp):
     """What the edge serves now, fetched from the host as a client would."""
     out = os.path.join(tmp, "from-edge")
@@ -271,7 +262,7 @@ def edge(ct, tmp, up, upfile, v1, v2, eport, mport, sync_conf, conf_path):
 
 
 def main():
-    return nspawn.checks_main(run, "fdsync-", "sync test", CHECKS, check)
+    return nspawn.checks_main(run, "fdsync-", "sync test")
 
 
 if __name__ == "__main__":

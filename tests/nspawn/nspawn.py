@@ -116,7 +116,19 @@ def handle_sigterm():
 
 
 
-def checks_main(run, prefix, what, checks, check):
+CHECKS = []
+
+
+def check(name, cond, detail=""):
+    """A named check of a container test, said as it is made and counted
+    by checks_main(); returns cond."""
+    CHECKS.append((name, bool(cond)))
+    print("%s %s%s" % ("ok  " if cond else "FAIL", name, "" if cond else ": %s" % (detail,)))
+    sys.stdout.flush()
+    return cond
+
+
+def checks_main(run, prefix, what):
     """The main() of a container test that counts named checks: run(tmp)
     in a fresh temporary directory (an exception is a failed check),
     print "N passed, N failed"; 77 when containers cannot run here."""
@@ -138,9 +150,9 @@ def checks_main(run, prefix, what, checks, check):
         except Exception as e:
             traceback.print_exc(file=sys.stdout)
             check("%s ran to the end" % what, False, e)
-    passed = sum(1 for _, ok in checks if ok)
-    print("%d passed, %d failed" % (passed, len(checks) - passed))
-    return 0 if passed == len(checks) else 1
+    passed = sum(1 for _, ok in CHECKS if ok)
+    print("%d passed, %d failed" % (passed, len(CHECKS) - passed))
+    return 0 if passed == len(CHECKS) else 1
 
 def _log_default(msg):
     print(f'[nspawn] {msg}', file=sys.stderr, flush=True)
