@@ -9,7 +9,7 @@ import threading
 import time
 
 from fdtest import (Daemon, connect, fetch, file_sha256, free_port, main,
-                    make_file, sha256, strace_attach)
+                    make_file, read_all, sha256, strace_attach)
 
 SEED_CLIENT = os.environ.get("SEED_CLIENT", "build/tests/file_client")
 
@@ -17,15 +17,10 @@ SEED_CLIENT = os.environ.get("SEED_CLIENT", "build/tests/file_client")
 def seed_like_fetch(port):
     """What the textbook client does: blocking 30-byte reads, then the ack."""
     s = connect(port)
-    data = bytearray()
-    while True:
-        b = s.recv(30)
-        if not b:
-            break
-        data += b
+    data = read_all(s, chunk=30)
     s.sendall(b"Thank you\0")
     s.close()
-    return bytes(data)
+    return data
 
 
 def test_seed_like_client_gets_file_and_acked_record(tmp):
