@@ -225,6 +225,18 @@ def test_reload_dead_resolver_is_bounded(tmp):
         dns.close()
 
 
+def start_fails(tmp, d, nameserver, status, why):
+    """fdistd -t, and a start (-d), of daemon d's configuration with names
+    going to nameserver: each exits with status, saying that SLOW_NAME
+    cannot be resolved, and why."""
+    launcher = name_launcher(tmp, "127.0.0.1 localhost\n", nameserver, "timeout:1 attempts:1")
+    for args in (["-t"], ["-d"]):
+        r = subprocess.run(launcher + [FDISTD, *args, "-c", d.config], capture_output=True,
+                           text=True, timeout=RESOLVE_TIMEOUT + 30)
+        assert r.returncode == status, r
+        assert "listen: cannot resolve '%s': %s" % (SLOW_NAME, why) in r.stderr, r
+
+
 def test_start_tells_a_resolver_down_from_a_name_that_does_not_exist(tmp):
     """At start-up (and with -t), a name server that cannot be reached is
     exit status 1, which the unit restarts for, so that a daemon started
@@ -242,22 +254,10 @@ def test_start_tells_a_resolver_down_from_a_name_that_does_not_exist(tmp):
         except OSError:
             continue
     down.close()
-    launcher = name_launcher(tmp, "127.0.0.1 localhost\n", addr, "timeout:1 attempts:1")
-    for args in (["-t"], ["-d"]):
-        r = subprocess.run(launcher + [FDISTD, *args, "-c", d.config], capture_output=True,
-                           text=True, timeout=RESOLVE_TIMEOUT + 30)
-        assert r.returncode == 1, r
-        assert "listen: cannot resolve '%s': Temporary failure in name resolution" % SLOW_NAME \
-            in r.stderr, r
+    start_fails(tmp, d, addr, 1, "Temporary failure in name resolution")
     dns = HeldDNS(nxdomain=True)
     try:
-        launcher = name_launcher(tmp, "127.0.0.1 localhost\n", dns.addr, "timeout:1 attempts:1")
-        for args in (["-t"], ["-d"]):
-            r = subprocess.run(launcher + [FDISTD, *args, "-c", d.config], capture_output=True,
-                               text=True, timeout=RESOLVE_TIMEOUT + 30)
-            assert r.returncode == 78, r
-            assert "listen: cannot resolve '%s': Name or service not known" % SLOW_NAME \
-                in r.stderr, r
+        start_fails(tmp, d, dns.addr, 78, "Name or service not known")
         assert (SLOW_NAME, 1) in dns.queries, dns.queries
     finally:
         dns.close()
