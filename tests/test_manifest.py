@@ -3,6 +3,7 @@
 digests and reloads, its own records, and fdist-fetch --manifest and
 --if-changed against the real daemon over loopback."""
 
+import contextlib
 import hashlib
 import os
 import re
@@ -44,6 +45,18 @@ def wait_manifest(port, want, timeout=30):
         if time.monotonic() > deadline:
             raise AssertionError("manifest never became\n%s\nlast:\n%s" % (want, got))
         time.sleep(0.05)
+
+
+@contextlib.contextmanager
+def announced(tmp, path):
+    """The daemon serving path as share a, with a manifest, once the
+    manifest announces its digest: the daemon, the manifest's port and
+    the share's."""
+    mport, pa = free_port(), free_port()
+    with Daemon(tmp, {"a": {"listen": "127.0.0.1:%d" % pa, "file": path}},
+                {"log": "stderr", "manifest": "127.0.0.1:%d" % mport}) as d:
+        wait_manifest(mport, "fdist-manifest 1\n" + line("a", path, "127.0.0.1:%d" % pa) + "end\n")
+        yield d, mport, pa
 
 
 def run_fetch(*args, timeout=120):
@@ -307,10 +320,7 @@ def test_rewritten_in_place(tmp):
     version, which is fetched, verified, with no reload."""
     a = make_file(os.path.join(tmp, "a"), 200000, seed=4)
     old = file_sha256(a)
-    mport, pa = free_port(), free_port()
-    shares = {"a": {"listen": "127.0.0.1:%d" % pa, "file": a}}
-    with Daemon(tmp, shares, {"log": "stderr", "manifest": "127.0.0.1:%d" % mport}) as d:
-        wait_manifest(mport, "fdist-manifest 1\n" + line("a", a, "127.0.0.1:%d" % pa) + "end\n")
+    with announced(tmp, a) as (d, mport, pa):
         out = os.path.join(tmp, "got")
         fetch_a = ("-q", "--manifest", "127.0.0.1:%d" % mport, "a", "-o", out)
         r = run_fetch(*fetch_a)
@@ -364,10 +374,7 @@ def test_if_changed(tmp):
     is still acked; a new version published by rename and reload is
     fetched; a FILE changed here, or without its mark, is fetched again."""
     a = make_file(os.path.join(tmp, "a"), 150000, seed=5)
-    mport, pa = free_port(), free_port()
-    shares = {"a": {"listen": "127.0.0.1:%d" % pa, "file": a}}
-    with Daemon(tmp, shares, {"log": "stderr", "manifest": "127.0.0.1:%d" % mport}) as d:
-        wait_manifest(mport, "fdist-manifest 1\n" + line("a", a, "127.0.0.1:%d" % pa) + "end\n")
+    with announced(tmp, a) as (d, mport, pa):
         out = os.path.join(tmp, "got")
         args = ("--host-id", "edge-9", "--manifest", "127.0.0.1:%d" % mport, "a", "-o", out, "--if-changed")
         r, ports = strace_connects(args)
@@ -433,10 +440,7 @@ def test_if_changed_without_extended_attributes(tmp):
     in a mount namespace of the test's own), FILE is still fetched,
     checked and published, every time, with a warning."""
     a = make_file(os.path.join(tmp, "a"), 10000, seed=8)
-    mport, pa = free_port(), free_port()
-    shares = {"a": {"listen": "127.0.0.1:%d" % pa, "file": a}}
-    with Daemon(tmp, shares, {"log": "stderr", "manifest": "127.0.0.1:%d" % mport}) as d:
-        wait_manifest(mport, "fdist-manifest 1\n" + line("a", a, "127.0.0.1:%d" % pa) + "end\n")
+    with announced(tmp, a) as (d, mport, pa):
         mnt = os.path.join(tmp, "ramfs")
         os.mkdir(mnt)
         script = ('mount -t ramfs ramfs "$1" && shift && '
