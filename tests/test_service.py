@@ -24,7 +24,7 @@ sys.path.insert(0, os.path.join(HERE, "nspawn"))
 import nspawn  # noqa: E402
 from nspawn import check  # noqa: E402
 from fdtest import (FDISTD, file_sha256, free_port, make_file,  # noqa: E402
-                    sha256)
+                    read_all, sha256)
 
 BUILDDIR = os.environ.get("BUILDDIR", os.path.join(os.path.dirname(HERE), "build"))
 FETCH = os.environ.get("FDIST_FETCH", os.path.join(BUILDDIR, "fdist-fetch"))
@@ -78,16 +78,10 @@ def slow_download(port, result):
     try:
         s = socket.create_connection(("127.0.0.1", port), timeout=30)
         s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
-        data = bytearray()
-        while True:
-            b = s.recv(65536)
-            if not b:
-                break
-            data += b
-            time.sleep(0.01)
+        data = read_all(s, chunk=65536, pause=0.01)
         s.sendall(b"Thank you\0")
         s.close()
-        result.append(bytes(data))
+        result.append(data)
     except Exception as e:  # reported by the caller
         result.append(e)
 
