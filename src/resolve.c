@@ -139,11 +139,20 @@ resolve_host(const char *host, const char *serv,
     const struct addrinfo *hints, struct addrinfo **res)
 {
 	struct resolve_job	*rj;
+	struct addrinfo		 numeric;
 	struct timespec		 deadline;
 	int			 rv;
 
 	if (hints->ai_flags & AI_NUMERICHOST)
 		return (getaddrinfo(host, serv, hints, res));
+	/*
+	 * An address needs no resolver, and so no thread: a detached one
+	 * would linger for a moment after its answer.
+	 */
+	numeric = *hints;
+	numeric.ai_flags |= AI_NUMERICHOST;
+	if ((rv = getaddrinfo(host, serv, &numeric, res)) != EAI_NONAME)
+		return (rv);
 	pthread_mutex_lock(&resolve_mtx);
 	rv = resolve_stuck >= RESOLVE_STUCK_MAX ? RESOLVE_ESTUCK : 0;
 	pthread_mutex_unlock(&resolve_mtx);

@@ -17,7 +17,7 @@ import subprocess
 import threading
 import time
 
-from fdtest import FDISTD, Daemon, connect, fetch, free_port, main, make_file, name_launcher, sha256
+from fdtest import FDISTD, Daemon, connect, fetch, free_port, main, make_file, name_launcher, need, sha256
 
 RESOLVE_TIMEOUT = 10          # seconds, RESOLVE_TIMEOUT_MS in src/resolve.h
 SLOW_NAME = "slow.fdistd.test"
@@ -261,6 +261,19 @@ def test_start_tells_a_resolver_down_from_a_name_that_does_not_exist(tmp):
         assert (SLOW_NAME, 1) in dns.queries, dns.queries
     finally:
         dns.close()
+
+
+def test_an_address_is_taken_without_a_lookup_thread(tmp):
+    """A listen address (not a name) needs no resolver, so no thread:
+    a detached lookup thread lingers a moment after its answer, and is
+    one more thread than the digest workers the other tests count."""
+    small = make_file(os.path.join(tmp, "small.bin"), 1000)
+    d = Daemon(tmp, {"v4": {"listen": "127.0.0.1:%d" % free_port(), "file": small},
+                     "v6": {"listen": "[::1]:%d" % free_port(), "file": small}}, start=False)
+    r = subprocess.run([need("strace"), "-f", "-qq", "-e", "trace=clone,clone3",
+                        FDISTD, "-t", "-c", d.config], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0 and "configuration OK" in r.stdout, r
+    assert "clone" not in r.stderr, r.stderr
 
 
 if __name__ == "__main__":
