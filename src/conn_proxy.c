@@ -7,7 +7,7 @@
  *
  * No byte past the header may be read: the balancer forwards the
  * client's own bytes after it, and those are the client's ack, which
- * conn.c reads.  So each look is a MSG_PEEK, and only what the parser
+ * conn_ack.c reads.  So each look is a MSG_PEEK, and only what the parser
  * says is header is taken off the socket: all of it while the header is
  * incomplete (that is what keeps a level-triggered read event from
  * firing again on the same bytes), exactly its length once it is.

@@ -108,8 +108,9 @@ fdistd_warn_limits(const struct config *cf, FILE *fp)
 /*
  * The loop needs epoll: EV_CLOSED tells a client's FIN without a read,
  * and an edge-triggered event watches a half-closed client for a reset
- * (conn.c); with poll or select, that event would fire without end.  So
- * the EVENT_NOEPOLL-style variables are not let to choose another.
+ * (conn_ack.c, conn_flush.c); with poll or select, that event would fire
+ * without end.  So the EVENT_NOEPOLL-style variables are not let to
+ * choose another.
  */
 static struct event_base *
 fdistd_event_base(void)

@@ -413,7 +413,7 @@ bool		 fair_wait(struct fair *, struct fair_client *, uint64_t);
  * share_state kept by name.
  */
 struct ip_count;
-#define CONN_NSTATES		3	/* conn.c's enum conn_state */
+#define CONN_NSTATES		3	/* conn.h's enum conn_state */
 #define SHARE_REASONS_MAX	24	/* server.c's refusal reasons */
 struct share_state {
 	TAILQ_ENTRY(share_state) ss_entry;

@@ -191,7 +191,7 @@ listener_inherit(struct event_base *base, struct listener_list *list,
  *   wakes the daemon once, at the FIN, instead of once per segment; a
  *   FIN, a reset or ack_max bytes are always reported, and the ack
  *   deadline still reads whatever has come;
- * - SO_LINGER 0 until the whole file is queued (conn.c clears it before
+ * - SO_LINGER 0 until the whole file is queued (conn_send.c clears it before
  *   the FIN): if the daemon dies, killed by the watchdog, SIGKILL or the
  *   OOM killer, the kernel resets its clients' connections, so none
  *   takes the part it got for the whole file as an end-of-file would

@@ -3,7 +3,7 @@
  * before it fetches: a line per share with its size, digest, version and
  * addresses (the format is in fdistd(8)).  It is served as a share of
  * its own: the text is put in a memfd sealed against change and sent by
- * conn.c with sendfile(2) like any file, so its clients get the same
+ * conn_send.c with sendfile(2) like any file, so its clients get the same
  * limits, timeouts and records.  Its digest is computed here, at once (it
  * is tiny), so acks of it are verified.  A change makes a new document
  * and a new share; clients in flight keep the old one, as with a reload.

@@ -1,5 +1,5 @@
 /*
- * fuzz_ack.c: the client's acknowledgement as conn.c reads it: bytes
+ * fuzz_ack.c: the client's acknowledgement as conn_ack.c reads it: bytes
  * arrive in reads of any size, each at most the room left in an ack_max
  * buffer, and ack_take() keeps the ack; then ack_sha256_claim() looks for
  * a digest in it, ack_host_claim() for a host id (cut when the ack filled

@@ -1,0 +1,263 @@
+/*
+ * conn_send.c: sending the share's file with sendfile(2), within a
+ * budget per event and the rate limits, then the half-close that hands
+ * the connection to conn_flush.c.  EV_WRITE is armed only while the
+ * socket is full and file bytes remain.
+ */
+#include <sys/types.h>
+#include <sys/queue.h>
+#include <sys/sendfile.h>
+#include <sys/socket.h>
+#include <netinet/in.h>
+#include <linux/tcp.h>
+
+#include <errno.h>
+#include <string.h>
+#include <time.h>
+
+#include <event2/event_struct.h>
+
+#include "fdistd.h"
+#include "conn.h"
+
+/*
+ * At most this much file data per write event, so one fast client on
+ * loopback cannot keep the loop from the others.
+ */
+#define SEND_BUDGET	(2 * 1024 * 1024)
+
+/*
+ * Let the kernel delay its ACK of the client's ack text.  A client closes
+ * right after its ack, and the ACK of its FIN then covers both: one packet
+ * fewer per transfer, which on loopback is also the client's CPU.  This is
+ * a state of the socket, not a setting accepted sockets could inherit, so
+ * it is set here, before the FIN lets the client answer.  An ack sent in
+ * pieces waits for one delayed ACK at most: when that timer fires, the
+ * kernel goes back to quick ACKs by itself.
+ */
+static void
+conn_delay_acks(struct conn *c)
+{
+	int	off = 0;
+
+	if (setsockopt(c->c_fd, IPPROTO_TCP, TCP_QUICKACK, &off,
+	    sizeof(off)) == -1)
+		log_debug("setsockopt TCP_QUICKACK: %s", strerror(errno));
+}
+
+/*
+ * The whole file is queued: from now on the kernel may finish sending it
+ * even if the daemon dies, so its close() must no longer mean a reset
+ * (the SO_LINGER 0 accepted sockets inherit, see listener_attach()).
+ */
+static void
+conn_linger_normally(struct conn *c)
+{
+	struct linger	lg = { 0, 0 };
+
+	if (setsockopt(c->c_fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg)) == -1)
+		log_debug("setsockopt SO_LINGER: %s", strerror(errno));
+}
+
+/* The whole file is handed to the kernel: half-close, then flush. */
+static void
+conn_sent(struct conn *c)
+{
+	/* Changed in place, though the loop may not have read it yet. */
+	if (watch_changed(c->c_share->sh_file)) {
+		conn_close(c, OUTCOME_FILE_CHANGED);
+		return;
+	}
+	if (c->c_wev_armed) {
+		event_del(&c->c_wev);
+		c->c_wev_armed = false;
+	}
+	conn_linger_normally(c);
+	conn_delay_acks(c);
+	if (shutdown(c->c_fd, SHUT_WR) == -1) {
+		log_debug("shutdown: %s", strerror(errno));
+		conn_close(c, OUTCOME_ABORTED);
+		return;
+	}
+	if (conn_all_delivered(c)) {
+		conn_flushed(c);
+		return;
+	}
+	conn_set_state(c, CONN_FLUSHING);
+	clock_gettime(CLOCK_MONOTONIC, &c->c_progress);
+	c->c_poll_ms = FLUSH_POLL_MIN_MS;
+	if (c->c_peer_eof)
+		conn_watch_reset(c);
+	conn_check_flush(c);
+}
+
+/* Wait for room in the socket, for at most send_timeout. */
+static void
+conn_wait_writable(struct conn *c)
+{
+	struct timeval	tv;
+
+	if (c->c_wev_armed)
+		return;
+	tv = conn_timeval_ms(c->c_share->sh_limits.lim_send_timeout_ms);
+	event_add(&c->c_wev, &tv);
+	c->c_wev_armed = true;
+}
+
+/*
+ * Out of rate tokens: sleep until there are some again, on the timer for
+ * the client's and the share's buckets, whose rates are fixed, and with
+ * the share for its fair part, whose rate follows the number of clients:
+ * the share wakes it through the same timer event.
+ */
+static void
+conn_wait_tokens(struct conn *c)
+{
+	struct share_state	*ss = c->c_share->sh_state;
+	struct timeval		 tv;
+	uint64_t		 usec, share_usec;
+	bool			 fair;
+
+	if (c->c_wev_armed) {
+		event_del(&c->c_wev);
+		c->c_wev_armed = false;
+	}
+	fair = fair_wait(&ss->ss_fair, &c->c_fair,
+	    c->c_share->sh_file->sf_size - c->c_off);
+	usec = bucket_wait_usec(&c->c_bucket);
+	share_usec = bucket_wait_usec(&ss->ss_bucket);
+	if (share_usec > usec)
+		usec = share_usec;
+	if (usec == 0 && fair)
+		return;
+	if (usec < 1000)
+		usec = 1000;
+	tv.tv_sec = (time_t)(usec / 1000000);
+	tv.tv_usec = (suseconds_t)(usec % 1000000);
+	evtimer_add(&c->c_tev, &tv);
+}
+
+/* The connection's timer: rate tokens while sending, else a flush poll. */
+void
+conn_on_timer(evutil_socket_t fd, short what, void *arg)
+{
+	struct conn	*c = arg;
+
+	(void)fd;
+	(void)what;
+	if (c->c_state == CONN_SENDING)
+		conn_send(c);
+	else
+		conn_check_flush(c);
+}
+
+/*
+ * How much this event may send: SEND_BUDGET, or less under a rate
+ * limit: the client's own, its fair part of the share's (fair.c), and
+ * what the share has left, which holds the total however the parts are
+ * used.  Sets *limited if the rate is what bounds it.
+ */
+static size_t
+conn_budget(struct conn *c, bool *limited)
+{
+	struct share_state	*ss = c->c_share->sh_state;
+	struct timespec		 now;
+	uint64_t		 avail, share_avail, fair_avail;
+
+	*limited = false;
+	if (c->c_bucket.bk_rate == 0 && ss->ss_bucket.bk_rate == 0)
+		return (SEND_BUDGET);
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	avail = bucket_available(&c->c_bucket, &now);
+	share_avail = bucket_available(&ss->ss_bucket, &now);
+	if (share_avail < avail)
+		avail = share_avail;
+	fair_avail = fair_available(&ss->ss_fair, &c->c_fair, &now);
+	if (fair_avail < avail)
+		avail = fair_avail;
+	if (avail >= SEND_BUDGET)
+		return (SEND_BUDGET);
+	*limited = true;
+	return ((size_t)avail);
+}
+
+static void
+conn_spend(struct conn *c, size_t n)
+{
+	bucket_take(&c->c_bucket, n);
+	bucket_take(&c->c_share->sh_state->ss_bucket, n);
+	fair_take(&c->c_fair, n);
+}
+
+/*
+ * Send file bytes until the socket is full or this event's budget is
+ * spent.  sendfile() returning 0 before the end means the file shrank.
+ */
+void
+conn_send(struct conn *c)
+{
+	struct sfile	*sf = c->c_share->sh_file;
+	size_t		 budget, want;
+	off_t		 off;
+	ssize_t		 n;
+	bool		 limited;
+
+	budget = conn_budget(c, &limited);
+	while (c->c_off < sf->sf_size) {
+		if (budget == 0) {
+			if (limited)
+				conn_wait_tokens(c);
+			else
+				conn_wait_writable(c);	/* fires at once */
+			return;
+		}
+		want = sf->sf_size - c->c_off < budget ?
+		    (size_t)(sf->sf_size - c->c_off) : budget;
+		off = (off_t)c->c_off;
+		n = sendfile(c->c_fd, sf->sf_fd, &off, want);
+		if (n > 0) {
+			c->c_off += (uint64_t)n;
+			budget -= (size_t)n;
+			conn_spend(c, (size_t)n);
+			/* Short: the socket is full; a retry would be EAGAIN. */
+			if ((size_t)n < want && c->c_off < sf->sf_size) {
+				conn_wait_writable(c);
+				return;
+			}
+			continue;
+		}
+		if (n == 0) {
+			log_warnx("%s: file shrank while being sent: it ends "
+			    "at or before byte %llu of %llu (replace files by "
+			    "rename, then reload)", sf->sf_path_log,
+			    (unsigned long long)c->c_off,
+			    (unsigned long long)sf->sf_size);
+			conn_close(c, OUTCOME_FILE_CHANGED);
+			return;
+		}
+		if (errno == EAGAIN) {
+			conn_wait_writable(c);
+			return;
+		}
+		if (errno == EINTR)
+			continue;
+		log_debug("sendfile: %s", strerror(errno));
+		conn_close(c, OUTCOME_ABORTED);
+		return;
+	}
+	conn_sent(c);
+}
+
+void
+conn_on_writable(evutil_socket_t fd, short what, void *arg)
+{
+	struct conn	*c = arg;
+
+	(void)fd;
+	/* Writable with the deadline is progress, not a timeout. */
+	if ((what & EV_TIMEOUT) && !(what & EV_WRITE)) {
+		conn_close(c, OUTCOME_SEND_TIMEOUT);
+		return;
+	}
+	conn_send(c);
+}
