@@ -299,7 +299,12 @@ def test_a_write_through_a_mapping_gets_no_clean_end(tmp):
         with open(path, "r+b") as f, mmap.mmap(f.fileno(), 0) as m:
             m[0:4096] = b"\xaa" * 4096
             new = file_sha256(path)
-            expect_reset(connect(port), new)
+            try:
+                s = connect(port)
+            except ConnectionResetError:
+                pass         # the reset came before connect() looked: as good
+            else:
+                expect_reset(s, new)
             (rec,) = d.wait_records(1)
             assert rec["status"] == "file-changed", rec
             d.wait_log(r"changed in place while served")
