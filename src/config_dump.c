@@ -105,6 +105,10 @@ config_dump(const struct config *cf, FILE *fp)
 	fprintf(fp, "shutdown_timeout = %" PRIu64 "ms\n",
 	    cf->cf_shutdown_timeout_ms);
 	fprintf(fp, "log = %s\n", modes[cf->cf_log]);
+	if (cf->cf_workers == 0)
+		fprintf(fp, "workers = auto\n");
+	else
+		fprintf(fp, "workers = %u\n", cf->cf_workers);
 	config_dump_acl("allow", &cf->cf_allow, fp);
 	config_dump_acl("deny", &cf->cf_deny, fp);
 	config_proxy_dump(&cf->cf_proxy, fp);

@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "fdistd.h"
+#include "pool.h"
 
 #define TIMEOUT_MIN_MS	1
 #define TIMEOUT_MAX_MS	(24ULL * 60 * 60 * 1000)
@@ -55,6 +56,8 @@ static int	config_set_metrics(struct config_parse *, const char *, char *,
 		    size_t);
 static int	config_set_metrics_allow(struct config_parse *, const char *,
 		    char *, size_t);
+static int	config_set_workers(struct config_parse *, const char *, char *,
+		    size_t);
 
 const struct config_key config_set_keys[NKEYS] = {
 	[KEY_ACK_TIMEOUT] = { "ack_timeout", KEY_BOTH,
@@ -85,6 +88,7 @@ const struct config_key config_set_keys[NKEYS] = {
 	[KEY_METRICS] = { "metrics", KEY_GLOBAL, config_set_metrics },
 	[KEY_METRICS_ALLOW] = { "metrics_allow", KEY_GLOBAL | KEY_REPEAT,
 	    config_set_metrics_allow },
+	[KEY_WORKERS] = { "workers", KEY_GLOBAL, config_set_workers },
 };
 _Static_assert(NKEYS <= CONFIG_KEYS_MAX &&
     CONFIG_KEYS_MAX <= sizeof(unsigned int) * 8, "too many keys");
@@ -315,6 +319,27 @@ config_set_log(struct config_parse *cp, const char *value, char *err,
 		    "or stderr)", value);
 		return (-1);
 	}
+	return (0);
+}
+
+/* auto (0): a sendfile worker per CPU; 1: the loop sends by itself. */
+static int
+config_set_workers(struct config_parse *cp, const char *value, char *err,
+    size_t errlen)
+{
+	uint64_t	n;
+
+	if (strcmp(value, "auto") == 0) {
+		cp->cp_cf->cf_workers = 0;
+		return (0);
+	}
+	if (parse_count(value, &n, err, errlen) == -1 || n < 1 ||
+	    n > POOL_MAX) {
+		snprintf(err, errlen, "invalid value '%s' (use auto, or a "
+		    "number from 1 to %d)", value, POOL_MAX);
+		return (-1);
+	}
+	cp->cp_cf->cf_workers = (unsigned int)n;
 	return (0);
 }
 

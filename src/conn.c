@@ -245,6 +245,7 @@ conn_close(struct conn *c, enum outcome status)
 {
 	char	claim[65];
 
+	conn_take_back(c);	/* a worker may be sending */
 	event_del(&c->c_rev);
 	event_del(&c->c_wev);
 	event_del(&c->c_tev);

@@ -19,6 +19,7 @@
 #include <event2/event_struct.h>
 
 #include "fdistd.h"
+#include "pool.h"
 
 /*
  * Reads per read event, so that a client that floods us cannot keep the
@@ -64,6 +65,8 @@ struct conn {
 	enum outcome		 c_status;	/* once released */
 	struct sockaddr_storage	 c_peer;
 	struct sockaddr_storage	 c_proxy;	/* AF_UNSPEC: not proxied */
+	struct pool_job		 c_job;		/* a sendfile worker's */
+	bool			 c_pooled;	/* c_job is out */
 	unsigned char		 c_ack[];	/* ack_max bytes */
 };
 
@@ -88,6 +91,7 @@ void		 conn_watch_reset(struct conn *);
 
 /* conn_send.c */
 void		 conn_send(struct conn *);
+void		 conn_take_back(struct conn *);
 void		 conn_on_timer(evutil_socket_t, short, void *);
 void		 conn_on_writable(evutil_socket_t, short, void *);
 

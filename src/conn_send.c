@@ -2,7 +2,9 @@
  * conn_send.c: sending the share's file with sendfile(2), within a
  * budget per event and the rate limits, then the half-close that hands
  * the connection to conn_flush.c.  EV_WRITE is armed only while the
- * socket is full and file bytes remain.
+ * socket is full and file bytes remain.  A large send with no rate limit
+ * is handed to a sendfile worker (pool.c); the connection then waits for
+ * it with nothing armed for writing, and goes on here when it is back.
  */
 #include <sys/types.h>
 #include <sys/queue.h>
@@ -12,6 +14,7 @@
 #include <linux/tcp.h>
 
 #include <errno.h>
+#include <stddef.h>
 #include <string.h>
 #include <time.h>
 
@@ -25,6 +28,11 @@
  * loopback cannot keep the loop from the others.
  */
 #define SEND_BUDGET	(2 * 1024 * 1024)
+/*
+ * Sends this large or larger go to the sendfile workers; smaller ones
+ * cost less than the two wake-ups of a hand-off, and stay on the loop.
+ */
+#define POOL_SEND_MIN	(256 * 1024)
 
 /*
  * Let the kernel delay its ACK of the client's ack text.  A client closes
@@ -190,8 +198,101 @@ conn_spend(struct conn *c, size_t n)
 }
 
 /*
+ * What sending want bytes did: sent of them went out, then the file
+ * ended early (eof) or err (0, EAGAIN when the socket is full, or why it
+ * failed).  Returns 0 to go on sending, 1 to wait for room in the socket,
+ * -1 if the connection is closed.
+ */
+static int
+conn_sent_some(struct conn *c, size_t want, size_t sent, bool eof, int err)
+{
+	struct sfile	*sf = c->c_share->sh_file;
+
+	c->c_off += (uint64_t)sent;
+	if (eof) {
+		log_warnx("%s: file shrank while being sent: it ends at or "
+		    "before byte %llu of %llu (replace files by rename, then "
+		    "reload)", sf->sf_path_log, (unsigned long long)c->c_off,
+		    (unsigned long long)sf->sf_size);
+		conn_close(c, OUTCOME_FILE_CHANGED);
+		return (-1);
+	}
+	if (err != 0 && err != EAGAIN) {
+		log_debug("sendfile: %s", strerror(err));
+		conn_close(c, OUTCOME_ABORTED);
+		return (-1);
+	}
+	/* Short: the socket is full; a retry would be EAGAIN. */
+	if (sent < want && c->c_off < sf->sf_size) {
+		conn_wait_writable(c);
+		return (1);
+	}
+	return (0);
+}
+
+/*
+ * Whether this send may go to a worker: large, and under no rate limit.
+ * A limit's tokens are taken as bytes go out; a worker's bytes are known
+ * only later, when a reload may have set a rate meanwhile.
+ */
+static bool
+conn_may_hand_off(struct conn *c, size_t want)
+{
+	return (pool_size() > 0 && want >= POOL_SEND_MIN &&
+	    c->c_bucket.bk_rate == 0 &&
+	    c->c_share->sh_state->ss_bucket.bk_rate == 0);
+}
+
+/* A worker's sendfile() is back: go on as after one of our own. */
+static void
+conn_on_handed_back(struct pool_job *pj)
+{
+	struct conn	*c = (struct conn *)(void *)((char *)pj -
+	    offsetof(struct conn, c_job));
+
+	c->c_pooled = false;
+	if (conn_sent_some(c, pj->pj_want, pj->pj_sent, pj->pj_eof,
+	    pj->pj_errno) == 0)
+		conn_send(c);
+}
+
+/* Hand the next want bytes to the sendfile workers. */
+static void
+conn_hand_off(struct conn *c, size_t want)
+{
+	struct pool_job	*pj = &c->c_job;
+
+	if (c->c_wev_armed) {
+		event_del(&c->c_wev);
+		c->c_wev_armed = false;
+	}
+	pj->pj_sock = c->c_fd;
+	pj->pj_file = c->c_share->sh_file->sf_fd;
+	pj->pj_off = c->c_off;
+	pj->pj_want = want;
+	pj->pj_done = conn_on_handed_back;
+	c->c_pooled = true;
+	pool_submit(pj);
+}
+
+/*
+ * The connection is ending: if a worker has its send, take it back now
+ * (conn_close() is about to close the socket), counting what it sent.
+ */
+void
+conn_take_back(struct conn *c)
+{
+	if (!c->c_pooled)
+		return;
+	pool_reclaim(&c->c_job);
+	c->c_pooled = false;
+	c->c_off += (uint64_t)c->c_job.pj_sent;
+}
+
+/*
  * Send file bytes until the socket is full or this event's budget is
- * spent.  sendfile() returning 0 before the end means the file shrank.
+ * spent, or hand a large send to a worker.  sendfile() returning 0
+ * before the end means the file shrank.
  */
 void
 conn_send(struct conn *c)
@@ -202,6 +303,8 @@ conn_send(struct conn *c)
 	ssize_t		 n;
 	bool		 limited;
 
+	if (c->c_pooled)
+		return;		/* conn_on_handed_back() goes on */
 	budget = conn_budget(c, &limited);
 	while (c->c_off < sf->sf_size) {
 		if (budget == 0) {
@@ -213,37 +316,23 @@ conn_send(struct conn *c)
 		}
 		want = sf->sf_size - c->c_off < budget ?
 		    (size_t)(sf->sf_size - c->c_off) : budget;
+		if (conn_may_hand_off(c, want)) {
+			conn_hand_off(c, want);
+			return;
+		}
 		off = (off_t)c->c_off;
 		n = sendfile(c->c_fd, sf->sf_fd, &off, want);
 		if (n > 0) {
-			c->c_off += (uint64_t)n;
 			budget -= (size_t)n;
 			conn_spend(c, (size_t)n);
-			/* Short: the socket is full; a retry would be EAGAIN. */
-			if ((size_t)n < want && c->c_off < sf->sf_size) {
-				conn_wait_writable(c);
+			if (conn_sent_some(c, want, (size_t)n, false, 0) != 0)
 				return;
-			}
 			continue;
 		}
-		if (n == 0) {
-			log_warnx("%s: file shrank while being sent: it ends "
-			    "at or before byte %llu of %llu (replace files by "
-			    "rename, then reload)", sf->sf_path_log,
-			    (unsigned long long)c->c_off,
-			    (unsigned long long)sf->sf_size);
-			conn_close(c, OUTCOME_FILE_CHANGED);
-			return;
-		}
-		if (errno == EAGAIN) {
-			conn_wait_writable(c);
-			return;
-		}
-		if (errno == EINTR)
+		if (n == -1 && errno == EINTR)
 			continue;
-		log_debug("sendfile: %s", strerror(errno));
-		conn_close(c, OUTCOME_ABORTED);
-		return;
+		if (conn_sent_some(c, want, 0, n == 0, n == 0 ? 0 : errno) != 0)
+			return;
 	}
 	conn_sent(c);
 }

@@ -15,6 +15,7 @@
 #include <sysexits.h>
 
 #include "fdistd.h"
+#include "pool.h"
 #include "stdfds.h"
 #include "version.h"
 
@@ -24,6 +25,8 @@ static const char	*config_path = FDIST_CONFIG_PATH;
 static char		 config_path_log[ESCAPE_BUFSIZE(PATH_MAX)];
 static bool		 debug_mode;
 static struct event_base *base;
+/* The threads that send file data (workers), fixed at start. */
+static unsigned int	 workers;
 
 static void
 usage(FILE *fp)
@@ -165,6 +168,13 @@ fdistd_reload(void)
 	reload_start();
 }
 
+/* The sendfile threads cf asks for. */
+static unsigned int
+fdistd_workers(const struct config *cf)
+{
+	return (cf->cf_workers != 0 ? cf->cf_workers : pool_auto_size());
+}
+
 /* The reload's load is done: apply it from the loop. */
 static void
 fdistd_reload_done(struct config *cf, const char *loaderr)
@@ -191,6 +201,9 @@ fdistd_reload_done(struct config *cf, const char *loaderr)
 		log_set_mode(cf->cf_log);
 	fdistd_raise_nofile(cf);
 	fdistd_warn_limits(cf, NULL);
+	if (fdistd_workers(cf) != workers)
+		log_warnx("workers: still %u; a change of workers takes a "
+		    "restart", workers);
 	snprintf(err, sizeof(err), "reloaded: %zu share%s", cf->cf_nshares,
 	    PLURAL(cf->cf_nshares));
 	log_info("%s", err);
@@ -278,6 +291,7 @@ fdistd_run(struct config *cf)
 	signals[3] = NULL;
 	watch_init(base);
 	digest_init(base);
+	workers = pool_start(base, fdistd_workers(cf));
 	reload_init(base, config_path, fdistd_reload_done);
 	metrics_init(base);
 	if (server_start(base, cf, err, sizeof(err)) == -1) {
@@ -290,8 +304,8 @@ fdistd_run(struct config *cf)
 	}
 	notify_init(base);
 	log_event(LOG_INFO, MSGID_READY, "fdistd %s ready: %zu share%s, "
-	    "max_clients %u", FDIST_VERSION, cf->cf_nshares,
-	    PLURAL(cf->cf_nshares), cf->cf_max_clients);
+	    "max_clients %u, workers %u", FDIST_VERSION, cf->cf_nshares,
+	    PLURAL(cf->cf_nshares), cf->cf_max_clients, workers);
 	log_flush();	/* the first event may be minutes away */
 	notify_ready();
 
@@ -302,7 +316,8 @@ fdistd_run(struct config *cf)
 	status = 0;
 out:
 	reload_free();
-	server_free();
+	server_free();		/* takes every job back from the workers */
+	pool_free();
 	metrics_free();
 	digest_free();
 	watch_free();

@@ -114,6 +114,7 @@ struct config {
 	struct proxy_config	 cf_proxy;
 	uint64_t		 cf_shutdown_timeout_ms;
 	enum log_mode		 cf_log;
+	unsigned int		 cf_workers;	/* 0: auto */
 	struct metrics_config	 cf_metrics;
 	unsigned int		 cf_keys_set;
 	int			 cf_key_line[CONFIG_KEYS_MAX];
@@ -190,6 +191,7 @@ enum key_index {
 	KEY_MANIFEST,
 	KEY_METRICS,
 	KEY_METRICS_ALLOW,
+	KEY_WORKERS,
 	NKEYS
 };
 

@@ -564,8 +564,16 @@ with open(FDISTD, "rb") as _f:
 
 
 def threads(pid):
-    """The daemon's threads (the loop's and its hashing workers)."""
-    return len(os.listdir("/proc/%d/task" % pid)) - TSAN_THREADS
+    """The daemon's threads but its sendfile workers: the loop's and its
+    hashing workers."""
+    n = 0
+    for task in os.listdir("/proc/%d/task" % pid):
+        try:
+            with open("/proc/%d/task/%s/comm" % (pid, task)) as f:
+                n += f.read().strip() != "fdistd-send"
+        except FileNotFoundError:
+            pass             # a thread that just ended
+    return n - TSAN_THREADS
 
 
 def assert_big_file_not_hashed(d, why):
