@@ -65,8 +65,7 @@ struct conn {
 	enum outcome		 c_status;	/* once released */
 	struct sockaddr_storage	 c_peer;
 	struct sockaddr_storage	 c_proxy;	/* AF_UNSPEC: not proxied */
-	struct pool_job		 c_job;		/* a sendfile worker's */
-	bool			 c_pooled;	/* c_job is out */
+	struct pool_job		*c_job;		/* a send a worker has */
 	unsigned char		 c_ack[];	/* ack_max bytes */
 };
 

@@ -14,7 +14,6 @@
 #include <linux/tcp.h>
 
 #include <errno.h>
-#include <stddef.h>
 #include <string.h>
 #include <time.h>
 
@@ -247,21 +246,28 @@ conn_may_hand_off(struct conn *c, size_t want)
 static void
 conn_on_handed_back(struct pool_job *pj)
 {
-	struct conn	*c = (struct conn *)(void *)((char *)pj -
-	    offsetof(struct conn, c_job));
+	struct conn	*c = pj->pj_arg;
+	int		 rv;
 
-	c->c_pooled = false;
-	if (conn_sent_some(c, pj->pj_want, pj->pj_sent, pj->pj_eof,
-	    pj->pj_errno) == 0)
+	c->c_job = NULL;
+	rv = conn_sent_some(c, pj->pj_want, pj->pj_sent, pj->pj_eof,
+	    pj->pj_errno);
+	pool_job_put(pj);
+	if (rv == 0)
 		conn_send(c);
 }
 
-/* Hand the next want bytes to the sendfile workers. */
-static void
+/*
+ * Hand the next want bytes to the sendfile workers; false if there is
+ * no memory for the job (then the loop sends them itself).
+ */
+static bool
 conn_hand_off(struct conn *c, size_t want)
 {
-	struct pool_job	*pj = &c->c_job;
+	struct pool_job	*pj;
 
+	if ((pj = pool_job_get()) == NULL)
+		return (false);
 	if (c->c_wev_armed) {
 		event_del(&c->c_wev);
 		c->c_wev_armed = false;
@@ -271,8 +277,10 @@ conn_hand_off(struct conn *c, size_t want)
 	pj->pj_off = c->c_off;
 	pj->pj_want = want;
 	pj->pj_done = conn_on_handed_back;
-	c->c_pooled = true;
+	pj->pj_arg = c;
+	c->c_job = pj;
 	pool_submit(pj);
+	return (true);
 }
 
 /*
@@ -282,11 +290,12 @@ conn_hand_off(struct conn *c, size_t want)
 void
 conn_take_back(struct conn *c)
 {
-	if (!c->c_pooled)
+	if (c->c_job == NULL)
 		return;
-	pool_reclaim(&c->c_job);
-	c->c_pooled = false;
-	c->c_off += (uint64_t)c->c_job.pj_sent;
+	pool_reclaim(c->c_job);
+	c->c_off += (uint64_t)c->c_job->pj_sent;
+	pool_job_put(c->c_job);
+	c->c_job = NULL;
 }
 
 /*
@@ -303,7 +312,7 @@ conn_send(struct conn *c)
 	ssize_t		 n;
 	bool		 limited;
 
-	if (c->c_pooled)
+	if (c->c_job != NULL)
 		return;		/* conn_on_handed_back() goes on */
 	budget = conn_budget(c, &limited);
 	while (c->c_off < sf->sf_size) {
@@ -316,10 +325,8 @@ conn_send(struct conn *c)
 		}
 		want = sf->sf_size - c->c_off < budget ?
 		    (size_t)(sf->sf_size - c->c_off) : budget;
-		if (conn_may_hand_off(c, want)) {
-			conn_hand_off(c, want);
+		if (conn_may_hand_off(c, want) && conn_hand_off(c, want))
 			return;
-		}
 		off = (off_t)c->c_off;
 		n = sendfile(c->c_fd, sf->sf_fd, &off, want);
 		if (n > 0) {

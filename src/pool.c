@@ -37,6 +37,8 @@ static pthread_cond_t	pool_work = PTHREAD_COND_INITIALIZER;	/* queued */
 static pthread_cond_t	pool_back = PTHREAD_COND_INITIALIZER;	/* done */
 static struct pool_jobs	pool_queue = TAILQ_HEAD_INITIALIZER(pool_queue);
 static struct pool_jobs	pool_done = TAILQ_HEAD_INITIALIZER(pool_done);
+/* Jobs not out, kept for the next sends: the loop's, no lock. */
+static struct pool_jobs	pool_spare = TAILQ_HEAD_INITIALIZER(pool_spare);
 static bool		pool_stop;
 static pthread_t	pool_threads[POOL_MAX];
 static unsigned int	pool_nthreads;
@@ -215,6 +217,29 @@ pool_size(void)
 	return (pool_nthreads);
 }
 
+/*
+ * A job for one send: a spare one, or a new one; NULL if out of memory.
+ * There are never more than the sends in flight at the busiest moment.
+ */
+struct pool_job *
+pool_job_get(void)
+{
+	struct pool_job	*pj;
+
+	if ((pj = TAILQ_FIRST(&pool_spare)) != NULL) {
+		TAILQ_REMOVE(&pool_spare, pj, pj_entry);
+		return (pj);
+	}
+	return (calloc(1, sizeof(*pj)));
+}
+
+/* A job that is back (or was never handed off), kept for the next. */
+void
+pool_job_put(struct pool_job *pj)
+{
+	TAILQ_INSERT_HEAD(&pool_spare, pj, pj_entry);
+}
+
 /* Hand a job to the workers; its pj_done runs on the loop when back. */
 void
 pool_submit(struct pool_job *pj)
@@ -261,7 +286,8 @@ pool_reclaim(struct pool_job *pj)
 void
 pool_free(void)
 {
-	unsigned int	i;
+	struct pool_job	*pj;
+	unsigned int	 i;
 
 	pthread_mutex_lock(&pool_lock);
 	pool_stop = true;
@@ -270,6 +296,10 @@ pool_free(void)
 	for (i = 0; i < pool_nthreads; i++)
 		pthread_join(pool_threads[i], NULL);
 	pool_nthreads = 0;
+	while ((pj = TAILQ_FIRST(&pool_spare)) != NULL) {
+		TAILQ_REMOVE(&pool_spare, pj, pj_entry);
+		free(pj);
+	}
 	if (pool_ev != NULL)
 		event_free(pool_ev);
 	pool_ev = NULL;

@@ -23,9 +23,10 @@ enum pool_job_state {
 };
 
 /*
- * One sendfile hand-off, embedded in the connection.  The loop fills in
- * the socket, file, offset and length; a worker sends what fits without
- * blocking and fills in the result; pj_done then runs on the loop.
+ * One sendfile hand-off (pool_job_get()).  The loop fills in the socket,
+ * file, offset and length; a worker sends what fits without blocking and
+ * fills in the result; pj_done(pj_arg) then runs on the loop.  Only a
+ * send in flight holds a job, not every connection.
  */
 struct pool_job {
 	TAILQ_ENTRY(pool_job)	 pj_entry;
@@ -39,11 +40,14 @@ struct pool_job {
 	int			 pj_errno;	/* 0: pj_want sent, or EOF */
 	bool			 pj_eof;	/* sendfile() returned 0 */
 	void			(*pj_done)(struct pool_job *);
+	void			*pj_arg;	/* the loop's; never a worker's */
 };
 
 unsigned int pool_start(struct event_base *, unsigned int);
 unsigned int pool_size(void);
 unsigned int pool_auto_size(void);
+struct pool_job *pool_job_get(void);
+void	 pool_job_put(struct pool_job *);
 void	 pool_submit(struct pool_job *);
 void	 pool_reclaim(struct pool_job *);
 void	 pool_free(void);
