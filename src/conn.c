@@ -129,7 +129,7 @@ conn_new(struct event_base *base, int fd, const struct sockaddr *peer,
 	 * ack_max (SO_RCVLOWAT), at the FIN, a reset or the end.
 	 */
 	event_add(&c->c_rev, NULL);
-	conn_send(c);
+	conn_send_first(c);
 	return (0);
 }
 

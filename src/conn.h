@@ -90,6 +90,7 @@ void		 conn_watch_reset(struct conn *);
 
 /* conn_send.c */
 void		 conn_send(struct conn *);
+void		 conn_send_first(struct conn *);
 void		 conn_take_back(struct conn *);
 void		 conn_on_timer(evutil_socket_t, short, void *);
 void		 conn_on_writable(evutil_socket_t, short, void *);

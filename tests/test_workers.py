@@ -206,6 +206,33 @@ def test_no_threads_to_be_had_the_loop_sends_alone(tmp):
             assert d.wait_records(1)[0]["status"] == "acked"
 
 
+def test_large_files_are_sent_uncorked_small_ones_corked(tmp):
+    """The listener's TCP_CORK (a small file leaves in one packet with its
+    FIN) is taken off a large file's socket once, at its start: corked,
+    large transfers cost the daemon about twice the CPU per GiB."""
+    small = make_file(os.path.join(tmp, "small"), 4096)
+    big = make_file(os.path.join(tmp, "big"), 4 * MIB)
+    ps, pb = free_port(), free_port()
+    shares = {"small": {"listen": "127.0.0.1:%d" % ps, "file": small},
+              "big": {"listen": "127.0.0.1:%d" % pb, "file": big}}
+    trace = os.path.join(tmp, "trace")
+    with Daemon(tmp, shares) as d:
+        st = strace_attach(d.proc.pid, "-f", "-e", "trace=setsockopt", "-e", "signal=none", "-o", trace)
+        try:
+            for _ in range(3):
+                assert fetch(ps) == open(small, "rb").read()
+            uncorks_small = open(trace).read().count("TCP_CORK")
+            for _ in range(2):
+                assert sha256(fetch(pb)) == file_sha256(big)
+            d.wait_records(5)
+        finally:
+            st.terminate()
+            st.wait(10)
+        calls = open(trace).read()
+        assert uncorks_small == 0, calls
+        assert len(re.findall(r"setsockopt\(\d+, SOL_TCP, TCP_CORK, \[0\], 4\) = 0", calls)) == 2, calls
+
+
 def test_reload_keeps_the_number_of_workers_and_says_so(tmp):
     small = make_file(os.path.join(tmp, "small"), 1000)
     port, shares, _ = one_share(tmp, small)
