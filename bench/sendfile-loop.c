@@ -35,7 +35,7 @@
 
 #define MAX_FILES	8
 #define EVENTS		256
-#define ACK_MAX		64	/* fdistd's default ack_max */
+#define ACK_MAX		256	/* fdistd's default ack_max */
 
 /* An epoll event points at one of these two; the first member tells which. */
 struct served {
