@@ -252,12 +252,14 @@ conn_sent_some(struct conn *c, size_t want, size_t sent, bool eof, int err)
 /*
  * Whether this send may go to a worker: large, and under no rate limit.
  * A limit's tokens are taken as bytes go out; a worker's bytes are known
- * only later, when a reload may have set a rate meanwhile.
+ * only later, when a reload may have set a rate meanwhile.  The first
+ * send stays on the loop: it only fills a new socket's buffer, and a
+ * client that never reads (or reads slowly) then never holds a job.
  */
 static bool
 conn_may_hand_off(struct conn *c, size_t want)
 {
-	return (pool_size() > 0 && want >= POOL_SEND_MIN &&
+	return (pool_size() > 0 && c->c_off > 0 && want >= POOL_SEND_MIN &&
 	    c->c_bucket.bk_rate == 0 &&
 	    c->c_share->sh_state->ss_bucket.bk_rate == 0);
 }
