@@ -25,8 +25,11 @@ static const char	*config_path = FDIST_CONFIG_PATH;
 static char		 config_path_log[ESCAPE_BUFSIZE(PATH_MAX)];
 static bool		 debug_mode;
 static struct event_base *base;
-/* The threads that send file data (workers), fixed at start. */
-static unsigned int	 workers;
+/*
+ * The threads that send file data, fixed at start: as many as were asked
+ * for (workers_wanted) or fewer, if threads could not be made.
+ */
+static unsigned int	 workers, workers_wanted;
 
 static void
 usage(FILE *fp)
@@ -201,7 +204,7 @@ fdistd_reload_done(struct config *cf, const char *loaderr)
 		log_set_mode(cf->cf_log);
 	fdistd_raise_nofile(cf);
 	fdistd_warn_limits(cf, NULL);
-	if (fdistd_workers(cf) != workers)
+	if (fdistd_workers(cf) != workers_wanted)
 		log_warnx("workers: still %u; a change of workers takes a "
 		    "restart", workers);
 	snprintf(err, sizeof(err), "reloaded: %zu share%s", cf->cf_nshares,
@@ -291,7 +294,8 @@ fdistd_run(struct config *cf)
 	signals[3] = NULL;
 	watch_init(base);
 	digest_init(base);
-	workers = pool_start(base, fdistd_workers(cf));
+	workers_wanted = fdistd_workers(cf);
+	workers = pool_start(base, workers_wanted);
 	reload_init(base, config_path, fdistd_reload_done);
 	metrics_init(base);
 	if (server_start(base, cf, err, sizeof(err)) == -1) {

@@ -254,8 +254,9 @@ pool_submit(struct pool_job *pj)
 /*
  * Take a job back now, its pj_done not called: the connection is ending.
  * A queued job is taken off the queue unsent; a running one is waited
- * for, which is one non-blocking sendfile() call.  The job's result says
- * what was sent.
+ * for: its sendfile() calls, up to pj_want bytes into a non-blocking
+ * socket (and the file reads under them, as when the loop sends itself).
+ * The job's result says what was sent.
  */
 void
 pool_reclaim(struct pool_job *pj)

@@ -205,6 +205,12 @@ def test_no_threads_to_be_had_the_loop_sends_alone(tmp):
             assert workers_of(d.proc.pid) == 0
             assert sha256(fetch(port)) == file_sha256(big)
             assert d.wait_records(1)[0]["status"] == "acked"
+            # the file asks for what it asked before: nothing to warn of
+            # (a reload's load runs in a thread of its own)
+            cg.allow()
+            d.reload()
+            d.wait_log(r"reloaded: 1 share")
+            assert "takes a restart" not in d.log()
 
 
 def test_large_files_are_sent_uncorked_small_ones_corked(tmp):
