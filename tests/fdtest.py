@@ -109,11 +109,21 @@ def require(*tools, root=None):
         sys.exit(1)
 
 
+_given_ports = set()
+
+
 def free_port(family=socket.AF_INET):
-    """A TCP port nothing listens on right now (the kernel's pick)."""
-    with socket.socket(family, socket.SOCK_STREAM) as s:
-        s.bind(("::1" if family == socket.AF_INET6 else "127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A TCP port nothing listens on right now (the kernel's pick), and
+    not one this process was given before: the kernel may pick the same
+    free port twice in a row, which two shares of one test cannot share."""
+    for _ in range(100):
+        with socket.socket(family, socket.SOCK_STREAM) as s:
+            s.bind(("::1" if family == socket.AF_INET6 else "127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _given_ports:
+            _given_ports.add(port)
+            return port
+    raise AssertionError("no port not given before in 100 tries")
 
 
 def parse_record(line):
