@@ -178,6 +178,14 @@ conn_on_timer(evutil_socket_t fd, short what, void *arg)
 		conn_check_flush(c);
 }
 
+/* No rate limit, the client's or the share's, applies to c. */
+static bool
+conn_unlimited(const struct conn *c)
+{
+	return (c->c_bucket.bk_rate == 0 &&
+	    c->c_share->sh_state->ss_bucket.bk_rate == 0);
+}
+
 /*
  * How much this event may send: SEND_BUDGET, or less under a rate
  * limit: the client's own, its fair part of the share's (fair.c), and
@@ -192,7 +200,7 @@ conn_budget(struct conn *c, bool *limited)
 	uint64_t		 avail, share_avail, fair_avail;
 
 	*limited = false;
-	if (c->c_bucket.bk_rate == 0 && ss->ss_bucket.bk_rate == 0)
+	if (conn_unlimited(c))
 		return (SEND_BUDGET);
 	clock_gettime(CLOCK_MONOTONIC, &now);
 	avail = bucket_available(&c->c_bucket, &now);
@@ -260,8 +268,7 @@ static bool
 conn_may_hand_off(struct conn *c, size_t want)
 {
 	return (pool_size() > 0 && c->c_off > 0 && want >= POOL_SEND_MIN &&
-	    c->c_bucket.bk_rate == 0 &&
-	    c->c_share->sh_state->ss_bucket.bk_rate == 0);
+	    conn_unlimited(c));
 }
 
 /* A worker's sendfile() is back: go on as after one of our own. */

@@ -415,6 +415,18 @@ class NoThreads:
         os.rmdir(self.group)
 
 
+def thread_names(pid):
+    """{thread id: name} of a process's live threads, from /proc."""
+    names = {}
+    for task in os.listdir("/proc/%d/task" % pid):
+        try:
+            with open("/proc/%d/task/%s/comm" % (pid, task)) as f:
+                names[int(task)] = f.read().strip()
+        except FileNotFoundError:
+            pass             # a thread that just ended
+    return names
+
+
 def terminate(proc, timeout=15):
     """SIGTERM (if it still runs), then SIGKILL past timeout; returns the
     exit status."""

@@ -13,7 +13,7 @@ import threading
 import time
 
 from fdtest import (FDISTD, Daemon, connect, fetch, file_sha256, free_port,
-                    linger_reset, main, make_file, need, read_all, sha256)
+                    linger_reset, main, make_file, need, read_all, sha256, thread_names)
 
 BIG = 64 * 1024 * 1024
 
@@ -566,13 +566,7 @@ with open(FDISTD, "rb") as _f:
 def threads(pid):
     """The daemon's threads but its sendfile workers: the loop's and its
     hashing workers."""
-    n = 0
-    for task in os.listdir("/proc/%d/task" % pid):
-        try:
-            with open("/proc/%d/task/%s/comm" % (pid, task)) as f:
-                n += f.read().strip() != "fdistd-send"
-        except FileNotFoundError:
-            pass             # a thread that just ended
+    n = sum(name != "fdistd-send" for name in thread_names(pid).values())
     return n - TSAN_THREADS
 
 

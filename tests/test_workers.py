@@ -14,36 +14,28 @@ import threading
 import time
 
 from fdtest import (FDISTD, Daemon, NoThreads, connect, fetch, file_sha256, free_port, linger_reset, main,
-                    make_file, read_all, sha256, strace_attach)
+                    make_file, read_all, sha256, strace_attach, thread_names)
 
 MIB = 1 << 20
 
 
 def worker_tids(pid):
     """The daemon's sendfile threads (by their name), as thread ids."""
-    tids = set()
-    for task in os.listdir("/proc/%d/task" % pid):
-        try:
-            with open("/proc/%d/task/%s/comm" % (pid, task)) as f:
-                if f.read().strip() == "fdistd-send":
-                    tids.add(int(task))
-        except FileNotFoundError:
-            pass
-    return tids
+    return {tid for tid, name in thread_names(pid).items() if name == "fdistd-send"}
 
 
 def workers_of(pid):
     return len(worker_tids(pid))
 
 
-def one_share(tmp, path, **opts):
+def one_share(path):
     port = free_port()
-    return port, {"s": {"listen": "127.0.0.1:%d" % port, "file": path}}, opts
+    return port, {"s": {"listen": "127.0.0.1:%d" % port, "file": path}}
 
 
 def test_auto_starts_a_worker_per_cpu_and_taskset_limits_it(tmp):
     small = make_file(os.path.join(tmp, "small"), 1000)
-    port, shares, _ = one_share(tmp, small)
+    port, shares = one_share(small)
     cpus = len(os.sched_getaffinity(0))
     want = cpus if cpus > 1 else 0
     with Daemon(tmp, shares) as d:
@@ -60,7 +52,7 @@ def test_auto_starts_a_worker_per_cpu_and_taskset_limits_it(tmp):
 
 def test_workers_1_sends_from_the_loop_alone(tmp):
     big = make_file(os.path.join(tmp, "big"), 32 * MIB)
-    port, shares, _ = one_share(tmp, big)
+    port, shares = one_share(big)
     with Daemon(tmp, shares, {"workers": "1"}) as d:
         assert workers_of(d.proc.pid) == 0
         assert sha256(fetch(port)) == file_sha256(big)
@@ -74,7 +66,7 @@ def test_large_transfers_are_sent_by_the_workers(tmp):
     every byte."""
     big = make_file(os.path.join(tmp, "big"), 64 * MIB)
     want = file_sha256(big)
-    port, shares, _ = one_share(tmp, big)
+    port, shares = one_share(big)
     trace = os.path.join(tmp, "trace")
     with Daemon(tmp, shares, {"workers": "2"}) as d:
         tids = worker_tids(d.proc.pid)
@@ -115,7 +107,7 @@ def test_every_client_one_record_while_workers_send_and_some_reset(tmp):
     is aborted with what it took, and no client has two records."""
     big = make_file(os.path.join(tmp, "big"), 8 * MIB)
     want = file_sha256(big)
-    port, shares, _ = one_share(tmp, big)
+    port, shares = one_share(big)
     results, errors = {}, []
 
     def client(i):
@@ -145,8 +137,8 @@ def test_every_client_one_record_while_workers_send_and_some_reset(tmp):
         for t in ts:
             t.join(120)
         assert not errors, errors[:5]
-        recs = d.wait_records(60, timeout=60)
-        time.sleep(0.3)
+        d.wait_records(60, timeout=60)
+        time.sleep(0.3)      # a second record of one client would come now
         recs = d.records()
         assert len(recs) == 60, len(recs)
         by_port = {int(r["peer"].rsplit(":", 1)[1]): r for r in recs}
@@ -167,7 +159,7 @@ def test_stop_waits_for_transfers_the_workers_send_and_a_second_stop_ends_them(t
     daemon exits 0 with its threads joined."""
     big = make_file(os.path.join(tmp, "big"), 64 * MIB)
     want = file_sha256(big)
-    port, shares, _ = one_share(tmp, big)
+    port, shares = one_share(big)
     with Daemon(tmp, shares, {"workers": "2", "shutdown_timeout": "30s"}) as d:
         fast = connect(port, timeout=30)
         first = fast.recv(1)
@@ -196,7 +188,7 @@ def test_no_threads_to_be_had_the_loop_sends_alone(tmp):
     says so and serves large files from its loop: a start does not fail
     for want of workers."""
     big = make_file(os.path.join(tmp, "big"), 16 * MIB)
-    port, shares, _ = one_share(tmp, big)
+    port, shares = one_share(big)
     with NoThreads("workers") as cg:
         with Daemon(tmp, shares, {"workers": "4"}, launcher=cg.launcher) as d:
             d.wait_log(r"warning: sendfile workers: 0 of 4 started: Resource temporarily unavailable; "
@@ -242,7 +234,7 @@ def test_large_files_are_sent_uncorked_small_ones_corked(tmp):
 
 def test_reload_keeps_the_number_of_workers_and_says_so(tmp):
     small = make_file(os.path.join(tmp, "small"), 1000)
-    port, shares, _ = one_share(tmp, small)
+    port, shares = one_share(small)
     with Daemon(tmp, shares, {"workers": "2"}) as d:
         d.write_config(shares, {"log": "stderr", "workers": "3"})
         d.reload()
@@ -253,7 +245,7 @@ def test_reload_keeps_the_number_of_workers_and_says_so(tmp):
 
 def test_bad_workers_values_are_refused_with_file_and_line(tmp):
     small = make_file(os.path.join(tmp, "small"), 1000)
-    port, shares, _ = one_share(tmp, small)
+    port, shares = one_share(small)
     for value in ("0", "65", "two", "-1", "2.5", ""):
         d = Daemon(tmp, shares, {"log": "stderr", "workers": value}, start=False)
         line = [n for n, l in enumerate(open(d.config), 1) if l.startswith("workers =")][0]
