@@ -13,6 +13,47 @@
 
 #include "fdistd.h"
 
+/*
+ * "192.0.2.1:9000" by hand, not by inet_ntop() and snprintf(): every
+ * transfer's record has its peer, and stdio took twice the instructions
+ * of the rest of the accept.
+ */
+static void
+addr_format_v4(const unsigned char a[4], in_port_t port, char *buf,
+    size_t len)
+{
+	char		 out[sizeof("255.255.255.255:65535")];
+	char		*p = out;
+	unsigned int	 i, v;
+
+	for (i = 0; i < 4; i++) {
+		v = a[i];
+		if (v >= 100)
+			*p++ = (char)('0' + v / 100);
+		if (v >= 10)
+			*p++ = (char)('0' + v / 10 % 10);
+		*p++ = (char)('0' + v % 10);
+		*p++ = i < 3 ? '.' : ':';
+	}
+	v = ntohs(port);
+	if (v >= 10000)
+		*p++ = (char)('0' + v / 10000);
+	if (v >= 1000)
+		*p++ = (char)('0' + v / 1000 % 10);
+	if (v >= 100)
+		*p++ = (char)('0' + v / 100 % 10);
+	if (v >= 10)
+		*p++ = (char)('0' + v / 10 % 10);
+	*p++ = (char)('0' + v % 10);
+	if (len == 0)
+		return;
+	i = (unsigned int)(p - out);
+	if (i > len - 1)
+		i = (unsigned int)(len - 1);	/* cut, as snprintf would */
+	memcpy(buf, out, i);
+	buf[i] = '\0';
+}
+
 /* "192.0.2.1:9000" or "[2001:db8::1]:9000"; IPv4-mapped IPv6 as IPv4. */
 void
 addr_format(const struct sockaddr *sa, char *buf, size_t len)
@@ -24,15 +65,13 @@ addr_format(const struct sockaddr *sa, char *buf, size_t len)
 
 	switch (sa->sa_family) {
 	case AF_INET:
-		inet_ntop(AF_INET, &sin->sin_addr, host, sizeof(host));
-		snprintf(buf, len, "%s:%u", host, ntohs(sin->sin_port));
+		addr_format_v4((const unsigned char *)&sin->sin_addr,
+		    sin->sin_port, buf, len);
 		break;
 	case AF_INET6:
 		if (IN6_IS_ADDR_V4MAPPED(&sin6->sin6_addr)) {
-			inet_ntop(AF_INET, &sin6->sin6_addr.s6_addr[12], host,
-			    sizeof(host));
-			snprintf(buf, len, "%s:%u", host,
-			    ntohs(sin6->sin6_port));
+			addr_format_v4(&sin6->sin6_addr.s6_addr[12],
+			    sin6->sin6_port, buf, len);
 			break;
 		}
 		inet_ntop(AF_INET6, &sin6->sin6_addr, host, sizeof(host));
