@@ -13,6 +13,22 @@
 
 #include "fdistd.h"
 
+/* v in decimal at p; returns the end. */
+static char *
+addr_decimal(char *p, unsigned int v)
+{
+	char	digits[5];	/* a port or an octet */
+	size_t	n = 0;
+
+	do {
+		digits[n++] = (char)('0' + v % 10);
+		v /= 10;
+	} while (v != 0);
+	while (n > 0)
+		*p++ = digits[--n];
+	return (p);
+}
+
 /*
  * "192.0.2.1:9000" by hand, not by inet_ntop() and snprintf(): every
  * transfer's record has its peer, and stdio took twice the instructions
@@ -24,34 +40,20 @@ addr_format_v4(const unsigned char a[4], in_port_t port, char *buf,
 {
 	char		 out[sizeof("255.255.255.255:65535")];
 	char		*p = out;
-	unsigned int	 i, v;
+	size_t		 i, n;
 
 	for (i = 0; i < 4; i++) {
-		v = a[i];
-		if (v >= 100)
-			*p++ = (char)('0' + v / 100);
-		if (v >= 10)
-			*p++ = (char)('0' + v / 10 % 10);
-		*p++ = (char)('0' + v % 10);
+		p = addr_decimal(p, a[i]);
 		*p++ = i < 3 ? '.' : ':';
 	}
-	v = ntohs(port);
-	if (v >= 10000)
-		*p++ = (char)('0' + v / 10000);
-	if (v >= 1000)
-		*p++ = (char)('0' + v / 1000 % 10);
-	if (v >= 100)
-		*p++ = (char)('0' + v / 100 % 10);
-	if (v >= 10)
-		*p++ = (char)('0' + v / 10 % 10);
-	*p++ = (char)('0' + v % 10);
+	p = addr_decimal(p, ntohs(port));
 	if (len == 0)
 		return;
-	i = (unsigned int)(p - out);
-	if (i > len - 1)
-		i = (unsigned int)(len - 1);	/* cut, as snprintf would */
-	memcpy(buf, out, i);
-	buf[i] = '\0';
+	n = (size_t)(p - out);
+	if (n > len - 1)
+		n = len - 1;	/* cut, as snprintf would */
+	memcpy(buf, out, n);
+	buf[n] = '\0';
 }
 
 /* "192.0.2.1:9000" or "[2001:db8::1]:9000"; IPv4-mapped IPv6 as IPv4. */

@@ -22,46 +22,71 @@
 #define MESSAGE_ID_TRANSFER	"68da270df4994c348ba467a048bebbc3"
 
 /*
- * Start a journal field, "NAME=" (name has its "="), in buf; its value
- * is appended after, and log_field_end() adds it to iov.
+ * A journal record's fields: each one "NAME=value" in a buffer of its
+ * own, f[i] for the i-th field unless it needs a larger one, cut at
+ * JOURNAL_FIELD_MAX - 1 bytes.
+ */
+#define JOURNAL_FIELDS		21
+#define JOURNAL_FIELD_MAX	160
+struct journal_fields {
+	struct iovec	jf_iov[JOURNAL_FIELDS];
+	size_t		jf_n;
+	char		jf_f[JOURNAL_FIELDS][JOURNAL_FIELD_MAX];
+};
+
+/*
+ * Start the next field, "NAME=" (name has its "="), in buf (len bytes),
+ * or in its own f[] if buf is NULL; the value is appended after, and
+ * log_field_end() adds it.
  */
 static struct logbuf
-log_field(char *buf, size_t len, const char *name)
+log_field(struct journal_fields *jf, char *buf, size_t len, const char *name)
 {
 	struct logbuf	lb = { buf, 0, len - 1, false };
 
+	if (buf == NULL)
+		lb = (struct logbuf){ jf->jf_f[jf->jf_n], 0,
+		    JOURNAL_FIELD_MAX - 1, false };
 	log_puts(&lb, name);
 	return (lb);
 }
 
 static void
-log_field_end(struct iovec *iov, size_t *n, const struct logbuf *lb)
+log_field_end(struct journal_fields *jf, const struct logbuf *lb)
 {
-	iov[*n].iov_base = lb->lb_buf;
-	iov[*n].iov_len = lb->lb_len;
-	(*n)++;
+	jf->jf_iov[jf->jf_n].iov_base = lb->lb_buf;
+	jf->jf_iov[jf->jf_n].iov_len = lb->lb_len;
+	jf->jf_n++;
 }
 
 /* One "NAME=value" journal field, value a string. */
 static void
-log_field_str(struct iovec *iov, size_t *n, char *buf, size_t len,
-    const char *name, const char *value)
+log_field_str(struct journal_fields *jf, const char *name, const char *value)
 {
-	struct logbuf	lb = log_field(buf, len, name);
+	struct logbuf	lb = log_field(jf, NULL, 0, name);
 
 	log_puts(&lb, value);
-	log_field_end(iov, n, &lb);
+	log_field_end(jf, &lb);
 }
 
 /* One "NAME=value" journal field, value a number. */
 static void
-log_field_u64(struct iovec *iov, size_t *n, char *buf, size_t len,
-    const char *name, uint64_t value)
+log_field_u64(struct journal_fields *jf, const char *name, uint64_t value)
 {
-	struct logbuf	lb = log_field(buf, len, name);
+	struct logbuf	lb = log_field(jf, NULL, 0, name);
 
 	log_putu(&lb, value, 0);
-	log_field_end(iov, n, &lb);
+	log_field_end(jf, &lb);
+}
+
+/* " key=value" on a stderr line (key has its " " and "="); NULL: none. */
+static void
+log_put_pair(struct logbuf *lb, const char *key, const char *value)
+{
+	if (value == NULL)
+		return;
+	log_puts(lb, key);
+	log_puts(lb, value);
 }
 
 static const char *const outcome_names[] = {
@@ -112,10 +137,7 @@ log_transfer_line(const struct transfer_record *tr)
 		log_puts(&lb, tr->tr_share);
 		log_puts(&lb, " peer=");
 		log_puts(&lb, tr->tr_peer);
-		if (tr->tr_proxy != NULL) {
-			log_puts(&lb, " proxy=");
-			log_puts(&lb, tr->tr_proxy);
-		}
+		log_put_pair(&lb, " proxy=", tr->tr_proxy);
 		log_puts(&lb, " file=\"");
 		log_puts(&lb, tr->tr_file);
 		log_puts(&lb, "\" bytes=");
@@ -127,8 +149,7 @@ log_transfer_line(const struct transfer_record *tr)
 		log_puts(&lb, " status=");
 		log_puts(&lb, outcome_names[tr->tr_status]);
 		if (tr->tr_reason != NULL) {
-			log_puts(&lb, " reason=\"");
-			log_puts(&lb, tr->tr_reason);
+			log_put_pair(&lb, " reason=\"", tr->tr_reason);
 			log_puts(&lb, "\"");
 		}
 		if (tr->tr_ack_bytes > 0) {
@@ -137,17 +158,11 @@ log_transfer_line(const struct transfer_record *tr)
 			log_puts(&lb, "\"");
 		}
 		if (tr->tr_verified != NULL) {
-			log_puts(&lb, " verified=");
-			log_puts(&lb, tr->tr_verified);
-			log_puts(&lb, " sha256=");
-			log_puts(&lb, tr->tr_sha256);
+			log_put_pair(&lb, " verified=", tr->tr_verified);
+			log_put_pair(&lb, " sha256=", tr->tr_sha256);
 		}
-		log_puts(&lb, " version=");
-		log_puts(&lb, tr->tr_version);
-		if (tr->tr_file_sha256 != NULL) {
-			log_puts(&lb, " file_sha256=");
-			log_puts(&lb, tr->tr_file_sha256);
-		}
+		log_put_pair(&lb, " version=", tr->tr_version);
+		log_put_pair(&lb, " file_sha256=", tr->tr_file_sha256);
 		/* ack_host_claim() let only [A-Za-z0-9._-] through. */
 		if (tr->tr_host_id != NULL) {
 			log_puts(&lb, " host_id=");
@@ -165,23 +180,24 @@ log_transfer_line(const struct transfer_record *tr)
 void
 log_transfer(const struct transfer_record *tr)
 {
-	static char	 ack[sizeof("FDIST_ACK=") +
-			    ESCAPE_BUFSIZE(ACK_MAX_LIMIT)];
-	char		 ffile[sizeof("FDIST_FILE=") + ESCAPE_BUFSIZE(PATH_MAX)];
-	char		 f[16][160], msg[512], msgack[201];
-	char		 host[ESCAPE_BUFSIZE(ACK_HOST_MAX)];
-	struct iovec	 iov[21];
-	struct logbuf	 lb;
-	size_t		 n = 0;
-	const char	*status = outcome_names[tr->tr_status];
-	bool		 has_ack = tr->tr_ack_bytes > 0;
+	static char		 ack[sizeof("FDIST_ACK=") +
+				    ESCAPE_BUFSIZE(ACK_MAX_LIMIT)];
+	static char		 file[sizeof("FDIST_FILE=") +
+				    ESCAPE_BUFSIZE(PATH_MAX)];
+	char			 msg[512], msgack[201];
+	char			 host[ESCAPE_BUFSIZE(ACK_HOST_MAX)];
+	struct journal_fields	 jf;
+	struct logbuf		 lb;
+	const char		*status = outcome_names[tr->tr_status];
+	bool			 has_ack = tr->tr_ack_bytes > 0;
 
 	if (!log_to_journal()) {
 		log_transfer_line(tr);
 		return;
 	}
+	jf.jf_n = 0;
 	/* The human line shows a short ack, cut between escapes. */
-	lb = log_field(msg, sizeof(msg), "MESSAGE=");
+	lb = log_field(&jf, msg, sizeof(msg), "MESSAGE=");
 	log_puts(&lb, tr->tr_peer);
 	log_puts(&lb, " [");
 	log_puts(&lb, tr->tr_share);
@@ -209,57 +225,43 @@ log_transfer(const struct transfer_record *tr)
 			log_puts(&lb, "\"");
 		}
 	}
-	log_field_end(iov, &n, &lb);
-	log_field_str(iov, &n, f[0], sizeof(f[0]), "MESSAGE_ID=",
-	    MESSAGE_ID_TRANSFER);
-	log_field_u64(iov, &n, f[1], sizeof(f[1]), "PRIORITY=",
-	    log_quiet(tr) ? LOG_INFO : LOG_WARNING);
-	log_field_str(iov, &n, f[2], sizeof(f[2]), "SYSLOG_IDENTIFIER=",
-	    "fdistd");
-	log_field_str(iov, &n, f[3], sizeof(f[3]), "FDIST_SHARE=",
-	    tr->tr_share);
-	log_field_str(iov, &n, f[4], sizeof(f[4]), "FDIST_PEER=",
-	    tr->tr_peer);
-	log_field_u64(iov, &n, f[5], sizeof(f[5]), "FDIST_BYTES=",
-	    tr->tr_bytes);
-	log_field_u64(iov, &n, f[6], sizeof(f[6]), "FDIST_SIZE=",
-	    tr->tr_size);
-	log_field_u64(iov, &n, f[7], sizeof(f[7]), "FDIST_DURATION_USEC=",
-	    tr->tr_duration_usec);
-	log_field_str(iov, &n, f[8], sizeof(f[8]), "FDIST_STATUS=", status);
+	log_field_end(&jf, &lb);
+	log_field_str(&jf, "MESSAGE_ID=", MESSAGE_ID_TRANSFER);
+	log_field_u64(&jf, "PRIORITY=", log_quiet(tr) ? LOG_INFO : LOG_WARNING);
+	log_field_str(&jf, "SYSLOG_IDENTIFIER=", "fdistd");
+	log_field_str(&jf, "FDIST_SHARE=", tr->tr_share);
+	log_field_str(&jf, "FDIST_PEER=", tr->tr_peer);
+	log_field_u64(&jf, "FDIST_BYTES=", tr->tr_bytes);
+	log_field_u64(&jf, "FDIST_SIZE=", tr->tr_size);
+	log_field_u64(&jf, "FDIST_DURATION_USEC=", tr->tr_duration_usec);
+	log_field_str(&jf, "FDIST_STATUS=", status);
 	if (tr->tr_verified != NULL) {
-		log_field_str(iov, &n, f[9], sizeof(f[9]), "FDIST_VERIFIED=",
-		    tr->tr_verified);
-		log_field_str(iov, &n, f[10], sizeof(f[10]), "FDIST_SHA256=",
-		    tr->tr_sha256);
+		log_field_str(&jf, "FDIST_VERIFIED=", tr->tr_verified);
+		log_field_str(&jf, "FDIST_SHA256=", tr->tr_sha256);
 	}
 	if (tr->tr_reason != NULL)
-		log_field_str(iov, &n, f[11], sizeof(f[11]), "FDIST_REASON=",
-		    tr->tr_reason);
-	log_field_str(iov, &n, f[12], sizeof(f[12]), "FDIST_VERSION=",
-	    tr->tr_version);
+		log_field_str(&jf, "FDIST_REASON=", tr->tr_reason);
+	log_field_str(&jf, "FDIST_VERSION=", tr->tr_version);
 	if (tr->tr_file_sha256 != NULL)
-		log_field_str(iov, &n, f[13], sizeof(f[13]),
-		    "FDIST_FILE_SHA256=", tr->tr_file_sha256);
+		log_field_str(&jf, "FDIST_FILE_SHA256=", tr->tr_file_sha256);
 	/* ack_host_claim() let only [A-Za-z0-9._-] through: a no-op. */
 	if (tr->tr_host_id != NULL) {
 		escape_text(host, sizeof(host),
 		    (const unsigned char *)tr->tr_host_id,
 		    strlen(tr->tr_host_id));
-		log_field_str(iov, &n, f[14], sizeof(f[14]), "FDIST_HOST_ID=",
-		    host);
+		log_field_str(&jf, "FDIST_HOST_ID=", host);
 	}
 	if (tr->tr_proxy != NULL)
-		log_field_str(iov, &n, f[15], sizeof(f[15]), "FDIST_PROXY=",
-		    tr->tr_proxy);
-	log_field_str(iov, &n, ffile, sizeof(ffile), "FDIST_FILE=",
-	    tr->tr_file);
+		log_field_str(&jf, "FDIST_PROXY=", tr->tr_proxy);
+	lb = log_field(&jf, file, sizeof(file), "FDIST_FILE=");
+	log_puts(&lb, tr->tr_file);
+	log_field_end(&jf, &lb);
 	if (has_ack) {
-		lb = log_field(ack, sizeof(ack), "FDIST_ACK=");
+		lb = log_field(&jf, ack, sizeof(ack), "FDIST_ACK=");
 		log_put_escaped(&lb, tr->tr_ack, tr->tr_acklen);
-		log_field_end(iov, &n, &lb);
+		log_field_end(&jf, &lb);
 	}
-	sd_journal_sendv(iov, (int)n);
+	sd_journal_sendv(jf.jf_iov, (int)jf.jf_n);
 }
 
 /*

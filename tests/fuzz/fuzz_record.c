@@ -3,7 +3,8 @@
  * hand, against the same record formatted here with snprintf() from
  * fdistd(8)'s description: the stderr line and every journal field, byte
  * for byte; and addr_format() against inet_ntop() and snprintf(), cut to
- * any buffer length.  (The ack's escaping is fuzz_escape's; here it is
+ * any buffer length; and records too long for two to fit a round's
+ * buffer, each whole.  (The ack's escaping is fuzz_escape's; here it is
  * escape_text() on both sides.)
  *
  * Input: a flags byte, a status byte, three 8-byte numbers, four address
@@ -197,23 +198,35 @@ ref_journal(char *out, size_t len, const struct transfer_record *tr,
 	return (o);
 }
 
-/* What log_flush() writes, caught in a memory file. */
-static size_t
-stderr_lines(char *out, size_t len)
-{
-	static int	mem = -1, saved = -1;
-	ssize_t		n;
+/*
+ * stderr_catch() .. stderr_caught(): what log.c writes to stderr in
+ * between (log_flush(), also a flush a full buffer makes), caught in a
+ * memory file.  A crash in between reports to that file too: libFuzzer
+ * still fails the run and keeps the input, to be run again by hand.
+ */
+static int	stderr_mem = -1, stderr_saved = -1;
 
-	if (mem == -1) {
-		mem = memfd_create("fuzz_record", 0);
-		saved = dup(STDERR_FILENO);
-		FUZZ_CHECK(mem != -1 && saved != -1, "no memfd");
+static void
+stderr_catch(void)
+{
+	if (stderr_mem == -1) {
+		stderr_mem = memfd_create("fuzz_record", 0);
+		stderr_saved = dup(STDERR_FILENO);
+		FUZZ_CHECK(stderr_mem != -1 && stderr_saved != -1, "no memfd");
 	}
-	FUZZ_CHECK(ftruncate(mem, 0) == 0 && lseek(mem, 0, SEEK_SET) == 0 &&
-	    dup2(mem, STDERR_FILENO) != -1, "memfd");
+	FUZZ_CHECK(ftruncate(stderr_mem, 0) == 0 &&
+	    lseek(stderr_mem, 0, SEEK_SET) == 0 &&
+	    dup2(stderr_mem, STDERR_FILENO) != -1, "memfd");
+}
+
+static size_t
+stderr_caught(char *out, size_t len)
+{
+	ssize_t	n;
+
 	log_flush();
-	FUZZ_CHECK(dup2(saved, STDERR_FILENO) != -1, "stderr back");
-	n = pread(mem, out, len, 0);
+	FUZZ_CHECK(dup2(stderr_saved, STDERR_FILENO) != -1, "stderr back");
+	n = pread(stderr_mem, out, len, 0);
 	FUZZ_CHECK(n >= 0 && (size_t)n < len, "read back %zd", n);
 	return ((size_t)n);
 }
@@ -270,6 +283,43 @@ check_addr_edges(void)
 			}
 }
 
+/*
+ * Once: records of the longest ack, escaped at four bytes a byte, do not
+ * fit two to a round's buffer; each must come out whole, the round's
+ * lines written out before it, not cut.
+ */
+static void
+check_full_round(void)
+{
+	static unsigned char	 big[ACK_MAX_LIMIT];
+	static char		 got[4 * OUT_MAX / 2], want[OUT_MAX / 2];
+	static char		 ack[ESCAPE_BUFSIZE(ACK_MAX_LIMIT)];
+	static bool		 done;
+	struct transfer_record	 tr = {
+		.tr_share = "img", .tr_file = "/srv/img", .tr_peer = "[::1]:9",
+		.tr_version = "1-2-3-4", .tr_ack = big,
+		.tr_acklen = sizeof(big), .tr_ack_bytes = sizeof(big),
+	};
+	size_t			 i, n, w;
+
+	if (done)
+		return;
+	done = true;
+	memset(big, 0x80, sizeof(big));
+	escape_text(ack, sizeof(ack), big, sizeof(big));
+	w = (size_t)ref_line(want, sizeof(want), &tr, ack);
+	log_init(LOG_STDERR, 0);
+	stderr_catch();
+	for (i = 0; i < 3; i++)
+		log_transfer(&tr);
+	n = stderr_caught(got, sizeof(got));
+	FUZZ_CHECK(n == 3 * (24 + w), "%zu bytes for 3 long records, not "
+	    "3 x %zu", n, 24 + w);
+	for (i = 0; i < 3; i++)
+		FUZZ_CHECK(memcmp(got + i * (24 + w) + 24, want, w) == 0,
+		    "long record %zu differs from printf's", i);
+}
+
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -284,6 +334,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (size < 2 + 24 + 7)
 		return (0);
 	check_addr_edges();
+	check_full_round();
 	flags = data[0];
 	check_addr(data + 26, data + 30, data[32], flags & 0x80);
 	p = data + 33;
@@ -320,9 +371,10 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 	/* stderr: two records in one round, each whole after its time. */
 	log_init(LOG_STDERR, 0);
+	stderr_catch();
 	log_transfer(&tr);
 	log_transfer(&tr);
-	n = stderr_lines(got, sizeof(got));
+	n = stderr_caught(got, sizeof(got));
 	w = (size_t)ref_line(want, sizeof(want), &tr,
 	    tr.tr_ack_bytes > 0 ? ack : NULL);
 	FUZZ_CHECK(n == 2 * (24 + w), "%zu bytes on stderr, not 2 x %zu", n,
