@@ -465,6 +465,7 @@ struct listener {
 	struct share	*ls_share;
 	struct event	*ls_ev;
 	bool		 ls_inherited;	/* passed by the service manager */
+	bool		 ls_short;	/* its accept ran short; queue not empty */
 	char		 ls_fdname[256]; /* its FileDescriptorName= */
 };
 TAILQ_HEAD(listener_list, listener);

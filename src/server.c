@@ -74,19 +74,59 @@ server_on_resume_timer(evutil_socket_t fd, short what, void *arg)
 }
 
 /*
+ * A shortage episode ends when every listener that ran short has taken
+ * all the clients that were waiting on it, not at the first accept that
+ * succeeds: at the limit, each descriptor a finished transfer (or the
+ * digest thread) frees lets one accept through before the next fails,
+ * and logging each of those would be a pair of lines per client.  Nor
+ * when another listener empties its queue while the one that ran short
+ * is still working through a backlog.
+ */
+static void
+server_shortage_over(struct listener *emptied)
+{
+	struct listener	*ls;
+
+	emptied->ls_short = false;
+	if (shortage == NULL)
+		return;
+	TAILQ_FOREACH(ls, &listeners, ls_entry) {
+		if (ls->ls_short)
+			return;
+	}
+	log_info("accepting again after running out of %s", shortage);
+	shortage = NULL;
+}
+
+/*
  * accept() failed for want of descriptors or of kernel memory.  A
  * listener left armed would fire again at once and spin: pause them all,
  * retry on a timer, and use the reserve descriptor to reset the oldest
- * waiting client rather than leave it hanging.
+ * waiting client rather than leave it hanging.  Linux takes the
+ * descriptor before it looks at the queue, so the failure can also mean
+ * that the batch took the last waiting client: the reserve's accept then
+ * finds nobody, and nothing is short until the next client comes (the
+ * listener stays quiet until then).
  */
 static void
 server_pause(struct listener *ls, int err)
 {
 	struct sockaddr_storage	ss;
 	socklen_t		len = sizeof(ss);
-	int			fd;
+	int			fd = -1;
 	bool			fds = err == EMFILE || err == ENFILE;
 
+	if (reserve_fd != -1) {
+		close(reserve_fd);
+		reserve_fd = -1;
+		fd = accept4(ls->ls_fd, (struct sockaddr *)&ss, &len,
+		    SOCK_CLOEXEC);
+		if (fd == -1 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+			reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+			server_shortage_over(ls);
+			return;
+		}
+	}
 	/* The first failure of an episode names it. */
 	if (shortage == NULL) {
 		log_warnx("accept on %s: %s: pausing new connections (%zu "
@@ -95,18 +135,14 @@ server_pause(struct listener *ls, int err)
 		    "the system is short of memory");
 		shortage = fds ? "file descriptors" : "memory";
 	}
+	ls->ls_short = true;
 	paused = true;
 	server_listeners_enable(false);
-	if (reserve_fd != -1) {
-		close(reserve_fd);
-		fd = accept4(ls->ls_fd, (struct sockaddr *)&ss, &len,
-		    SOCK_CLOEXEC);
-		if (fd != -1)
-			server_refuse(fd, (struct sockaddr *)&ss, NULL,
-			    ls->ls_share,
-			    fds ? REASON_NO_DESCRIPTORS : REASON_NO_MEMORY);
+	if (fd != -1)
+		server_refuse(fd, (struct sockaddr *)&ss, NULL, ls->ls_share,
+		    fds ? REASON_NO_DESCRIPTORS : REASON_NO_MEMORY);
+	if (reserve_fd == -1)
 		reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
-	}
 	server_timer_add(resume_timer, EMFILE_RETRY_MS);
 }
 
@@ -147,21 +183,6 @@ server_admit(int fd, const struct sockaddr *sa, socklen_t len,
 		server_refuse(fd, sa, proxy, sh, REASON_NO_MEMORY);
 }
 
-/*
- * A shortage episode ends when a listener has taken every client that was
- * waiting on it, not at the first accept that succeeds: at the limit, each
- * descriptor a finished transfer (or the digest thread) frees lets one
- * accept through before the next fails, and logging each of those would
- * be a pair of lines per client.
- */
-static void
-server_shortage_over(void)
-{
-	if (shortage == NULL)
-		return;
-	log_info("accepting again after running out of %s", shortage);
-	shortage = NULL;
-}
 
 /*
  * Accept up to a batch of the clients waiting on a listener; returns
@@ -182,7 +203,7 @@ server_accept_batch(struct listener *ls)
 		fd = accept4(ls->ls_fd, sa, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
 		if (fd == -1) {
 			if (errno == EAGAIN || errno == EWOULDBLOCK) {
-				server_shortage_over();
+				server_shortage_over(ls);
 				return (false);
 			}
 			if (errno == EINTR || errno == ECONNABORTED)
