@@ -33,6 +33,12 @@
  */
 #define POOL_SEND_MIN	(256 * 1024)
 /*
+ * A worker's job: until the socket is full, or this much.  Its time is
+ * not the loop's, so SEND_BUDGET does not bound it; this does, so that
+ * a client that keeps up does not keep its worker from the others.
+ */
+#define POOL_JOB_MAX	(16 * 1024 * 1024)
+/*
  * Files this large or larger are sent uncorked.  The TCP_CORK accepted
  * sockets inherit (listener_cork()) makes a small file one packet with
  * its FIN; on a large one, measured on loopback, it nearly doubled the
@@ -354,7 +360,9 @@ conn_send(struct conn *c)
 		}
 		want = sf->sf_size - c->c_off < budget ?
 		    (size_t)(sf->sf_size - c->c_off) : budget;
-		if (conn_may_hand_off(c, want) && conn_hand_off(c, want))
+		if (conn_may_hand_off(c, want) && conn_hand_off(c,
+		    sf->sf_size - c->c_off < POOL_JOB_MAX ?
+		    (size_t)(sf->sf_size - c->c_off) : POOL_JOB_MAX))
 			return;
 		off = (off_t)c->c_off;
 		n = sendfile(c->c_fd, sf->sf_fd, &off, want);
