@@ -3,16 +3,19 @@
  * event loop.  fdistd never forks: the service manager supervises it.
  */
 #include <sys/resource.h>
+#include <sys/signalfd.h>
 
 #include <errno.h>
 #include <getopt.h>
 #include <limits.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <syslog.h>
 #include <sysexits.h>
+#include <unistd.h>
 
 #include "fdistd.h"
 #include "pool.h"
@@ -215,10 +218,8 @@ fdistd_reload_done(struct config *cf, const char *loaderr)
 }
 
 static void
-fdistd_on_signal(evutil_socket_t sig, short what, void *arg)
+fdistd_on_signal(int sig)
 {
-	(void)what;
-	(void)arg;
 	switch (sig) {
 	case SIGHUP:
 		fdistd_reload();
@@ -234,14 +235,45 @@ fdistd_on_signal(evutil_socket_t sig, short what, void *arg)
 	}
 }
 
+static void
+fdistd_on_signalfd(evutil_socket_t fd, short what, void *arg)
+{
+	struct signalfd_siginfo	si;
+
+	(void)what;
+	(void)arg;
+	while (read(fd, &si, sizeof(si)) == (ssize_t)sizeof(si))
+		fdistd_on_signal((int)si.ssi_signo);
+}
+
+/*
+ * SIGHUP, SIGTERM and SIGINT are blocked and read from a signalfd by the
+ * loop, like any other event, rather than taken by a handler: no code
+ * runs at an arbitrary point of the loop's thread, and a signal sent
+ * while the daemon is stopped (SIGSTOP, a debugger) waits in the kernel
+ * until the loop reads it.  The other threads block every signal, so
+ * these stay pending for the process until then.  fdistd runs no other
+ * program, so no child inherits the mask.
+ */
 static struct event *
-fdistd_signal(int sig)
+fdistd_signals(int *fdp)
 {
 	struct event	*ev;
+	sigset_t	 set;
+	int		 fd;
 
-	if ((ev = evsignal_new(base, sig, fdistd_on_signal, NULL)) == NULL ||
-	    event_add(ev, NULL) == -1)
-		fatalx("cannot handle signal %d", sig);
+	sigemptyset(&set);
+	sigaddset(&set, SIGHUP);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGINT);
+	if ((errno = pthread_sigmask(SIG_BLOCK, &set, NULL)) != 0)
+		fatal("pthread_sigmask");
+	if ((fd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC)) == -1)
+		fatal("signalfd");
+	if ((ev = event_new(base, fd, EV_READ | EV_PERSIST,
+	    fdistd_on_signalfd, NULL)) == NULL || event_add(ev, NULL) == -1)
+		fatalx("cannot watch the signals");
+	*fdp = fd;
 	return (ev);
 }
 
@@ -277,10 +309,9 @@ fdistd_test(struct config *cf, char *err, bool retry)
 static int
 fdistd_run(struct config *cf)
 {
-	struct event	*signals[4];
+	struct event	*signals;
 	char		 err[ERR_MAX];
-	size_t		 i;
-	int		 status = 1;
+	int		 signal_fd, status = 1;
 
 	/* A client gone mid-sendfile must be an EPIPE, not a signal. */
 	signal(SIGPIPE, SIG_IGN);
@@ -288,10 +319,7 @@ fdistd_run(struct config *cf)
 	fdistd_warn_limits(cf, NULL);
 	if ((base = fdistd_event_base()) == NULL)
 		fatalx("cannot create an epoll event loop");
-	signals[0] = fdistd_signal(SIGHUP);
-	signals[1] = fdistd_signal(SIGTERM);
-	signals[2] = fdistd_signal(SIGINT);
-	signals[3] = NULL;
+	signals = fdistd_signals(&signal_fd);
 	watch_init(base);
 	digest_init(base);
 	workers_wanted = fdistd_workers(cf);
@@ -326,8 +354,8 @@ out:
 	digest_free();
 	watch_free();
 	notify_free();
-	for (i = 0; signals[i] != NULL; i++)
-		event_free(signals[i]);
+	event_free(signals);
+	close(signal_fd);
 	event_base_free(base);
 	libevent_global_shutdown();
 	if (status == 0)

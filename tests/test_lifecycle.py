@@ -300,6 +300,23 @@ def test_reload_serves_clients_queued_on_a_listener_it_closes(tmp):
         assert len(fetch(pb)) == 1000
 
 
+def test_sigterm_sent_while_stopped_stops_it_when_continued(tmp):
+    """A stop signal that waits in the kernel while the daemon is stopped
+    (SIGSTOP, a debugger) is read by the loop once it runs again."""
+    path = make_file(os.path.join(tmp, "data"), 1000)
+    port = free_port()
+    with Daemon(tmp, {"s": {"listen": "127.0.0.1:%d" % port, "file": path}}) as d:
+        os.kill(d.proc.pid, signal.SIGSTOP)
+        try:
+            os.kill(d.proc.pid, signal.SIGTERM)
+            time.sleep(0.2)
+            assert d.proc.poll() is None           # stopped: nothing read yet
+        finally:
+            os.kill(d.proc.pid, signal.SIGCONT)
+        assert d.proc.wait(10) == 0
+        d.wait_log(r"stopped")
+
+
 def test_reload_with_port_taken_keeps_old_config(tmp):
     path = make_file(os.path.join(tmp, "data"), 100)
     pa = free_port()
