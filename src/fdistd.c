@@ -256,7 +256,7 @@ fdistd_on_signalfd(evutil_socket_t fd, short what, void *arg)
  * program, so no child inherits the mask.
  */
 static struct event *
-fdistd_signals(int *fdp)
+fdistd_signals(void)
 {
 	struct event	*ev;
 	sigset_t	 set;
@@ -273,7 +273,6 @@ fdistd_signals(int *fdp)
 	if ((ev = event_new(base, fd, EV_READ | EV_PERSIST,
 	    fdistd_on_signalfd, NULL)) == NULL || event_add(ev, NULL) == -1)
 		fatalx("cannot watch the signals");
-	*fdp = fd;
 	return (ev);
 }
 
@@ -311,7 +310,7 @@ fdistd_run(struct config *cf)
 {
 	struct event	*signals;
 	char		 err[ERR_MAX];
-	int		 signal_fd, status = 1;
+	int		 status = 1;
 
 	/* A client gone mid-sendfile must be an EPIPE, not a signal. */
 	signal(SIGPIPE, SIG_IGN);
@@ -319,7 +318,7 @@ fdistd_run(struct config *cf)
 	fdistd_warn_limits(cf, NULL);
 	if ((base = fdistd_event_base()) == NULL)
 		fatalx("cannot create an epoll event loop");
-	signals = fdistd_signals(&signal_fd);
+	signals = fdistd_signals();
 	watch_init(base);
 	digest_init(base);
 	workers_wanted = fdistd_workers(cf);
@@ -354,8 +353,8 @@ out:
 	digest_free();
 	watch_free();
 	notify_free();
+	close(event_get_fd(signals));
 	event_free(signals);
-	close(signal_fd);
 	event_base_free(base);
 	libevent_global_shutdown();
 	if (status == 0)

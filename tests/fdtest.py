@@ -7,6 +7,7 @@ the one log record each client gets.  Every wait is bounded and every
 process is stopped on every exit path.
 """
 
+import contextlib
 import hashlib
 import os
 import re
@@ -298,6 +299,16 @@ class Daemon:
 
     def signal(self, sig):
         self.proc.send_signal(sig)
+
+    @contextlib.contextmanager
+    def stopped(self):
+        """The daemon held in SIGSTOP for the block, continued however it
+        ends: the kernel queues connections and signals meanwhile."""
+        self.proc.send_signal(signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            self.proc.send_signal(signal.SIGCONT)
 
     def reload(self, timeout=10):
         """SIGHUP and wait for the READY=1 that follows RELOADING=1."""

@@ -8,7 +8,6 @@ import mmap
 import os
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import threading
@@ -246,13 +245,10 @@ def test_a_change_the_loop_has_not_read_yet_gets_no_fin(tmp):
     port = free_port()
     with Daemon(tmp, {"v": {"listen": "127.0.0.1:%d" % port, "file": path}}) as d:
         d.wait_log(r"data: sha256 %s" % file_sha256(path))
-        d.signal(signal.SIGSTOP)
-        try:
+        with d.stopped():
             s = connect(port)               # queued by the kernel meanwhile
             with open(new, "rb") as src, open(path, "r+b") as f:
                 f.write(src.read())         # same size, no truncation
-        finally:
-            d.signal(signal.SIGCONT)
         expect_reset(s, file_sha256(new))
         (rec,) = d.wait_records(1)
         assert rec["status"] == "file-changed", rec

@@ -283,13 +283,9 @@ def test_reload_serves_clients_queued_on_a_listener_it_closes(tmp):
     n = 100                                  # more than one accept batch
     with Daemon(tmp, {"s": {"listen": "127.0.0.1:%d" % pa, "file": path}}) as d:
         d.write_config({"s": {"listen": "127.0.0.1:%d" % pb, "file": path}})
-        socks = []
-        os.kill(d.proc.pid, signal.SIGSTOP)
-        try:
+        with d.stopped():
             socks = [connect(pa) for _ in range(n)]
-            os.kill(d.proc.pid, signal.SIGHUP)
-        finally:
-            os.kill(d.proc.pid, signal.SIGCONT)
+            d.signal(signal.SIGHUP)
         d.wait_log(r"reloaded: 1 share")
         for s in socks:
             assert sha256(read_all(s)) == file_sha256(path)
@@ -306,13 +302,10 @@ def test_sigterm_sent_while_stopped_stops_it_when_continued(tmp):
     path = make_file(os.path.join(tmp, "data"), 1000)
     port = free_port()
     with Daemon(tmp, {"s": {"listen": "127.0.0.1:%d" % port, "file": path}}) as d:
-        os.kill(d.proc.pid, signal.SIGSTOP)
-        try:
-            os.kill(d.proc.pid, signal.SIGTERM)
+        with d.stopped():
+            d.signal(signal.SIGTERM)
             time.sleep(0.2)
             assert d.proc.poll() is None           # stopped: nothing read yet
-        finally:
-            os.kill(d.proc.pid, signal.SIGCONT)
         assert d.proc.wait(10) == 0
         d.wait_log(r"stopped")
 
