@@ -101,6 +101,51 @@ def test_large_transfers_are_sent_by_the_workers(tmp):
         assert all(sent.get(tid, 0) > 0 for tid in tids), sent
 
 
+def thread_cpu(pid, tids):
+    """CPU seconds the threads tids have used (utime + stime)."""
+    ticks = 0
+    for tid in tids:
+        with open("/proc/%d/task/%d/stat" % (pid, tid)) as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def test_a_client_that_stops_reading_parks_its_job_then_times_out(tmp):
+    """A worker parks a job whose socket is full and takes it up when the
+    client reads; a client that stops reading is given back to the loop
+    (after PARK_MAX_MS, 200 ms), whose send_timeout ends it: one
+    send-timeout record, on time, the workers asleep meanwhile, and the
+    other client, reading on, gets every byte."""
+    big = make_file(os.path.join(tmp, "big"), 64 * MIB)
+    port, shares = one_share(big)
+    shares["s"]["send_timeout"] = "1s"
+    with Daemon(tmp, shares, {"workers": "2"}) as d:
+        tids = worker_tids(d.proc.pid)
+        stalled = connect(port, timeout=30)
+        stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        got = 0
+        while got < 8 * MIB:	# past the first send: the workers' now
+            got += len(stalled.recv(1 << 20))
+        t0 = time.monotonic()
+        cpu0 = thread_cpu(d.proc.pid, tids)
+        # meanwhile a client that reads: its jobs park and go on as it does
+        assert sha256(fetch(port, timeout=60)) == file_sha256(big)
+        recs = d.wait_records(2, timeout=10)
+        took = time.monotonic() - t0
+        cpu = thread_cpu(d.proc.pid, tids) - cpu0
+        stalled.close()
+        by = {r["status"]: r for r in recs}
+        assert sorted(by) == ["acked", "send-timeout"], recs
+        assert int(by["acked"]["bytes"]) == 64 * MIB
+        assert got <= int(by["send-timeout"]["bytes"]) < 64 * MIB, by
+        # 1 s without progress, after at most 200 ms parked
+        assert 1.0 <= took <= 3.0, took
+        # the other client's 64 MiB cost a fraction of a second; a
+        # parked job re-armed in a loop would spin its worker all along
+        assert cpu < 0.3, cpu
+
+
 def test_every_client_one_record_while_workers_send_and_some_reset(tmp):
     """Sixty clients of an 8 MiB file, every third resetting after its
     first megabyte: the others get every byte and are acked, each reset
