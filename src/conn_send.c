@@ -46,6 +46,17 @@
  * (bench/README.md, "Large files").
  */
 #define UNCORK_MIN	(256 * 1024)
+/*
+ * A large file's socket is writable again only once fewer than this
+ * many of its bytes are still unsent (TCP_NOTSENT_LOWAT), not as soon as
+ * a third of its send buffer (up to tcp_wmem's 4 MiB) is free.  What the daemon has
+ * queued but TCP has not sent is sent by whoever frees room: on loopback,
+ * the client, inside its own recv(), as it acknowledges.  Bounded, that
+ * work is the daemon's, on its own threads; four copying clients on two
+ * cores then got 5-10% more (bench/README.md, "Parked jobs"), and each
+ * client holds that much less kernel memory.
+ */
+#define NOTSENT_LOWAT	(1024 * 1024)
 
 /*
  * Let the kernel delay its ACK of the client's ack text.  A client closes
@@ -80,15 +91,24 @@ conn_linger_normally(struct conn *c)
 		log_debug("setsockopt SO_LINGER: %s", strerror(errno));
 }
 
-/* A new connection: its first send, uncorked if the file is large. */
+/*
+ * A new connection: its first send, uncorked and with a low-water mark
+ * for unsent bytes if the file is large.
+ */
 void
 conn_send_first(struct conn *c)
 {
-	int	off = 0;
+	int	off = 0, lowat = NOTSENT_LOWAT;
 
-	if (c->c_share->sh_file->sf_size >= UNCORK_MIN &&
-	    setsockopt(c->c_fd, IPPROTO_TCP, TCP_CORK, &off, sizeof(off)) == -1)
-		log_debug("setsockopt TCP_CORK: %s", strerror(errno));
+	if (c->c_share->sh_file->sf_size >= UNCORK_MIN) {
+		if (setsockopt(c->c_fd, IPPROTO_TCP, TCP_CORK, &off,
+		    sizeof(off)) == -1)
+			log_debug("setsockopt TCP_CORK: %s", strerror(errno));
+		if (setsockopt(c->c_fd, IPPROTO_TCP, TCP_NOTSENT_LOWAT,
+		    &lowat, sizeof(lowat)) == -1)
+			log_debug("setsockopt TCP_NOTSENT_LOWAT: %s",
+			    strerror(errno));
+	}
 	conn_send(c);
 }
 

@@ -253,7 +253,8 @@ def test_no_threads_to_be_had_the_loop_sends_alone(tmp):
 def test_large_files_are_sent_uncorked_small_ones_corked(tmp):
     """The listener's TCP_CORK (a small file leaves in one packet with its
     FIN) is taken off a large file's socket once, at its start: corked,
-    large transfers cost the daemon about twice the CPU per GiB."""
+    large transfers cost the daemon about twice the CPU per GiB.  The
+    same socket gets its low-water mark for unsent bytes then."""
     small = make_file(os.path.join(tmp, "small"), 4096)
     big = make_file(os.path.join(tmp, "big"), 4 * MIB)
     ps, pb = free_port(), free_port()
@@ -265,7 +266,8 @@ def test_large_files_are_sent_uncorked_small_ones_corked(tmp):
         try:
             for _ in range(3):
                 assert fetch(ps) == open(small, "rb").read()
-            uncorks_small = open(trace).read().count("TCP_CORK")
+            small_calls = open(trace).read()
+            uncorks_small = small_calls.count("TCP_CORK") + small_calls.count("TCP_NOTSENT_LOWAT")
             for _ in range(2):
                 assert sha256(fetch(pb)) == file_sha256(big)
             d.wait_records(5)
@@ -275,6 +277,9 @@ def test_large_files_are_sent_uncorked_small_ones_corked(tmp):
         calls = open(trace).read()
         assert uncorks_small == 0, calls
         assert len(re.findall(r"setsockopt\(\d+, SOL_TCP, TCP_CORK, \[0\], 4\) = 0", calls)) == 2, calls
+        # and a large file's socket is writable once under 1 MiB is unsent
+        assert len(re.findall(r"setsockopt\(\d+, SOL_TCP, TCP_NOTSENT_LOWAT, \[1048576\], 4\) = 0",
+                              calls)) == 2, calls
 
 
 def test_reload_keeps_the_number_of_workers_and_says_so(tmp):
