@@ -54,9 +54,12 @@
  * the client, inside its own recv(), as it acknowledges.  Bounded, that
  * work is the daemon's, on its own threads; four copying clients on two
  * cores then got 5-10% more (bench/README.md, "Parked jobs"), and each
- * client holds that much less kernel memory.
+ * client holds that much less kernel memory.  A file that fits in the
+ * socket buffers is still queued whole: the daemon is then done with it
+ * at once, half-closes, and waits only for the kernel to deliver it.
  */
 #define NOTSENT_LOWAT	(1024 * 1024)
+#define LOWAT_MIN	(16 * 1024 * 1024)	/* files this large get it */
 
 /*
  * Let the kernel delay its ACK of the client's ack text.  A client closes
@@ -92,23 +95,21 @@ conn_linger_normally(struct conn *c)
 }
 
 /*
- * A new connection: its first send, uncorked and with a low-water mark
- * for unsent bytes if the file is large.
+ * A new connection: its first send, uncorked if the file is large, and
+ * with a low-water mark for unsent bytes if it is larger still.
  */
 void
 conn_send_first(struct conn *c)
 {
-	int	off = 0, lowat = NOTSENT_LOWAT;
+	uint64_t	size = c->c_share->sh_file->sf_size;
+	int		off = 0, lowat = NOTSENT_LOWAT;
 
-	if (c->c_share->sh_file->sf_size >= UNCORK_MIN) {
-		if (setsockopt(c->c_fd, IPPROTO_TCP, TCP_CORK, &off,
-		    sizeof(off)) == -1)
-			log_debug("setsockopt TCP_CORK: %s", strerror(errno));
-		if (setsockopt(c->c_fd, IPPROTO_TCP, TCP_NOTSENT_LOWAT,
-		    &lowat, sizeof(lowat)) == -1)
-			log_debug("setsockopt TCP_NOTSENT_LOWAT: %s",
-			    strerror(errno));
-	}
+	if (size >= UNCORK_MIN && setsockopt(c->c_fd, IPPROTO_TCP, TCP_CORK,
+	    &off, sizeof(off)) == -1)
+		log_debug("setsockopt TCP_CORK: %s", strerror(errno));
+	if (size >= LOWAT_MIN && setsockopt(c->c_fd, IPPROTO_TCP,
+	    TCP_NOTSENT_LOWAT, &lowat, sizeof(lowat)) == -1)
+		log_debug("setsockopt TCP_NOTSENT_LOWAT: %s", strerror(errno));
 	conn_send(c);
 }
 

@@ -253,33 +253,39 @@ def test_no_threads_to_be_had_the_loop_sends_alone(tmp):
 def test_large_files_are_sent_uncorked_small_ones_corked(tmp):
     """The listener's TCP_CORK (a small file leaves in one packet with its
     FIN) is taken off a large file's socket once, at its start: corked,
-    large transfers cost the daemon about twice the CPU per GiB.  The
-    same socket gets its low-water mark for unsent bytes then."""
+    large transfers cost the daemon about twice the CPU per GiB.  A file
+    of 16 MiB or more also gets a low-water mark for unsent bytes then;
+    a smaller one is still queued whole."""
     small = make_file(os.path.join(tmp, "small"), 4096)
     big = make_file(os.path.join(tmp, "big"), 4 * MIB)
-    ps, pb = free_port(), free_port()
+    huge = make_file(os.path.join(tmp, "huge"), 16 * MIB)
+    ps, pb, ph = free_port(), free_port(), free_port()
     shares = {"small": {"listen": "127.0.0.1:%d" % ps, "file": small},
-              "big": {"listen": "127.0.0.1:%d" % pb, "file": big}}
+              "big": {"listen": "127.0.0.1:%d" % pb, "file": big},
+              "huge": {"listen": "127.0.0.1:%d" % ph, "file": huge}}
     trace = os.path.join(tmp, "trace")
+    uncork = r"setsockopt\(\d+, SOL_TCP, TCP_CORK, \[0\], 4\) = 0"
+    lowat = r"setsockopt\(\d+, SOL_TCP, TCP_NOTSENT_LOWAT, \[1048576\], 4\) = 0"
     with Daemon(tmp, shares) as d:
         st = strace_attach(d.proc.pid, "-f", "-e", "trace=setsockopt", "-e", "signal=none", "-o", trace)
         try:
             for _ in range(3):
                 assert fetch(ps) == open(small, "rb").read()
             small_calls = open(trace).read()
-            uncorks_small = small_calls.count("TCP_CORK") + small_calls.count("TCP_NOTSENT_LOWAT")
             for _ in range(2):
                 assert sha256(fetch(pb)) == file_sha256(big)
             d.wait_records(5)
+            big_calls = open(trace).read()[len(small_calls):]
+            for _ in range(2):
+                assert sha256(fetch(ph)) == file_sha256(huge)
+            d.wait_records(7)
         finally:
             st.terminate()
             st.wait(10)
-        calls = open(trace).read()
-        assert uncorks_small == 0, calls
-        assert len(re.findall(r"setsockopt\(\d+, SOL_TCP, TCP_CORK, \[0\], 4\) = 0", calls)) == 2, calls
-        # and a large file's socket is writable once under 1 MiB is unsent
-        assert len(re.findall(r"setsockopt\(\d+, SOL_TCP, TCP_NOTSENT_LOWAT, \[1048576\], 4\) = 0",
-                              calls)) == 2, calls
+        huge_calls = open(trace).read()[len(small_calls) + len(big_calls):]
+        assert "TCP_CORK" not in small_calls and "TCP_NOTSENT_LOWAT" not in small_calls, small_calls
+        assert len(re.findall(uncork, big_calls)) == 2 and "TCP_NOTSENT_LOWAT" not in big_calls, big_calls
+        assert len(re.findall(uncork, huge_calls)) == 2 and len(re.findall(lowat, huge_calls)) == 2, huge_calls
 
 
 def test_reload_keeps_the_number_of_workers_and_says_so(tmp):
