@@ -53,7 +53,7 @@
  * queued but TCP has not sent is sent by whoever frees room: on loopback,
  * the client, inside its own recv(), as it acknowledges.  Bounded, that
  * work is the daemon's, on its own threads; four copying clients on two
- * cores then got 5-10% more (bench/README.md, "Parked jobs"), and each
+ * cores then got 5-10% more (bench/README.md, "Unsent bytes"), and each
  * client holds that much less kernel memory.  A file that fits in the
  * socket buffers is still queued whole: the daemon is then done with it
  * at once, half-closes, and waits only for the kernel to deliver it.

@@ -4,25 +4,15 @@
  * On loopback and fast links most of a transfer's CPU is spent inside
  * sendfile(): building segments and, on loopback, the receiver's side of
  * TCP too.  One event loop does that on one core.  So the loop hands the
- * sendfile() calls of a large, unlimited send to a small pool of threads,
+ * sendfile() call of a large, unlimited send to a small pool of threads,
  * as nginx's thread pools do, and goes on with everything else: the
  * accept, the ack, the record, the limits and the rate sharing stay in
- * the loop and in conn_*.c.  A worker touches only its job: never the
- * connection, its share or its file.
- *
- * A job is up to pj_want bytes.  When the socket is full before that, the
- * job is parked: its socket goes into the workers' own epoll set, and the
- * first worker free when the client has read takes it up again.  A full
- * socket is the common case on a fast link, so a refill then costs one
- * wake-up (the worker's), not two (the loop's, then a worker's); measured
- * in bench/README.md, "Parked jobs".  A job that has sent its bytes, hit
- * an error, or stayed parked for PARK_MAX_MS goes on a locked done queue,
- * and an eventfd wakes the loop, which takes the jobs back one at a time
- * (a client that stops reading is then the loop's again, under its
- * send_timeout).
+ * the loop and in conn_*.c.  A worker sends what fits in the socket
+ * without blocking and puts the job on a locked done queue; an eventfd
+ * wakes the loop, which takes the jobs back one at a time.  A worker
+ * touches only its job: never the connection, its share or its file.
  */
 #include <sys/types.h>
-#include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/sendfile.h>
 
@@ -33,7 +23,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <event2/event.h>
@@ -41,50 +30,31 @@
 #include "fdistd.h"
 #include "pool.h"
 
-/*
- * How long a job may wait for room in its socket before it goes back to
- * the loop: long enough for any client that is reading, short enough that
- * a stalled one soon holds no job.
- */
-#define PARK_MAX_MS	200
-
 TAILQ_HEAD(pool_jobs, pool_job);
 
 static pthread_mutex_t	pool_lock = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t	pool_back = PTHREAD_COND_INITIALIZER;	/* ran */
+static pthread_cond_t	pool_work = PTHREAD_COND_INITIALIZER;	/* queued */
+static pthread_cond_t	pool_back = PTHREAD_COND_INITIALIZER;	/* done */
 static struct pool_jobs	pool_queue = TAILQ_HEAD_INITIALIZER(pool_queue);
-/* Waiting for room, oldest first: PARK_MAX_MS is counted from the head. */
-static struct pool_jobs	pool_parked = TAILQ_HEAD_INITIALIZER(pool_parked);
 static struct pool_jobs	pool_done = TAILQ_HEAD_INITIALIZER(pool_done);
 /* Jobs not out, kept for the next sends: the loop's, no lock. */
 static struct pool_jobs	pool_spare = TAILQ_HEAD_INITIALIZER(pool_spare);
 static bool		pool_stop;
 static pthread_t	pool_threads[POOL_MAX];
 static unsigned int	pool_nthreads;
-static int		pool_ep = -1;		/* the workers' epoll set */
-static int		pool_queued_fd = -1;	/* eventfd: jobs queued */
 static int		pool_fd = -1;		/* eventfd: done jobs */
 static struct event	*pool_ev;
 
-static uint64_t
-pool_now_ms(void)
-{
-	struct timespec	ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ((uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000);
-}
-
-/*
- * Send what fits, after what the job sent already; the socket is
- * non-blocking, so this never waits.
- */
+/* Send what fits; the socket is non-blocking, so this never waits. */
 static void
 pool_sendfile(struct pool_job *pj)
 {
-	off_t	off = (off_t)(pj->pj_off + pj->pj_sent);
+	off_t	off = (off_t)pj->pj_off;
 	ssize_t	n;
 
+	pj->pj_sent = 0;
+	pj->pj_errno = 0;
+	pj->pj_eof = false;
 	while (pj->pj_sent < pj->pj_want) {
 		n = sendfile(pj->pj_sock, pj->pj_file, &off,
 		    pj->pj_want - pj->pj_sent);
@@ -103,136 +73,35 @@ pool_sendfile(struct pool_job *pj)
 	}
 }
 
-/* Called locked: the job's socket leaves the workers' epoll set. */
-static void
-pool_unwatch(struct pool_job *pj)
-{
-	if (!pj->pj_watched)
-		return;
-	if (epoll_ctl(pool_ep, EPOLL_CTL_DEL, pj->pj_sock, NULL) == -1)
-		abort();	/* a socket the set has, still open */
-	pj->pj_watched = false;
-}
-
-/* Called locked: the job is the loop's again, at its next event. */
-static void
-pool_give_back(struct pool_job *pj)
-{
-	uint64_t	one = 1;
-
-	pool_unwatch(pj);
-	pj->pj_state = POOL_DONE;
-	TAILQ_INSERT_TAIL(&pool_done, pj, pj_entry);
-	/*
-	 * A wake-up per job: the loop takes only the jobs it counted
-	 * when it woke, so a job put back later needs its own.
-	 */
-	if (write(pool_fd, &one, sizeof(one)) == -1 && errno != EAGAIN)
-		abort();	/* an eventfd write cannot fail */
-}
-
-/*
- * Called locked, after a job's sendfile() calls: park it if its socket
- * is full before its bytes are sent, else give it back.  Once armed, its
- * socket wakes one worker (EPOLLONESHOT), and only once.
- */
-static void
-pool_ran(struct pool_job *pj)
-{
-	struct epoll_event	ev;
-
-	pthread_cond_broadcast(&pool_back);
-	if (pj->pj_errno != EAGAIN || pool_stop) {
-		pool_give_back(pj);
-		return;
-	}
-	memset(&ev, 0, sizeof(ev));
-	ev.events = EPOLLOUT | EPOLLONESHOT;
-	ev.data.ptr = pj;
-	if (epoll_ctl(pool_ep, pj->pj_watched ? EPOLL_CTL_MOD : EPOLL_CTL_ADD,
-	    pj->pj_sock, &ev) == -1) {
-		pool_give_back(pj);	/* ENOMEM: the loop waits instead */
-		return;
-	}
-	pj->pj_watched = true;
-	pj->pj_errno = 0;
-	pj->pj_parked_ms = pool_now_ms();
-	pj->pj_state = POOL_PARKED;
-	TAILQ_INSERT_TAIL(&pool_parked, pj, pj_entry);
-}
-
-/*
- * Called locked: give the loop the jobs parked for PARK_MAX_MS, as if
- * their socket had stayed full (EAGAIN).  Returns how long until the
- * next one is due, in ms, or -1 if none is parked.
- */
-static int
-pool_expire(void)
-{
-	struct pool_job	*pj;
-	uint64_t	 now = pool_now_ms();
-
-	while ((pj = TAILQ_FIRST(&pool_parked)) != NULL) {
-		if (now < pj->pj_parked_ms + PARK_MAX_MS)
-			return ((int)(pj->pj_parked_ms + PARK_MAX_MS - now));
-		TAILQ_REMOVE(&pool_parked, pj, pj_entry);
-		pj->pj_errno = EAGAIN;
-		pool_give_back(pj);
-	}
-	return (-1);
-}
-
-/*
- * Called locked, for what woke a worker: the next job to run, or NULL.
- * A parked job's wake-up may come late, for a job taken back since (the
- * loop's, or another's by now, parked on another socket: then its
- * sendfile() finds the socket full and parks it again).
- */
-static struct pool_job *
-pool_next(const struct epoll_event *ev)
-{
-	struct pool_job	*pj;
-	uint64_t	 count;
-
-	if (ev->data.ptr == NULL) {
-		/* Another worker may have read the count first: fine. */
-		if (read(pool_queued_fd, &count, sizeof(count)) == -1 &&
-		    errno != EAGAIN)
-			abort();
-		if ((pj = TAILQ_FIRST(&pool_queue)) != NULL)
-			TAILQ_REMOVE(&pool_queue, pj, pj_entry);
-		return (pj);
-	}
-	pj = ev->data.ptr;
-	if (pj->pj_state != POOL_PARKED)
-		return (NULL);
-	TAILQ_REMOVE(&pool_parked, pj, pj_entry);
-	return (pj);
-}
-
 static void *
 pool_worker(void *arg)
 {
-	struct epoll_event	 ev;
-	struct pool_job		*pj;
-	int			 timeout, n;
+	struct pool_job	*pj;
+	uint64_t	 one = 1;
 
 	(void)arg;
 	pthread_mutex_lock(&pool_lock);
-	while (!pool_stop) {
-		timeout = pool_expire();
-		pthread_mutex_unlock(&pool_lock);
-		n = epoll_wait(pool_ep, &ev, 1, timeout);
-		pthread_mutex_lock(&pool_lock);
-		if (n != 1 || pool_stop || (pj = pool_next(&ev)) == NULL)
-			continue;
+	for (;;) {
+		while (TAILQ_EMPTY(&pool_queue) && !pool_stop)
+			pthread_cond_wait(&pool_work, &pool_lock);
+		if ((pj = TAILQ_FIRST(&pool_queue)) == NULL)
+			break;		/* stopping, and nothing left */
+		TAILQ_REMOVE(&pool_queue, pj, pj_entry);
 		pj->pj_state = POOL_RUNNING;
 		pthread_mutex_unlock(&pool_lock);
 
 		pool_sendfile(pj);
 
 		pthread_mutex_lock(&pool_lock);
-		pool_ran(pj);
+		pj->pj_state = POOL_DONE;
+		TAILQ_INSERT_TAIL(&pool_done, pj, pj_entry);
+		pthread_cond_broadcast(&pool_back);
+		/*
+		 * A wake-up per job: the loop takes only the jobs it counted
+		 * when it woke, so a job put back later needs its own.
+		 */
+		if (write(pool_fd, &one, sizeof(one)) == -1 && errno != EAGAIN)
+			abort();	/* an eventfd write cannot fail */
 	}
 	pthread_mutex_unlock(&pool_lock);
 	return (NULL);
@@ -298,30 +167,16 @@ pool_auto_size(void)
 unsigned int
 pool_start(struct event_base *base, unsigned int n)
 {
-	struct epoll_event	ev;
-	sigset_t		all, old;
-	int			rv = 0;
+	sigset_t	all, old;
+	int		rv = 0;
 
 	if (n <= 1)
 		return (1);
 	if (n > POOL_MAX)
 		n = POOL_MAX;
-	if ((pool_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) == -1 ||
-	    (pool_queued_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC |
-	    EFD_SEMAPHORE)) == -1 ||
-	    (pool_ep = epoll_create1(EPOLL_CLOEXEC)) == -1) {
-		log_warn("sendfile workers: eventfd or epoll; the event loop "
-		    "sends alone");
-		pool_free();
-		return (1);
-	}
-	memset(&ev, 0, sizeof(ev));
-	ev.events = EPOLLIN;		/* level: every worker sees a stop */
-	ev.data.ptr = NULL;		/* the queue, not a parked job */
-	if (epoll_ctl(pool_ep, EPOLL_CTL_ADD, pool_queued_fd, &ev) == -1) {
-		log_warn("sendfile workers: epoll_ctl; the event loop sends "
+	if ((pool_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) == -1) {
+		log_warn("sendfile workers: eventfd; the event loop sends "
 		    "alone");
-		pool_free();
 		return (1);
 	}
 	pool_ev = event_new(base, pool_fd, EV_READ | EV_PERSIST, pool_on_done,
@@ -389,46 +244,38 @@ pool_job_put(struct pool_job *pj)
 void
 pool_submit(struct pool_job *pj)
 {
-	uint64_t	one = 1;
-
-	pj->pj_sent = 0;
-	pj->pj_errno = 0;
-	pj->pj_eof = false;
-	pj->pj_watched = false;
 	pthread_mutex_lock(&pool_lock);
 	pj->pj_state = POOL_QUEUED;
 	TAILQ_INSERT_TAIL(&pool_queue, pj, pj_entry);
+	pthread_cond_signal(&pool_work);
 	pthread_mutex_unlock(&pool_lock);
-	if (write(pool_queued_fd, &one, sizeof(one)) == -1 && errno != EAGAIN)
-		abort();	/* an eventfd write cannot fail */
 }
 
 /*
  * Take a job back now, its pj_done not called: the connection is ending.
- * A queued job is taken off the queue unsent, a parked one out of the
- * workers' epoll set; a running one is waited for: its sendfile() calls,
- * up to pj_want bytes into a non-blocking socket (and the file reads
- * under them, as when the loop sends itself).  The job's result says
- * what was sent.
+ * A queued job is taken off the queue unsent; a running one is waited
+ * for: its sendfile() calls, up to pj_want bytes into a non-blocking
+ * socket (and the file reads under them, as when the loop sends itself).
+ * The job's result says what was sent.
  */
 void
 pool_reclaim(struct pool_job *pj)
 {
 	pthread_mutex_lock(&pool_lock);
-	while (pj->pj_state == POOL_RUNNING)
-		pthread_cond_wait(&pool_back, &pool_lock);
 	switch (pj->pj_state) {
 	case POOL_QUEUED:
 		TAILQ_REMOVE(&pool_queue, pj, pj_entry);
+		pj->pj_sent = 0;
+		pj->pj_errno = 0;
+		pj->pj_eof = false;
 		break;
-	case POOL_PARKED:
-		TAILQ_REMOVE(&pool_parked, pj, pj_entry);
-		pool_unwatch(pj);
-		break;
+	case POOL_RUNNING:
+		while (pj->pj_state == POOL_RUNNING)
+			pthread_cond_wait(&pool_back, &pool_lock);
+		/* FALLTHROUGH */
 	case POOL_DONE:
 		TAILQ_REMOVE(&pool_done, pj, pj_entry);
 		break;
-	case POOL_RUNNING:
 	case POOL_IDLE:
 		break;
 	}
@@ -442,14 +289,11 @@ pool_free(void)
 {
 	struct pool_job	*pj;
 	unsigned int	 i;
-	uint64_t	 all = POOL_MAX;
 
 	pthread_mutex_lock(&pool_lock);
 	pool_stop = true;
+	pthread_cond_broadcast(&pool_work);
 	pthread_mutex_unlock(&pool_lock);
-	/* Never read again: it wakes every worker, each to see pool_stop. */
-	if (pool_nthreads > 0 && write(pool_queued_fd, &all, sizeof(all)) == -1)
-		abort();
 	for (i = 0; i < pool_nthreads; i++)
 		pthread_join(pool_threads[i], NULL);
 	pool_nthreads = 0;
@@ -463,10 +307,4 @@ pool_free(void)
 	if (pool_fd != -1)
 		close(pool_fd);
 	pool_fd = -1;
-	if (pool_queued_fd != -1)
-		close(pool_queued_fd);
-	pool_queued_fd = -1;
-	if (pool_ep != -1)
-		close(pool_ep);
-	pool_ep = -1;
 }

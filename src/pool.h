@@ -19,15 +19,13 @@ enum pool_job_state {
 	POOL_IDLE,		/* the loop's */
 	POOL_QUEUED,		/* waiting for a worker */
 	POOL_RUNNING,		/* a worker is in sendfile() */
-	POOL_PARKED,		/* its socket is full: waiting for room */
 	POOL_DONE,		/* on the done queue, for the loop */
 };
 
 /*
  * One sendfile hand-off (pool_job_get()).  The loop fills in the socket,
- * file, offset and length; workers send it, parked between sendfile()
- * calls while the socket is full (pool.c), and fill in the result;
- * pj_done(pj_arg) then runs on the loop.  Only a
+ * file, offset and length; a worker sends what fits without blocking and
+ * fills in the result; pj_done(pj_arg) then runs on the loop.  Only a
  * send in flight holds a job, not every connection.
  */
 struct pool_job {
@@ -41,9 +39,6 @@ struct pool_job {
 	size_t			 pj_sent;
 	int			 pj_errno;	/* 0: pj_want sent, or EOF */
 	bool			 pj_eof;	/* sendfile() returned 0 */
-	/* The workers': under the pool's lock. */
-	bool			 pj_watched;	/* in their epoll set */
-	uint64_t		 pj_parked_ms;	/* since, if parked */
 	void			(*pj_done)(struct pool_job *);
 	void			*pj_arg;	/* the loop's; never a worker's */
 };
