@@ -49,14 +49,15 @@
 /*
  * A large file's socket is writable again only once fewer than this
  * many of its bytes are still unsent (TCP_NOTSENT_LOWAT), not as soon as
- * a third of its send buffer (up to tcp_wmem's 4 MiB) is free.  What the daemon has
- * queued but TCP has not sent is sent by whoever frees room: on loopback,
- * the client, inside its own recv(), as it acknowledges.  Bounded, that
- * work is the daemon's, on its own threads; four copying clients on two
- * cores then got 5-10% more (bench/README.md, "Unsent bytes"), and each
- * client holds that much less kernel memory.  A file that fits in the
- * socket buffers is still queued whole: the daemon is then done with it
- * at once, half-closes, and waits only for the kernel to deliver it.
+ * a third of its send buffer (up to tcp_wmem's 4 MiB) is free.  What the
+ * daemon has queued but TCP has not sent is sent by whoever frees room:
+ * on loopback, the client, inside its own recv(), as it acknowledges.
+ * Bounded, that work is the daemon's, on its own threads; four copying
+ * clients on two cores then got 5-12% more (bench/README.md, "Unsent
+ * bytes"), and each client holds that much less kernel memory.  A file
+ * that fits in the socket buffers is still queued whole: the daemon is
+ * then done with it at once, half-closes, and waits only for the kernel
+ * to deliver it.
  */
 #define NOTSENT_LOWAT	(1024 * 1024)
 #define LOWAT_MIN	(16 * 1024 * 1024)	/* files this large get it */

@@ -438,6 +438,18 @@ def thread_names(pid):
     return names
 
 
+def cpu_seconds(pid, tids=None):
+    """CPU seconds (user + system) the process pid has used, or only its
+    threads tids."""
+    paths = ["/proc/%d/stat" % pid] if tids is None else ["/proc/%d/task/%d/stat" % (pid, t) for t in tids]
+    ticks = 0
+    for path in paths:
+        with open(path) as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 def terminate(proc, timeout=15):
     """SIGTERM (if it still runs), then SIGKILL past timeout; returns the
     exit status."""

@@ -8,7 +8,7 @@ import sys
 import threading
 import time
 
-from fdtest import (Daemon, connect, file_sha256, free_port, linger_reset, main, make_file,
+from fdtest import (Daemon, connect, cpu_seconds, file_sha256, free_port, linger_reset, main, make_file,
                     read_all, sha256, strace_attach)
 
 ACTIVATE = [sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)), "activate.py")]
@@ -422,12 +422,6 @@ def test_refusal_summaries_name_the_share_and_reason(tmp):
         denied = [r for r in recs if r["status"] == "denied"]
         assert len(busy) == 10 and all(r["share"] == "a" for r in busy), busy
         assert len(denied) == 10 and all(r["share"] == "b" for r in denied), denied
-
-
-def cpu_seconds(pid):
-    with open("/proc/%d/stat" % pid) as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def test_half_closed_client_being_flushed_does_not_spin(tmp):

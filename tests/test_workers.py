@@ -13,8 +13,8 @@ import subprocess
 import threading
 import time
 
-from fdtest import (FDISTD, Daemon, NoThreads, connect, fetch, file_sha256, free_port, linger_reset, main,
-                    make_file, read_all, sha256, strace_attach, thread_names)
+from fdtest import (FDISTD, Daemon, NoThreads, connect, cpu_seconds, fetch, file_sha256, free_port, linger_reset,
+                    main, make_file, need, read_all, sha256, strace_attach, thread_names)
 
 MIB = 1 << 20
 
@@ -101,21 +101,25 @@ def test_large_transfers_are_sent_by_the_workers(tmp):
         assert all(sent.get(tid, 0) > 0 for tid in tids), sent
 
 
-def thread_cpu(pid, tids):
-    """CPU seconds the threads tids have used (utime + stime)."""
-    ticks = 0
-    for tid in tids:
-        with open("/proc/%d/task/%d/stat" % (pid, tid)) as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        ticks += int(fields[11]) + int(fields[12])
-    return ticks / os.sysconf("SC_CLK_TCK")
+def unsent_bytes(port):
+    """The bytes the daemon's sockets of port have queued but TCP has not
+    sent yet (ss's notsent), by client port."""
+    out = subprocess.run([need("ss"), "-Htni", "state", "established", "( sport = :%d )" % port],
+                         capture_output=True, text=True, check=True).stdout
+    unsent = {}
+    for sock in re.split(r"\n(?=\S)", out.strip()):
+        peer = int(sock.split()[3].rsplit(":", 1)[1])
+        m = re.search(r"\bnotsent:(\d+)", sock)
+        unsent[peer] = int(m.group(1)) if m else 0
+    return unsent
 
 
 def test_a_client_that_stops_reading_while_workers_send_times_out(tmp):
     """A worker's job ends at a full socket, so a client that stops
     reading holds no worker: the loop's send_timeout ends it, one
     send-timeout record on time, the workers asleep meanwhile, and the
-    other client, reading on, gets every byte."""
+    other client, reading on, gets every byte.  Its socket holds under
+    1 MiB unsent (the low-water mark of files of 16 MiB or more)."""
     big = make_file(os.path.join(tmp, "big"), 64 * MIB)
     port, shares = one_share(big)
     shares["s"]["send_timeout"] = "1s"
@@ -127,12 +131,14 @@ def test_a_client_that_stops_reading_while_workers_send_times_out(tmp):
         while got < 8 * MIB:	# past the first send: the workers' now
             got += len(stalled.recv(1 << 20))
         t0 = time.monotonic()
-        cpu0 = thread_cpu(d.proc.pid, tids)
+        cpu0 = cpu_seconds(d.proc.pid, tids)
+        time.sleep(0.2)		# the socket fills up to the mark
+        unsent = unsent_bytes(port)[stalled.getsockname()[1]]
         # meanwhile a client that reads, from the same workers
         assert sha256(fetch(port, timeout=60)) == file_sha256(big)
         recs = d.wait_records(2, timeout=10)
         took = time.monotonic() - t0
-        cpu = thread_cpu(d.proc.pid, tids) - cpu0
+        cpu = cpu_seconds(d.proc.pid, tids) - cpu0
         stalled.close()
         by = {r["status"]: r for r in recs}
         assert sorted(by) == ["acked", "send-timeout"], recs
@@ -140,6 +146,9 @@ def test_a_client_that_stops_reading_while_workers_send_times_out(tmp):
         assert got <= int(by["send-timeout"]["bytes"]) < 64 * MIB, by
         # 1 s without progress
         assert 1.0 <= took <= 3.0, took
+        # one sendfile() may go past the mark by a segment or so; without
+        # it, the socket queues up to tcp_wmem's maximum (4 MiB)
+        assert 0 < unsent <= MIB + 256 * 1024, unsent
         # the other client's 64 MiB cost a fraction of a second; a job
         # retried on a full socket would spin its worker all along
         assert cpu < 0.3, cpu
