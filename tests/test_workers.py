@@ -144,8 +144,10 @@ def test_a_client_that_stops_reading_while_workers_send_times_out(tmp):
         assert sorted(by) == ["acked", "send-timeout"], recs
         assert int(by["acked"]["bytes"]) == 64 * MIB
         assert got <= int(by["send-timeout"]["bytes"]) < 64 * MIB, by
-        # 1 s without progress
-        assert 1.0 <= took <= 3.0, took
+        # 1 s without progress: the daemon's timer starts when it last
+        # found the socket full, which can be a little before our last
+        # recv() returned (0.9992 s was seen under TSan)
+        assert 0.95 <= took <= 3.0, took
         # one sendfile() may go past the mark by a segment or so; without
         # it, the socket queues up to tcp_wmem's maximum (4 MiB)
         assert 0 < unsent <= MIB + 256 * 1024, unsent
