@@ -2,6 +2,7 @@
 """Hostile conditions: access lists, per-share and per-address limits,
 rate limits, and running out of file descriptors."""
 
+import contextlib
 import os
 import socket
 import sys
@@ -510,15 +511,26 @@ def test_out_of_file_descriptors_does_not_spin_and_recovers(tmp):
         assert any(r["status"] == "busy" and r.get("reason") == "out of file descriptors" for r in recs)
 
 
+@contextlib.contextmanager
+def accept4_failing(d, error, when):
+    """The daemon's when-th accept4() from now on fails with error,
+    injected into the real system call by strace, detached on leaving."""
+    st = strace_attach(d.proc.pid, "-o", "/dev/null", "-e", "trace=accept4",
+                       "-e", "inject=accept4:error=%s:when=%d" % (error, when))
+    try:
+        yield
+    finally:
+        st.terminate()
+        st.wait(10)
+
+
 def test_accept_out_of_memory_is_told_apart(tmp):
     """accept() failing with ENOBUFS (injected into the real system call by
     strace) pauses like EMFILE but says memory, not descriptors."""
     small = make_file(os.path.join(tmp, "g"), 1000)
     port = free_port()
     with Daemon(tmp, {"s": {"listen": "127.0.0.1:%d" % port, "file": small}}) as d:
-        st = strace_attach(d.proc.pid, "-o", "/dev/null", "-e", "trace=accept4",
-                           "-e", "inject=accept4:error=ENOBUFS:when=1")
-        try:
+        with accept4_failing(d, "ENOBUFS", 1):
             try:                            # reset, maybe already in connect()
                 socket.create_connection(("127.0.0.1", port), timeout=5).close()
             except ConnectionResetError:
@@ -526,9 +538,6 @@ def test_accept_out_of_memory_is_told_apart(tmp):
             (rec,) = d.wait_records(1)
             assert rec["status"] == "busy" and rec.get("reason") == "out of memory", rec
             assert get(port, "127.0.0.1") is not None
-        finally:
-            st.terminate()
-            st.wait(10)
         d.wait_log(r"accepting again after running out of memory")
         log = d.log()
         assert "No buffer space available: pausing new connections" in log, log[-2000:]
@@ -543,23 +552,19 @@ def test_descriptors_running_out_as_the_queue_empties_pauses_nothing(tmp):
     small = make_file(os.path.join(tmp, "g"), 1000)
     port = free_port()
     with Daemon(tmp, {"s": {"listen": "127.0.0.1:%d" % port, "file": small}}) as d:
-        st = strace_attach(d.proc.pid, "-o", "/dev/null", "-e", "trace=accept4",
-                           "-e", "inject=accept4:error=EMFILE:when=2")
-        try:
+        with accept4_failing(d, "EMFILE", 2):
             assert get(port, "127.0.0.1") == open(small, "rb").read()
             # Its record is written on a later turn of the loop than the
             # failed accept and the look at the queue: the next client
             # cannot be the one found there.
             d.wait_records(1)
             assert get(port, "127.0.0.1") is not None
-        finally:
-            st.terminate()
-            st.wait(10)
         recs = d.wait_records(2)
         assert [r["status"] for r in recs] == ["acked", "acked"], recs
         log = d.log()
         assert "pausing new connections" not in log, log[-2000:]
         assert "accepting again" not in log, log[-2000:]
+
 
 if __name__ == "__main__":
     main(globals())
