@@ -373,6 +373,31 @@ def test_reload_client_exits_with_the_daemons_result(tmp):
                                 % d.proc.pid, text), text
 
 
+def test_reload_client_gives_up_on_a_daemon_that_does_not_answer(tmp):
+    """A daemon that cannot take the signal (stopped here) gets 60
+    seconds: fdistd -r then exits 1 and says so, rather than hold
+    systemctl reload for ever.  Let go, the daemon takes the signal it
+    was sent and reloads."""
+    path = make_file(os.path.join(tmp, "data"), 100)
+    rundir = os.path.join(tmp, "run")
+    os.mkdir(rundir)
+    port = free_port()
+    with Daemon(tmp, {"s": {"listen": "127.0.0.1:%d" % port, "file": path}},
+                env={"RUNTIME_DIRECTORY": rundir}) as d:
+        os.kill(d.proc.pid, signal.SIGSTOP)
+        try:
+            t0 = time.monotonic()
+            rc, out, err = reload_client(d.proc.pid, rundir, timeout=90)
+            took = time.monotonic() - t0
+        finally:
+            os.kill(d.proc.pid, signal.SIGCONT)
+        assert (rc, out) == (1, "") and err == ("fdistd: reload failed: pid %d did not report the reload "
+                                                "within 60 seconds\n" % d.proc.pid), (rc, out, err)
+        assert 60 <= took < 65, took
+        d.wait_log(r"reloaded: 1 share")
+        assert len(fetch(port)) == 100
+
+
 def test_reload_client_ignores_a_load_that_began_before_its_signal(tmp):
     """A reload whose load began before fdistd -r signalled (here held in
     fopen() of a FIFO) and ends between the helper's read of the result
