@@ -148,8 +148,9 @@ fetch_receive_error(struct fetch *f)
 /*
  * Read until the server's EOF; every buffer feeds the digest and the
  * output. The protocol has no length, so only EOF ends the file; but
- * with --manifest the size is known, and a share that streams past it
- * (without end, it may be) is cut off before a byte more is written.
+ * with --manifest the size is known, and with --max-size a bound is
+ * given: a share that streams past it (without end, it may be) is cut
+ * off before a byte more is written.
  */
 static int
 fetch_receive(struct fetch *f)
@@ -164,11 +165,15 @@ fetch_receive(struct fetch *f)
 			break;
 		if (n == -1)
 			return (fetch_receive_error(f));
-		if (f->f_manifest != NULL &&
-		    (uint64_t)n > f->f_fs.fs_size - f->f_bytes) {
-			fetch_warnx("%s: more than the %llu bytes the manifest "
-			    "announced", f->f_target,
-			    (unsigned long long)f->f_fs.fs_size);
+		if (f->f_max_set && (uint64_t)n > f->f_max - f->f_bytes) {
+			if (f->f_max_manifest)
+				fetch_warnx("%s: more than the %llu bytes the "
+				    "manifest announced", f->f_target,
+				    (unsigned long long)f->f_max);
+			else
+				fetch_warnx("%s: more than --max-size, %llu "
+				    "bytes", f->f_target,
+				    (unsigned long long)f->f_max);
 			return (FETCH_EDIGEST);
 		}
 		if (EVP_DigestUpdate(f->f_md, f->f_buf, n) != 1) {
@@ -245,6 +250,11 @@ fetch_run(struct fetch *f)
 			goto out;
 		f->f_target = f->f_fs.fs_target;
 		memcpy(f->f_expect, f->f_fs.fs_sha256, sizeof(f->f_expect));
+		/* The lower bound is the one that applies. */
+		if (!f->f_max_set || f->f_fs.fs_size <= f->f_max) {
+			f->f_max = f->f_fs.fs_size;
+			f->f_max_set = f->f_max_manifest = 1;
+		}
 	}
 	/* Nothing more to connect to: the digest is known, and FILE's. */
 	if (f->f_if_changed && fetch_mark_current(f->f_output, f->f_expect)) {

@@ -22,7 +22,8 @@ enum {
 	FETCH_OPT_EXPECT,
 	FETCH_OPT_HOST_ID,
 	FETCH_OPT_MANIFEST,
-	FETCH_OPT_IF_CHANGED
+	FETCH_OPT_IF_CHANGED,
+	FETCH_OPT_MAX_SIZE
 };
 
 static void	fetch_usage(FILE *, int);
@@ -49,6 +50,9 @@ static const char fetch_help[] =
 "                          (bare N is seconds; default 30s); with\n"
 "                          --manifest, also for the whole manifest\n"
 "      --expect-sha256 HEX fail unless the SHA-256 of the file is HEX\n"
+"      --max-size N[K|M|G] fail as soon as the server sends more than N\n"
+"                          bytes (K, M, G: binary multiples); with\n"
+"                          --manifest, its size is the bound if lower\n"
 "      --manifest HOST:PORT  read the manifest there; the argument is SHARE\n"
 "      --if-changed        fetch only if FILE does not hold that SHA-256 yet\n"
 "                          (as recorded in its user.fdist.sha256 attribute);\n"
@@ -68,7 +72,7 @@ static const char fetch_help[] =
 "  4  no progress for the --timeout duration after connecting, or the\n"
 "     manifest not read whole in that time\n"
 "  5  the SHA-256 differs from --expect-sha256 or the manifest's, or the\n"
-"     share sent more than the manifest's size\n"
+"     share sent more than --max-size or the manifest's size\n"
 "  6  the output could not be written, synced or renamed\n"
 "  7  another fdist-fetch is writing FILE; nothing was changed\n"
 "  8  --if-changed: FILE already holds that SHA-256; nothing was fetched\n"
@@ -83,11 +87,12 @@ fetch_usage(FILE *fp, int full)
 	/* Two forms, as fdist-fetch(1) has them: --expect-sha256 and
 	 * --manifest exclude each other. */
 	fprintf(fp, "usage: %s [-qhV] [-o FILE|-] [--ack TEXT] [--timeout DUR]\n"
-	    "                   [--expect-sha256 HEX] [--host-id NAME] "
-	    "[--if-changed]\n"
-	    "                   HOST:PORT\n"
+	    "                   [--expect-sha256 HEX] [--max-size N] "
+	    "[--host-id NAME]\n"
+	    "                   [--if-changed] HOST:PORT\n"
 	    "       %s [-qhV] [-o FILE|-] [--ack TEXT] [--timeout DUR]\n"
-	    "                   [--host-id NAME] [--if-changed]\n"
+	    "                   [--max-size N] [--host-id NAME] "
+	    "[--if-changed]\n"
 	    "                   --manifest HOST:PORT SHARE\n",
 	    FETCH_PROGNAME, FETCH_PROGNAME);
 	if (full)
@@ -243,11 +248,14 @@ fetch_options(struct fetch *f, int argc, char **argv)
 		    FETCH_OPT_MANIFEST },
 		{ "if-changed",		no_argument, NULL,
 		    FETCH_OPT_IF_CHANGED },
+		{ "max-size",		required_argument, NULL,
+		    FETCH_OPT_MAX_SIZE },
 		{ "quiet",		no_argument, NULL, 'q' },
 		{ "help",		no_argument, NULL, 'h' },
 		{ "version",		no_argument, NULL, 'V' },
 		{ NULL,			0, NULL, 0 }
 	};
+	char				err[128];
 	int				ch;
 
 	opterr = 0;
@@ -300,6 +308,14 @@ fetch_options(struct fetch *f, int argc, char **argv)
 			break;
 		case FETCH_OPT_IF_CHANGED:
 			f->f_if_changed = 1;
+			break;
+		case FETCH_OPT_MAX_SIZE:
+			if (parse_size(optarg, &f->f_max, err,
+			    sizeof(err)) == -1) {
+				fetch_warnx("--max-size: %s", err);
+				return (FETCH_EUSAGE);
+			}
+			f->f_max_set = 1;
 			break;
 		case 'q':
 			f->f_quiet = 1;

@@ -606,6 +606,41 @@ def test_a_share_streaming_more_than_announced_is_cut_off(tmp):
     assert sum(streamed) < 64 << 20, sum(streamed)
 
 
+def test_max_size_bounds_a_plain_fetch(tmp):
+    """--max-size: a share that streams past it is cut off at once, none
+    of the excess written, nothing published, exit 5; one of exactly that
+    size is fetched; with --manifest the lower bound applies."""
+    data = b"announced content\n" * 100
+    streamed = []
+
+    def endless(conn, done):
+        conn.sendall(data)
+        while not done.is_set() and sum(streamed) < 256 << 20:
+            conn.sendall(b"\0" * 65536)
+            streamed.append(65536)
+    out = os.path.join(tmp, "got")
+    digest = hashlib.sha256(data).hexdigest()
+    with Peer(endless) as share:
+        r = run_fetch("-q", "--max-size", "1M", "--expect-sha256", digest, "127.0.0.1:%d" % share.port,
+                      "-o", out, timeout=30)
+    assert r.returncode == EXIT_DIGEST, r
+    assert b"127.0.0.1:%d: more than --max-size, %d bytes" % (share.port, 1 << 20) in r.stderr, r
+    assert not os.path.exists(out) and not os.path.exists(out + ".part")
+    assert sum(streamed) < 64 << 20, sum(streamed)
+    with Peer(serve_doc(data)) as share:
+        r = run_fetch("-q", "--max-size", str(len(data)), "127.0.0.1:%d" % share.port, "-o", out, timeout=30)
+    assert r.returncode == 0 and open(out, "rb").read() == data, r
+    os.unlink(out)
+    with Peer(serve_doc(data)) as share, \
+            Peer(serve_doc(("fdist-manifest 1\n" + share_line("a", data, share.port) + "end\n").encode())) as m:
+        r = run_fetch("-q", "--max-size", str(len(data) - 1), "--manifest", "127.0.0.1:%d" % m.port, "a",
+                      "-o", out, timeout=30)
+    assert r.returncode == EXIT_DIGEST and b"more than --max-size, %d bytes" % (len(data) - 1) in r.stderr, r
+    assert not os.path.exists(out)
+    r = run_fetch("--max-size", "1T", "127.0.0.1:1", "-o", out, timeout=30)
+    assert r.returncode == 1 and b"--max-size: invalid size '1T'" in r.stderr, r
+
+
 def test_broken_manifests(tmp):
     """Documents that are not manifests of format 1, or damaged ones:
     exit 10 with a message of fdist-fetch's own (the document's bytes are
