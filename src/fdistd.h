@@ -477,6 +477,7 @@ int		 listener_inherit(struct event_base *, struct listener_list *,
 void		 listener_attach(struct listener *, struct share *);
 void		 listener_enable(struct listener *);
 void		 listener_disable(struct listener *);
+void		 listener_look(struct listener *);
 void		 listener_close(struct listener *);
 
 /* server.c: the set of shares and listeners, accepting and limits. */

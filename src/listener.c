@@ -227,6 +227,16 @@ listener_disable(struct listener *ls)
 	event_del(ls->ls_ev);
 }
 
+/*
+ * Accept on the next turn of the loop as if readable, which an empty
+ * queue never is: only an accept that finds nobody tells it is empty.
+ */
+void
+listener_look(struct listener *ls)
+{
+	event_active(ls->ls_ev, EV_READ, 1);
+}
+
 void
 listener_close(struct listener *ls)
 {

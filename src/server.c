@@ -61,9 +61,17 @@ server_listeners_enable(bool on)
 }
 
 
+/*
+ * Retry after a shortage.  A listener that ran short looks at its queue
+ * at once: the reserve's accept may have taken its last client, and
+ * then it is never readable again until a new one comes, which would
+ * leave the episode open (and its end unlogged) meanwhile.
+ */
 static void
 server_on_resume_timer(evutil_socket_t fd, short what, void *arg)
 {
+	struct listener	*ls;
+
 	(void)fd;
 	(void)what;
 	(void)arg;
@@ -71,6 +79,10 @@ server_on_resume_timer(evutil_socket_t fd, short what, void *arg)
 		return;
 	paused = false;
 	server_listeners_enable(true);
+	TAILQ_FOREACH(ls, &listeners, ls_entry) {
+		if (ls->ls_short)
+			listener_look(ls);
+	}
 }
 
 /*
@@ -222,11 +234,16 @@ server_accept_batch(struct listener *ls)
 	return (true);
 }
 
-/* The listener is readable: a batch, then the other events get a turn. */
+/*
+ * The listener is readable: a batch, then the other events get a turn.
+ * One that ran short and used its batch up looks again on the next
+ * turn, though its queue may be empty by then: see server_shortage_over.
+ */
 void
 server_accept(struct listener *ls)
 {
-	(void)server_accept_batch(ls);
+	if (server_accept_batch(ls) && ls->ls_short)
+		listener_look(ls);
 }
 
 /*

@@ -544,6 +544,28 @@ def test_accept_out_of_memory_is_told_apart(tmp):
         assert "the system is short of memory" in log and "LimitNOFILE" not in log, log[-2000:]
 
 
+def test_a_shortage_whose_last_client_the_reserve_took_ends_without_another(tmp):
+    """The accept fails (EMFILE, injected) with one client waiting, and
+    the reserve descriptor's accept takes that client to refuse it: the
+    queue is empty, so the listener never becomes readable again.  The
+    episode still ends, at the retry, without waiting for a new client."""
+    small = make_file(os.path.join(tmp, "g"), 1000)
+    port = free_port()
+    with Daemon(tmp, {"s": {"listen": "127.0.0.1:%d" % port, "file": small}}) as d:
+        with accept4_failing(d, "EMFILE", 1):
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=5).close()
+            except ConnectionResetError:
+                pass
+            (rec,) = d.wait_records(1)
+            assert rec["status"] == "busy" and rec.get("reason") == "out of file descriptors", rec
+            d.wait_log(r"accepting again after running out of file descriptors", timeout=5)
+        assert get(port, "127.0.0.1") == open(small, "rb").read()
+        log = d.log()
+        assert log.count("pausing new connections") == 1, log[-2000:]
+        assert log.count("accepting again") == 1, log[-2000:]
+
+
 def test_descriptors_running_out_as_the_queue_empties_pauses_nothing(tmp):
     """Linux takes the descriptor before it looks at the listen queue, so
     an accept at the limit fails with EMFILE even when the batch has just
