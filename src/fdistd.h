@@ -464,6 +464,7 @@ struct listener {
 	char		 ls_name[ADDR_STR_MAX];
 	struct share	*ls_share;
 	struct event	*ls_ev;
+	struct event	*ls_look;	/* an accept on the next turn */
 	bool		 ls_inherited;	/* passed by the service manager */
 	bool		 ls_short;	/* its accept ran short; queue not empty */
 	char		 ls_fdname[256]; /* its FileDescriptorName= */

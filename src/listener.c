@@ -43,11 +43,16 @@ listener_wrap(struct event_base *base, int fd, char *err, size_t errlen)
 	    sizeof(ls->ls_name));
 	ls->ls_ev = event_new(base, fd, EV_READ | EV_PERSIST,
 	    listener_on_readable, ls);
-	if (ls->ls_ev == NULL)
+	ls->ls_look = evtimer_new(base, listener_on_readable, ls);
+	if (ls->ls_ev == NULL || ls->ls_look == NULL)
 		goto fail;
 	return (ls);
 fail:
 	snprintf(err, errlen, "listener: %s", strerror(errno));
+	if (ls != NULL && ls->ls_ev != NULL)
+		event_free(ls->ls_ev);
+	if (ls != NULL && ls->ls_look != NULL)
+		event_free(ls->ls_look);
 	free(ls);
 	close(fd);
 	return (NULL);
@@ -225,16 +230,21 @@ void
 listener_disable(struct listener *ls)
 {
 	event_del(ls->ls_ev);
+	event_del(ls->ls_look);
 }
 
 /*
  * Accept on the next turn of the loop as if readable, which an empty
  * queue never is: only an accept that finds nobody tells it is empty.
+ * A timer of no time, not event_active(): that would run again before
+ * the loop polls, and a listener kept busy would starve everything else.
  */
 void
 listener_look(struct listener *ls)
 {
-	event_active(ls->ls_ev, EV_READ, 1);
+	static const struct timeval	now = { 0, 0 };
+
+	evtimer_add(ls->ls_look, &now);
 }
 
 void
@@ -243,6 +253,7 @@ listener_close(struct listener *ls)
 	if (ls == NULL)
 		return;
 	event_free(ls->ls_ev);
+	event_free(ls->ls_look);
 	close(ls->ls_fd);
 	share_unref(ls->ls_share);
 	free(ls);

@@ -65,12 +65,16 @@ server_listeners_enable(bool on)
  * Retry after a shortage.  A listener that ran short looks at its queue
  * at once: the reserve's accept may have taken its last client, and
  * then it is never readable again until a new one comes, which would
- * leave the episode open (and its end unlogged) meanwhile.
+ * leave the episode open (and its end unlogged) meanwhile.  If none is
+ * short though the episode is not over (those that were have been
+ * closed by a reload), every listener looks, and the first to find its
+ * queue empty ends it.
  */
 static void
 server_on_resume_timer(evutil_socket_t fd, short what, void *arg)
 {
 	struct listener	*ls;
+	bool		 any = false;
 
 	(void)fd;
 	(void)what;
@@ -79,8 +83,10 @@ server_on_resume_timer(evutil_socket_t fd, short what, void *arg)
 		return;
 	paused = false;
 	server_listeners_enable(true);
+	TAILQ_FOREACH(ls, &listeners, ls_entry)
+		any = any || ls->ls_short;
 	TAILQ_FOREACH(ls, &listeners, ls_entry) {
-		if (ls->ls_short)
+		if (ls->ls_short || (shortage != NULL && !any))
 			listener_look(ls);
 	}
 }
@@ -457,6 +463,7 @@ server_apply(struct config *cf, char *err, size_t errlen)
 {
 	struct listener_list	 fresh = TAILQ_HEAD_INITIALIZER(fresh);
 	struct listener_list	 kept = TAILQ_HEAD_INITIALIZER(kept);
+	struct listener_list	 gone = TAILQ_HEAD_INITIALIZER(gone);
 	struct share_list	 made = TAILQ_HEAD_INITIALIZER(made);
 	struct share_config	*sc;
 	struct share		*sh, *msh = NULL;
@@ -499,13 +506,19 @@ server_apply(struct config *cf, char *err, size_t errlen)
 		    &listeners, &fresh, &kept);
 		server_log_share(msh, &kept);
 	}
-	while ((ls = TAILQ_FIRST(&listeners)) != NULL) {
+	/*
+	 * The listeners that stay are the set before the others are
+	 * drained: a drain that runs short, or empties a queue, then
+	 * weighs the end of a shortage against them.
+	 */
+	TAILQ_CONCAT(&gone, &listeners, ls_entry);
+	TAILQ_CONCAT(&listeners, &kept, ls_entry);
+	while ((ls = TAILQ_FIRST(&gone)) != NULL) {
 		log_info("no longer listening on %s", ls->ls_name);
-		TAILQ_REMOVE(&listeners, ls, ls_entry);
+		TAILQ_REMOVE(&gone, ls, ls_entry);
 		server_drain_listener(ls);
 		listener_close(ls);
 	}
-	TAILQ_CONCAT(&listeners, &kept, ls_entry);
 	server_free_shares(&shares);
 	TAILQ_CONCAT(&shares, &made, sh_entry);
 	manifest_commit(msh);
