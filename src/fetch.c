@@ -165,7 +165,7 @@ fetch_receive(struct fetch *f)
 			break;
 		if (n == -1)
 			return (fetch_receive_error(f));
-		if (f->f_max_set && (uint64_t)n > f->f_max - f->f_bytes) {
+		if ((uint64_t)n > f->f_max - f->f_bytes) {
 			if (f->f_max_manifest)
 				fetch_warnx("%s: more than the %llu bytes the "
 				    "manifest announced", f->f_target,
@@ -251,9 +251,9 @@ fetch_run(struct fetch *f)
 		f->f_target = f->f_fs.fs_target;
 		memcpy(f->f_expect, f->f_fs.fs_sha256, sizeof(f->f_expect));
 		/* The lower bound is the one that applies. */
-		if (!f->f_max_set || f->f_fs.fs_size <= f->f_max) {
+		if (f->f_fs.fs_size <= f->f_max) {
 			f->f_max = f->f_fs.fs_size;
-			f->f_max_set = f->f_max_manifest = 1;
+			f->f_max_manifest = 1;
 		}
 	}
 	/* Nothing more to connect to: the digest is known, and FILE's. */
@@ -334,6 +334,7 @@ main(int argc, char **argv)
 	memset(&f, 0, sizeof(f));
 	f.f_sock = -1;
 	f.f_timeout = FETCH_TIMEOUT_DEFAULT;
+	f.f_max = UINT64_MAX;		/* no bound but EOF */
 	f.f_timeout_arg = "30s";
 	if ((rv = fetch_options(&f, argc, argv)) != -1)
 		return (rv);

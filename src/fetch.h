@@ -78,9 +78,8 @@ struct fetch {
 	int			 f_quiet;
 	int			 f_progress;	/* redraw a status line */
 	char			 f_expect[FETCH_HEXLEN + 1];	/* "" if none */
-	uint64_t		 f_max;		/* bytes at most, if f_max_set */
-	int			 f_max_set;	/* by --max-size or the manifest */
-	int			 f_max_manifest;	/* the manifest's size */
+	uint64_t		 f_max;		/* bytes at most: --max-size */
+	int			 f_max_manifest;	/* f_max is the manifest's */
 	char			 f_host[FETCH_HOST_MAX + 1];	/* "" if none */
 	int			 f_host_set;	/* by --host-id */
 	char			 f_got[FETCH_HEXLEN + 1];

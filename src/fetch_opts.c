@@ -315,7 +315,6 @@ fetch_options(struct fetch *f, int argc, char **argv)
 				fetch_warnx("--max-size: %s", err);
 				return (FETCH_EUSAGE);
 			}
-			f->f_max_set = 1;
 			break;
 		case 'q':
 			f->f_quiet = 1;

@@ -584,20 +584,25 @@ def test_a_manifest_dripped_is_cut_off_at_the_timeout(tmp):
     assert not os.path.exists(out) and not os.path.exists(out + ".part")
 
 
+def endless_after(data, streamed):
+    """A share that sends data, then zeros without end (up to 256 MiB),
+    counting in streamed what it sent past data."""
+    def handler(conn, done):
+        conn.sendall(data)
+        while not done.is_set() and sum(streamed) < 256 << 20:
+            conn.sendall(b"\0" * 65536)
+            streamed.append(65536)
+    return handler
+
+
 def test_a_share_streaming_more_than_announced_is_cut_off(tmp):
     """The share streams far past the size the manifest announced (as one
     streaming without end would): fdist-fetch stops at once, writes none
     of the excess, publishes nothing, exit 5."""
     data = b"announced content\n" * 100
     streamed = []
-
-    def endless(conn, done):
-        conn.sendall(data)
-        while not done.is_set() and sum(streamed) < 256 << 20:
-            conn.sendall(b"\0" * 65536)
-            streamed.append(65536)
     out = os.path.join(tmp, "got")
-    with Peer(endless) as share, \
+    with Peer(endless_after(data, streamed)) as share, \
             Peer(serve_doc(("fdist-manifest 1\n" + share_line("a", data, share.port) + "end\n").encode())) as m:
         r = run_fetch("-q", "--manifest", "127.0.0.1:%d" % m.port, "a", "-o", out, timeout=30)
     assert r.returncode == EXIT_DIGEST, r
@@ -612,15 +617,9 @@ def test_max_size_bounds_a_plain_fetch(tmp):
     size is fetched; with --manifest the lower bound applies."""
     data = b"announced content\n" * 100
     streamed = []
-
-    def endless(conn, done):
-        conn.sendall(data)
-        while not done.is_set() and sum(streamed) < 256 << 20:
-            conn.sendall(b"\0" * 65536)
-            streamed.append(65536)
     out = os.path.join(tmp, "got")
     digest = hashlib.sha256(data).hexdigest()
-    with Peer(endless) as share:
+    with Peer(endless_after(data, streamed)) as share:
         r = run_fetch("-q", "--max-size", "1M", "--expect-sha256", digest, "127.0.0.1:%d" % share.port,
                       "-o", out, timeout=30)
     assert r.returncode == EXIT_DIGEST, r
