@@ -526,7 +526,7 @@ void		 server_digest_known(const struct sfile *);
 void		 server_serves(const struct share *);
 void		 server_manifest(void);
 
-/* server.c, server_listen.c, server_refuse.c: private to the server. */
+/* server*.c: private to the server. */
 /* Why a client was turned away; each reason belongs to one status. */
 enum refusal_reason {
 	REASON_NOT_ALLOWED,
@@ -548,6 +548,15 @@ enum refusal_reason {
 };
 void		 server_timer_add(struct event *, uint64_t);
 void		 server_count_refused(void);
+void		 server_count_accepted(void);
+struct listener_list *server_listeners(void);
+
+/* server_accept.c: taking clients off the listeners; shortages. */
+int		 server_accept_init(struct event_base *);
+void		 server_accept_free(void);
+void		 server_accept_drain(struct listener *);
+void		 server_accept_rearm(void);
+void		 server_accept_freed(void);
 
 /* server_listen.c: which listeners serve which share. */
 int		 server_listen_open(struct event_base *, const struct config *,

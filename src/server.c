@@ -1,8 +1,9 @@
 /*
- * server.c: the running set of shares and listeners.  It accepts
- * clients, enforces max_clients, rides out a full descriptor table,
- * applies a new configuration on reload (server_listen.c matches the
- * listeners to its shares) and stops gracefully.
+ * server.c: the running set of shares and listeners.  It admits
+ * clients (server_accept.c takes them off the listeners and rides out a
+ * full descriptor table), enforces max_clients, applies a new
+ * configuration on reload (server_listen.c matches the listeners to its
+ * shares) and stops gracefully.
  */
 #include <sys/types.h>
 #include <sys/socket.h>
@@ -18,10 +19,6 @@
 
 #include "fdistd.h"
 
-/* Accepts per listener event, so one busy port cannot hog the loop. */
-#define ACCEPT_BATCH		32
-/* How long to pause accepting when out of descriptors. */
-#define EMFILE_RETRY_MS		100
 static struct event_base	*server_base;
 static struct config		*server_cf;
 static struct share_list	 shares = TAILQ_HEAD_INITIALIZER(shares);
@@ -31,10 +28,6 @@ static struct server_stats	 stats;
 static bool			 stopping;
 static bool			 activated;	/* sockets came from systemd */
 static bool			 mismatch;	/* a cf and those sockets disagree */
-static bool			 paused;	/* out of descriptors */
-static const char		*shortage;	/* of the pause, or NULL */
-static int			 reserve_fd = -1;
-static struct event		*resume_timer;
 static struct event		*stop_timer;
 
 void
@@ -46,124 +39,6 @@ server_timer_add(struct event *ev, uint64_t ms)
 	tv.tv_usec = (suseconds_t)(ms % 1000 * 1000);
 	evtimer_add(ev, &tv);
 }
-
-static void
-server_listeners_enable(bool on)
-{
-	struct listener	*ls;
-
-	TAILQ_FOREACH(ls, &listeners, ls_entry) {
-		if (on)
-			listener_enable(ls);
-		else
-			listener_disable(ls);
-	}
-}
-
-
-/*
- * Retry after a shortage.  A listener that ran short looks at its queue
- * at once: the reserve's accept may have taken its last client, and
- * then it is never readable again until a new one comes, which would
- * leave the episode open (and its end unlogged) meanwhile.  If none is
- * short though the episode is not over (those that were have been
- * closed by a reload), every listener looks, and the first to find its
- * queue empty ends it.
- */
-static void
-server_on_resume_timer(evutil_socket_t fd, short what, void *arg)
-{
-	struct listener	*ls;
-	bool		 any = false;
-
-	(void)fd;
-	(void)what;
-	(void)arg;
-	if (!paused || stopping)
-		return;
-	paused = false;
-	server_listeners_enable(true);
-	TAILQ_FOREACH(ls, &listeners, ls_entry)
-		any = any || ls->ls_short;
-	TAILQ_FOREACH(ls, &listeners, ls_entry) {
-		if (ls->ls_short || (shortage != NULL && !any))
-			listener_look(ls);
-	}
-}
-
-/*
- * A shortage episode ends when every listener that ran short has taken
- * all the clients that were waiting on it, not at the first accept that
- * succeeds: at the limit, each descriptor a finished transfer (or the
- * digest thread) frees lets one accept through before the next fails,
- * and logging each of those would be a pair of lines per client.  Nor
- * when another listener empties its queue while the one that ran short
- * is still working through a backlog.
- */
-static void
-server_shortage_over(struct listener *emptied)
-{
-	struct listener	*ls;
-
-	emptied->ls_short = false;
-	if (shortage == NULL)
-		return;
-	TAILQ_FOREACH(ls, &listeners, ls_entry) {
-		if (ls->ls_short)
-			return;
-	}
-	log_info("accepting again after running out of %s", shortage);
-	shortage = NULL;
-}
-
-/*
- * accept() failed for want of descriptors or of kernel memory.  A
- * listener left armed would fire again at once and spin: pause them all,
- * retry on a timer, and use the reserve descriptor to reset the oldest
- * waiting client rather than leave it hanging.  Linux takes the
- * descriptor before it looks at the queue, so the failure can also mean
- * that the batch took the last waiting client: the reserve's accept then
- * finds nobody, and nothing is short until the next client comes (the
- * listener stays quiet until then).
- */
-static void
-server_pause(struct listener *ls, int err)
-{
-	struct sockaddr_storage	ss;
-	socklen_t		len = sizeof(ss);
-	int			fd = -1;
-	bool			fds = err == EMFILE || err == ENFILE;
-
-	if (reserve_fd != -1) {
-		close(reserve_fd);
-		reserve_fd = -1;
-		fd = accept4(ls->ls_fd, (struct sockaddr *)&ss, &len,
-		    SOCK_CLOEXEC);
-		if (fd == -1 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-			reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
-			server_shortage_over(ls);
-			return;
-		}
-	}
-	/* The first failure of an episode names it. */
-	if (shortage == NULL) {
-		log_warnx("accept on %s: %s: pausing new connections (%zu "
-		    "clients; %s)", ls->ls_name, strerror(err), conn_count(),
-		    fds ? "raise LimitNOFILE or lower max_clients" :
-		    "the system is short of memory");
-		shortage = fds ? "file descriptors" : "memory";
-	}
-	ls->ls_short = true;
-	paused = true;
-	server_listeners_enable(false);
-	if (fd != -1)
-		server_refuse(fd, (struct sockaddr *)&ss, NULL, ls->ls_share,
-		    fds ? REASON_NO_DESCRIPTORS : REASON_NO_MEMORY);
-	if (reserve_fd == -1)
-		reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
-	server_timer_add(resume_timer, EMFILE_RETRY_MS);
-}
-
 
 /*
  * Serve an accepted client, or refuse it: access lists, then limits.
@@ -202,69 +77,18 @@ server_admit(int fd, const struct sockaddr *sa, socklen_t len,
 }
 
 
-/*
- * Accept up to a batch of the clients waiting on a listener; returns
- * whether the batch was used up (more may be waiting).
- */
-static bool
-server_accept_batch(struct listener *ls)
+/* The listeners that run, for server_accept.c. */
+struct listener_list *
+server_listeners(void)
 {
-	struct sockaddr_storage	 ss;
-	struct sockaddr		*sa = (struct sockaddr *)&ss;
-	socklen_t		 len;
-	int			 fd, i;
-
-	for (i = 0; i < ACCEPT_BATCH; i++) {
-		if (paused || stopping)
-			return (false);
-		len = sizeof(ss);
-		fd = accept4(ls->ls_fd, sa, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
-		if (fd == -1) {
-			if (errno == EAGAIN || errno == EWOULDBLOCK) {
-				server_shortage_over(ls);
-				return (false);
-			}
-			if (errno == EINTR || errno == ECONNABORTED)
-				continue;
-			if (errno == EMFILE || errno == ENFILE ||
-			    errno == ENOBUFS || errno == ENOMEM) {
-				server_pause(ls, errno);
-				return (false);
-			}
-			log_warn("accept on %s", ls->ls_name);
-			return (false);
-		}
-		stats.st_accepted++;
-		server_admit(fd, sa, len, NULL, ls->ls_share);
-	}
-	return (true);
+	return (&listeners);
 }
 
-/*
- * The listener is readable: a batch, then the other events get a turn.
- * One that ran short and used its batch up looks again on the next
- * turn, though its queue may be empty by then: see server_shortage_over.
- */
+/* An accepted connection, for the status line. */
 void
-server_accept(struct listener *ls)
+server_count_accepted(void)
 {
-	if (server_accept_batch(ls) && ls->ls_short)
-		listener_look(ls);
-}
-
-/*
- * A reload closes this listener: first take the clients the kernel has
- * queued on it, which connected while it was configured and would be
- * reset by the close, and admit them as before the reload.  No more
- * than a full queue: a connect flood on the port must not hold the loop.
- */
-static void
-server_drain_listener(struct listener *ls)
-{
-	int	batches = LISTEN_BACKLOG / ACCEPT_BATCH + 1;
-
-	while (batches-- > 0 && server_accept_batch(ls))
-		continue;
+	stats.st_accepted++;
 }
 
 /* A refused connection, for the status line. */
@@ -288,11 +112,7 @@ server_count_outcome(bool acked)
 void
 server_conn_released(void)
 {
-	if (paused && !stopping) {
-		/* A descriptor is free again. */
-		evtimer_del(resume_timer);
-		server_on_resume_timer(-1, 0, NULL);
-	}
+	server_accept_freed();
 	if (stopping && conn_count() == 0)
 		event_base_loopbreak(server_base);
 }
@@ -516,7 +336,7 @@ server_apply(struct config *cf, char *err, size_t errlen)
 	while ((ls = TAILQ_FIRST(&gone)) != NULL) {
 		log_info("no longer listening on %s", ls->ls_name);
 		TAILQ_REMOVE(&gone, ls, ls_entry);
-		server_drain_listener(ls);
+		server_accept_drain(ls);
 		listener_close(ls);
 	}
 	server_free_shares(&shares);
@@ -525,8 +345,7 @@ server_apply(struct config *cf, char *err, size_t errlen)
 	digest_prune();
 	config_free(server_cf);
 	server_cf = cf;
-	/* A drain may have run out of descriptors: the kept ones wait too. */
-	server_listeners_enable(!paused);
+	server_accept_rearm();
 	return (0);
 }
 
@@ -546,12 +365,10 @@ server_begin(struct event_base *base, struct config *cf, char *err,
     size_t errlen)
 {
 	server_base = base;
-	resume_timer = evtimer_new(base, server_on_resume_timer, NULL);
-	if (resume_timer == NULL || server_refuse_init(base) == -1) {
+	if (server_accept_init(base) == -1 || server_refuse_init(base) == -1) {
 		snprintf(err, errlen, "%s", strerror(errno));
 		return (-1);
 	}
-	reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
 	manifest_init(base);
 	switch (listener_inherit(base, &listeners, err, errlen)) {
 	case -1:
@@ -657,12 +474,9 @@ server_free(void)
 	manifest_free();
 	config_free(server_cf);
 	server_cf = NULL;
-	if (resume_timer != NULL)
-		event_free(resume_timer);
+	server_accept_free();
 	if (stop_timer != NULL)
 		event_free(stop_timer);
-	if (reserve_fd != -1)
-		close(reserve_fd);
 }
 
 const struct server_stats *
