@@ -4,6 +4,7 @@ rate limits, and running out of file descriptors."""
 
 import contextlib
 import os
+import signal
 import socket
 import sys
 import threading
@@ -586,6 +587,51 @@ def test_descriptors_running_out_as_the_queue_empties_pauses_nothing(tmp):
         log = d.log()
         assert "pausing new connections" not in log, log[-2000:]
         assert "accepting again" not in log, log[-2000:]
+
+
+def test_a_shortage_in_the_drain_of_a_listener_a_reload_closes_ends(tmp):
+    """A reload drops a share while a client waits on its port: the drain
+    before the close takes the client, its accept fails (EMFILE,
+    injected) and the reserve's accept takes the client to refuse it.
+    The listener that ran short is then closed and no kept one ran
+    short: the episode still ends at the retry, when a kept listener
+    finds its queue empty, without waiting for a new client.  strace
+    holds the loop's read of the reload's result while the client
+    connects, so that only the drain can take it."""
+    small = make_file(os.path.join(tmp, "g"), 1000)
+    pa, pb = free_port(), free_port()
+    shares = {"a": {"listen": "127.0.0.1:%d" % pa, "file": small},
+              "b": {"listen": "127.0.0.1:%d" % pb, "file": small}}
+    with Daemon(tmp, shares) as d:
+        d.write_config({"a": shares["a"]})
+        # The digests' wake-ups of the loop are read before strace comes.
+        d.wait_log(r": sha256 ", count=2)
+        # The loop's thread alone: after the signalfd's two read()s (the
+        # SIGHUP, then EAGAIN) each read is held 3 s, the reload's
+        # result first among them.
+        st = strace_attach(d.proc.pid, "-o", "/dev/null", "-e", "trace=accept4,read",
+                           "-e", "inject=accept4:error=EMFILE:when=1",
+                           "-e", "inject=read:delay_exit=3000000:when=3+")
+        try:
+            d.signal(signal.SIGHUP)
+            d.wait_log(r"reloading ")
+            time.sleep(1)
+            waiting = socket.create_connection(("127.0.0.1", pb), timeout=5)
+            (rec,) = d.wait_records(1)
+            assert rec["share"] == "b" and rec["status"] == "busy", rec
+            assert rec.get("reason") == "out of file descriptors", rec
+            d.wait_log(r"accepting again after running out of file descriptors", timeout=5)
+            waiting.close()
+        finally:
+            st.terminate()
+            st.wait(10)
+        assert get(pa, "127.0.0.1") == open(small, "rb").read()
+        log = d.log()
+        # The drain ran short, not an accept before the reload.
+        assert log.index("no longer listening on 127.0.0.1:%d" % pb) < log.index("pausing new connections"), \
+            log[-2000:]
+        assert log.count("pausing new connections") == 1, log[-2000:]
+        assert log.count("accepting again") == 1, log[-2000:]
 
 
 if __name__ == "__main__":
