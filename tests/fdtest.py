@@ -10,6 +10,7 @@ process is stopped on every exit path.
 import contextlib
 import hashlib
 import os
+import random
 import re
 import shutil
 import signal
@@ -125,6 +126,27 @@ def free_port(family=socket.AF_INET):
             _given_ports.add(port)
             return port
     raise AssertionError("no port not given before in 100 tries")
+
+
+def free_port_outside_ephemeral():
+    """A free TCP port below the kernel's range for the source ports of
+    outgoing connections: a port a test's daemon binds and lets go of
+    again and again (a share that reloads add and remove), which a
+    client's connect() could otherwise take meanwhile, failing the next
+    bind with EADDRINUSE."""
+    with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+        low = int(f.read().split()[0])
+    for port in random.sample(range(max(1024, low - 8192), low), 200):
+        if port in _given_ports:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _given_ports.add(port)
+        return port
+    raise AssertionError("no free port below %d in 200 tries" % low)
 
 
 def parse_record(line):
