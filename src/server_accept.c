@@ -27,6 +27,17 @@ static const char		*shortage;	/* of the pause, or NULL */
 static int			 reserve_fd = -1;
 static struct event		*resume_timer;
 
+/*
+ * Hold a descriptor back, to be closed when accept() runs short so that
+ * one waiting client can be taken and told so.
+ */
+static void
+server_reserve(void)
+{
+	if (reserve_fd == -1)
+		reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+}
+
 static void
 server_listeners_enable(bool on)
 {
@@ -120,7 +131,7 @@ server_pause(struct listener *ls, int err)
 		fd = accept4(ls->ls_fd, (struct sockaddr *)&ss, &len,
 		    SOCK_CLOEXEC);
 		if (fd == -1 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-			reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+			server_reserve();
 			server_shortage_over(ls);
 			return;
 		}
@@ -139,8 +150,7 @@ server_pause(struct listener *ls, int err)
 	if (fd != -1)
 		server_refuse(fd, (struct sockaddr *)&ss, NULL, ls->ls_share,
 		    fds ? REASON_NO_DESCRIPTORS : REASON_NO_MEMORY);
-	if (reserve_fd == -1)
-		reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+	server_reserve();
 	server_timer_add(resume_timer, EMFILE_RETRY_MS);
 }
 
@@ -237,7 +247,7 @@ server_accept_init(struct event_base *base)
 	if ((resume_timer = evtimer_new(base, server_on_resume_timer,
 	    NULL)) == NULL)
 		return (-1);
-	reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+	server_reserve();
 	return (0);
 }
 
